@@ -1,0 +1,1 @@
+"""Data layer: manifest v1, importers, robust image loading, crops, synthetic comics, datasets."""

@@ -1,0 +1,76 @@
+"""The one image loader of comicid: any file a user may bring, decoded to 8-bit RGB.
+
+Comic scans and sprite sheets come in every mode PIL knows: palette PNGs with a transparent index,
+RGBA sprites, grayscale and 16-bit scans, CMYK print files, phone photos with an EXIF rotation. All of
+them become RGB with transparency composited on white (the colour of the page), so that a model never
+sees the arbitrary colour hidden under an alpha of zero.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from comicid.errors import ImageReadError
+
+#: Pages of a few hundred megapixels are legitimate (high-resolution scans); PIL's default bomb guard
+#: (~179 MP) would reject them. We allow up to 1 gigapixel and reject beyond with a clear error.
+MAX_IMAGE_PIXELS = 1_000_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+BACKGROUND_RGB = (255, 255, 255)
+
+
+def _sixteen_bit_to_uint8(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    if values.max(initial=0) > 255:
+        values = values / 257.0  # full 16-bit range onto 8 bits
+    return Image.fromarray(np.clip(values, 0, 255).round().astype(np.uint8), mode="L")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert an already-opened image to RGB, compositing any transparency on white."""
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _sixteen_bit_to_uint8(image)
+        mode = image.mode
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND_RGB + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode == "RGB":
+        return image
+    return image.convert("RGB")  # L, 1, P without transparency, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Read ``path`` as an 8-bit RGB image.
+
+    Raises:
+        ImageReadError: the file is missing, not an image, truncated, or too large; the message
+            names the file and the reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"image '{path}' not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                return to_rgb(opened)
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"image '{path}' is too large: {error}") from None
+    except Image.DecompressionBombWarning as error:
+        raise ImageReadError(f"image '{path}' is too large: {error}") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"image '{path}' is not a readable image file") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"image '{path}' could not be decoded ({error})") from None

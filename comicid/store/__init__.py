@@ -1,0 +1,1 @@
+"""The collection on disk: instances, crop cache, embeddings, cluster assignments."""
