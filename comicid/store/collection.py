@@ -1,0 +1,192 @@
+"""A collection folder: everything comicid knows about one set of character instances.
+
+Layout (all writes atomic, see :mod:`comicid.store.atomic`)::
+
+    COLLECTION/
+      collection.json          format, comicid version, sources, embedding models, last assignment
+      instances.parquet        one row per part: manifest-v1 columns + row_key, instance_key, crop_hash
+      crops/ab/<hash>.png      crop cache, keyed by the SHA-256 of the crop's pixels
+      embeddings/<model>.npz   part features per crop hash for one model id (resumable cache)
+      assignments.parquet      instance -> identity id and confidence, from the last `cluster`
+      models/                  models adapted to this collection (e.g. by the adaptive method)
+
+Crops are stored rather than re-cut from pages so that a collection survives its sources moving,
+and so that embedding reads small PNGs instead of decoding full pages again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from comicid import __version__
+from comicid.data.images import load_image
+from comicid.errors import CollectionError
+from comicid.store.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+
+FORMAT = "comicid-collection"
+FORMAT_VERSION = 1
+META_FILE = "collection.json"
+INSTANCES_FILE = "instances.parquet"
+ASSIGNMENTS_FILE = "assignments.parquet"
+
+
+def crop_hash(image: Image.Image) -> str:
+    """Content key of a crop: SHA-256 over its size and RGB pixels (independent of PNG encoders)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+def safe_name(model_id: str) -> str:
+    """A file name for a model id (ids may contain '/', '@', ':')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Collection:
+    """Read and write one collection folder. Cheap to construct; reads lazily."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # -- life cycle -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path) -> Collection:
+        """Open ``root`` if it is a collection, else make an empty one (refusing non-empty folders)."""
+        collection = cls(root)
+        if collection.meta_path.is_file():
+            return collection.check()
+        if collection.root.exists() and any(collection.root.iterdir()):
+            raise CollectionError(f"'{collection.root}' exists, is not empty, and is not a comicid collection")
+        collection.root.mkdir(parents=True, exist_ok=True)
+        collection.write_meta({"format": FORMAT, "version": FORMAT_VERSION, "created": _now(),
+                               "sources": [], "embeddings": {}, "assignments": None})
+        return collection
+
+    @classmethod
+    def open(cls, root: str | Path) -> Collection:
+        collection = cls(root)
+        if not collection.meta_path.is_file():
+            raise CollectionError(f"'{collection.root}' is not a comicid collection (no {META_FILE}); "
+                                  "create one with `comicid import`")
+        return collection.check()
+
+    def check(self) -> Collection:
+        meta = self.meta()
+        if meta.get("format") != FORMAT:
+            raise CollectionError(f"'{self.meta_path}' is not a comicid collection file")
+        if int(meta.get("version", 0)) > FORMAT_VERSION:
+            raise CollectionError(f"'{self.root}' was written by a newer comicid (collection format "
+                                  f"{meta['version']}); upgrade comicid")
+        return self
+
+    # -- metadata -------------------------------------------------------------------------------
+    @property
+    def meta_path(self) -> Path:
+        return self.root / META_FILE
+
+    def meta(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise CollectionError(f"cannot read '{self.meta_path}': {error}") from None
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        meta = dict(meta, comicid_version=__version__, updated=_now())
+        atomic_write_text(self.meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    def update_meta(self, **changes: Any) -> None:
+        self.write_meta({**self.meta(), **changes})
+
+    # -- instances ------------------------------------------------------------------------------
+    @property
+    def instances_path(self) -> Path:
+        return self.root / INSTANCES_FILE
+
+    def has_instances(self) -> bool:
+        return self.instances_path.is_file()
+
+    def instances(self) -> pd.DataFrame:
+        """The parts table; raises when nothing was imported yet."""
+        if not self.has_instances():
+            raise CollectionError(f"'{self.root}' holds no instances yet; run `comicid import` first")
+        return pd.read_parquet(self.instances_path)
+
+    def write_instances(self, frame: pd.DataFrame) -> None:
+        with atomic_write(self.instances_path, "wb") as handle:
+            frame.reset_index(drop=True).to_parquet(handle, index=False)
+
+    # -- crops ----------------------------------------------------------------------------------
+    def crop_path(self, key: str) -> Path:
+        return self.root / "crops" / key[:2] / f"{key}.png"
+
+    def store_crop(self, image: Image.Image) -> str:
+        """Save a crop once (content addressed) and return its hash."""
+        key = crop_hash(image)
+        path = self.crop_path(key)
+        if not path.is_file():
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="PNG")
+            atomic_write_bytes(path, buffer.getvalue())
+        return key
+
+    def load_crop(self, key: str) -> Image.Image:
+        return load_image(self.crop_path(key))
+
+    # -- embeddings -----------------------------------------------------------------------------
+    def features_path(self, model_id: str) -> Path:
+        return self.root / "embeddings" / f"{safe_name(model_id)}.npz"
+
+    def load_features(self, model_id: str) -> dict[str, np.ndarray]:
+        """Cached part features of ``model_id`` by crop hash (empty when none were computed)."""
+        path = self.features_path(model_id)
+        if not path.is_file():
+            return {}
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["model_id"]) != model_id:
+                raise CollectionError(f"'{path}' holds features of '{data['model_id']}', not '{model_id}'")
+            return dict(zip(data["hashes"].tolist(), data["features"], strict=True))
+
+    def save_features(self, model_id: str, features: dict[str, np.ndarray]) -> None:
+        """Replace the cache of ``model_id`` (atomically) with ``features``."""
+        keys = sorted(features)
+        matrix = np.stack([features[key] for key in keys]).astype(np.float32) if keys else np.zeros((0, 0), np.float32)
+        with atomic_write(self.features_path(model_id), "wb") as handle:
+            np.savez(handle, model_id=np.array(model_id), hashes=np.array(keys, dtype=str), features=matrix)
+        embeddings = dict(self.meta().get("embeddings") or {})
+        embeddings[model_id] = {"crops": len(keys), "dim": int(matrix.shape[1]) if keys else 0, "updated": _now()}
+        self.update_meta(embeddings=embeddings, embedding_model=model_id)
+
+    # -- assignments ----------------------------------------------------------------------------
+    @property
+    def assignments_path(self) -> Path:
+        return self.root / ASSIGNMENTS_FILE
+
+    def write_assignments(self, table: pd.DataFrame, info: dict[str, Any]) -> None:
+        """Store instance -> identity assignments and how they were made (method, model, threshold)."""
+        with atomic_write(self.assignments_path, "wb") as handle:
+            table.reset_index(drop=True).to_parquet(handle, index=False)
+        self.update_meta(assignments=dict(info, written=_now()))
+
+    def assignments(self) -> pd.DataFrame:
+        if not self.assignments_path.is_file():
+            raise CollectionError(f"'{self.root}' has no identity assignments yet; run `comicid cluster` first")
+        return pd.read_parquet(self.assignments_path)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
