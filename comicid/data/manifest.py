@@ -77,8 +77,8 @@ def normalise(table: pd.DataFrame, base_dir: Path | None = None) -> pd.DataFrame
     frame["split"] = frame["split"].str.lower()
     frame["book"] = frame["book"].replace("", DEFAULT_BOOK)
     extras = [column for column in frame.columns if column not in COLUMNS]
-    for column in extras:
-        frame[column] = _as_text(frame[column])
+    for column in ["image", *TEXT_COLUMNS, *extras]:
+        frame[column] = _as_text(frame[column])  # one dtype (object of str) whatever pandas inferred
     return frame[list(COLUMNS) + extras].reset_index(drop=True)
 
 
