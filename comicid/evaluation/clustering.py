@@ -24,7 +24,7 @@ from sklearn.metrics import (
 )
 from sklearn.metrics.cluster import contingency_matrix
 
-from comicid.evaluation.retrieval import encode_labels
+from comicid.evaluation.retrieval import as_label_array, encode_labels
 
 __all__ = ["NOISE", "clustering_metrics", "clustering_metrics_by_group"]
 
@@ -49,7 +49,7 @@ def _noise_mask(pred: np.ndarray) -> np.ndarray:
 
 def _pred_codes(pred_labels: Sequence[object] | np.ndarray) -> np.ndarray:
     """Codes of predicted labels with every noise (-1) instance turned into its own cluster."""
-    pred = np.asarray(pred_labels)
+    pred = as_label_array(pred_labels)
     (codes,) = encode_labels(pred)
     noise = _noise_mask(pred)
     codes = codes.copy()
@@ -150,8 +150,8 @@ def clustering_metrics_by_group(
     Books are visited in sorted order of their ids, so the floating-point sums are reproducible.
     """
     (group_codes,) = encode_labels(groups)
-    true = np.asarray(true_labels)
-    pred = np.asarray(pred_labels)
+    true = as_label_array(true_labels)
+    pred = as_label_array(pred_labels)
     if not len(true) == len(pred) == len(group_codes):
         raise ValueError(f"lengths differ: {len(true)} true, {len(pred)} predicted, {len(group_codes)} groups")
     if len(group_codes) == 0:

@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "QueryScores",
+    "as_label_array",
     "encode_labels",
     "exclusion_mask",
     "query_retrieval_scores",
@@ -46,6 +47,21 @@ def _label_sort_key(value: object) -> tuple[str, object]:
     return (type(value).__name__, value)
 
 
+def as_label_array(labels: Sequence[object] | np.ndarray) -> np.ndarray:
+    """Labels as a 1-d array without numpy's type coercion of mixed lists.
+
+    ``np.asarray(["7", 7])`` silently turns the int 7 into the string "7"; a list that mixes strings
+    with other values becomes an object array instead, so distinct ids stay distinct.
+    """
+    if isinstance(labels, np.ndarray):
+        return labels
+    array = np.asarray(labels)
+    if array.dtype.kind in "US" and not all(isinstance(v, (str, bytes)) for v in labels):
+        array = np.empty(len(array), dtype=object)
+        array[:] = list(labels)
+    return array
+
+
 def encode_labels(*label_arrays: Sequence[object] | np.ndarray) -> tuple[np.ndarray, ...]:
     """Maps hashable labels to int64 codes shared by all arrays.
 
@@ -53,7 +69,7 @@ def encode_labels(*label_arrays: Sequence[object] | np.ndarray) -> tuple[np.ndar
     lexicographically, mixed types grouped by type name), so they depend only on the set of labels,
     never on input order, set iteration order or ``PYTHONHASHSEED``.
     """
-    arrays = [np.asarray(labels) for labels in label_arrays]
+    arrays = [as_label_array(labels) for labels in label_arrays]
     for labels in arrays:
         if labels.ndim != 1:
             raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
