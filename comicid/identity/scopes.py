@@ -1,0 +1,106 @@
+"""Running a clusterer per scope (sequence, page, book, collection) and naming identities globally.
+
+A cast is usually closed within a book (series, album, volume): clustering per book keeps unrelated
+books from merging look-alike characters, and keeps each problem small. Labels of different scopes
+are made globally unique by prefixing the scope key: ``"<book>/c0003"`` for book scope,
+``"<book>/<page>/c0003"`` for page scope, ``"<book>/<sequence>/c0003"`` for sequence scope, plain
+``"c0003"`` for the whole collection. An unknown page or sequence ("") is one scope per book.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from comicid.identity.agglomerative import confidence
+from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings
+from comicid.store.atomic import atomic_write
+
+SCOPES = ("sequence", "page", "book", "collection")
+ASSIGNMENT_COLUMNS = ("instance", "identity", "confidence")
+
+
+def scope_keys(table: pd.DataFrame, scope: str) -> np.ndarray:
+    """The scope key of each instance row (object array of str); a missing column counts as ""."""
+    if scope not in SCOPES:
+        raise IdentityInputError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+
+    def column(name: str) -> list[str]:
+        return table[name].fillna("").astype(str).tolist() if name in table.columns else [""] * len(table)
+
+    if scope == "collection":
+        return np.full(len(table), "", dtype=object)
+    parts = [column("book")] + ([column(scope)] if scope in ("page", "sequence") else [])
+    return np.array(["/".join(values) for values in zip(*parts)], dtype=object)
+
+
+def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: object, scope: str = "book",
+                     must_link: object = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster each scope separately with cannot-links from its panels; name identities globally.
+
+    Args:
+        embeddings: ``(N, D)`` instance embeddings (re-normalised here), one per row of ``table``.
+        table: one row per instance, same order; columns ``book``, ``page``, ``panel``, ``sequence``
+            (text, "" = unknown) as far as known.
+        clusterer: any object with ``fit_predict(embeddings, constraints)`` (see ``CLUSTERERS``).
+        scope: ``sequence``, ``page``, ``book`` or ``collection``.
+        must_link: optional ``(M, 2)`` instance index pairs known to be one character; a pair that
+            spans two scopes is refused (it could not be honoured).
+        progress: show a tqdm bar over scopes.
+
+    Returns:
+        ``identity`` (object array of str ids, "" where the clusterer said -1/unknown) and
+        ``confidence`` (float array in [0, 1], 0 for unknown), both ``(N,)``. Scopes run in sorted key
+        order and labels are numbered by first appearance, so the output is deterministic.
+    """
+    unit = check_embeddings(embeddings)  # (N, D), L2-normalised
+    if len(table) != len(unit):
+        raise IdentityInputError(f"the instance table has {len(table)} rows but there are {len(unit)} embeddings")
+    keys = scope_keys(table, scope)
+    constraints = Constraints.from_instances(table, must_link=must_link)
+    constraints.check(len(unit))
+    split = constraints.must_link[keys[constraints.must_link[:, 0]] != keys[constraints.must_link[:, 1]]]
+    if len(split):
+        a, b = int(split[0, 0]), int(split[0, 1])
+        raise IdentityInputError(f"must-linked instances {a} and {b} are in different {scope} scopes "
+                                 f"({keys[a]!r} and {keys[b]!r}); cluster with a wider scope")
+    identity = np.full(len(unit), "", dtype=object)
+    scores = np.zeros(len(unit))
+    scopes = pd.Series(keys, dtype=object).groupby(keys, sort=True).indices  # key -> sorted row positions
+    for key, members in tqdm(scopes.items(), total=len(scopes), desc=f"clustering per {scope}", unit=scope,
+                             disable=not progress):
+        labels = np.asarray(clusterer.fit_predict(unit[members], constraints.subset(members)), dtype=np.int64)
+        prefix = f"{key}/" if scope != "collection" else ""
+        identity[members] = [f"{prefix}c{label:04d}" if label >= 0 else "" for label in labels]
+        scores[members] = confidence(unit[members], labels)
+    return identity, scores
+
+
+def assignment_table(instances: Sequence[str], identity: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """The assignment table: one row per instance with ``instance``, ``identity``, ``confidence``."""
+    if not len(instances) == len(identity) == len(scores):
+        raise IdentityInputError(
+            f"{len(instances)} instances, {len(identity)} identities and {len(scores)} confidences differ in length")
+    return pd.DataFrame({"instance": [str(value) for value in instances],
+                         "identity": [str(value) for value in identity],
+                         "confidence": np.asarray(scores, dtype=np.float64)})
+
+
+def write_assignments(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write an assignment table atomically, as Parquet for ``.parquet``/``.pq`` and CSV otherwise."""
+    path = Path(path)
+    missing = [column for column in ASSIGNMENT_COLUMNS if column not in table.columns]
+    if missing:
+        raise IdentityInputError(f"an assignment table needs columns {', '.join(missing)}")
+    frame = table[list(ASSIGNMENT_COLUMNS)]
+    if path.suffix.lower() in (".parquet", ".pq"):
+        with atomic_write(path, "wb") as handle:
+            frame.to_parquet(handle, index=False)
+    else:
+        with atomic_write(path, "w") as handle:
+            frame.to_csv(handle, index=False, float_format="%.6g")
+    return path
