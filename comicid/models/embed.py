@@ -1,0 +1,213 @@
+"""The batched embedding engine: crops in, part features out; and part fusion into instances.
+
+Speed on a CPU is decided by three things before the network (see docs/BENCHMARKS.md): decoding and
+letterboxing run in DataLoader worker processes with one torch thread each (more would oversubscribe
+the cores the network uses), glibc's allocator is tuned once (:func:`comicid.runtime.tune_allocator`),
+and the network runs channels_last under ``torch.inference_mode``. Workers send 8-bit tensors; the
+float conversion and normalisation happen on the model's device.
+
+Features can be cached per (crop hash, ``model_id``) in a :class:`FeatureCache`; the cache is
+written every few batches, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from comicid.data.images import load_image
+from comicid.models.embedding_model import EmbeddingModel
+from comicid.models.preprocess import letterbox_uint8, normalise_batch
+from comicid.runtime import available_cpus, resolve_device, tune_allocator
+from comicid.store.atomic import atomic_write
+
+CropSource = Image.Image | str | os.PathLike[str]
+
+#: Below this many crops, starting worker processes costs more than it saves.
+MIN_CROPS_FOR_WORKERS = 128
+#: The cache is written after this many batches, bounding the work an interrupt can lose.
+CACHE_FLUSH_BATCHES = 16
+
+
+class _CropDataset(Dataset[Tensor]):
+    """Decodes (paths) and letterboxes crops to 8-bit ``(3, S, S)`` tensors, in worker processes."""
+
+    def __init__(self, crops: Sequence[CropSource], size: int) -> None:
+        self.crops = crops
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, index: int) -> Tensor:
+        crop = self.crops[index]
+        image = crop if isinstance(crop, Image.Image) else load_image(crop)
+        return letterbox_uint8(image, self.size)
+
+
+def _one_thread_worker(_: int) -> None:
+    torch.set_num_threads(1)  # the main process's threads already use every core
+
+
+def default_num_workers(n_crops: int) -> int:
+    """Decode workers: one per core (decoding and the network then share the cores), none if few."""
+    return 0 if n_crops < MIN_CROPS_FOR_WORKERS else available_cpus()
+
+
+def crop_key(crop: CropSource) -> str:
+    """The crop hash used as cache key: blake2b-128 of a file's bytes, or of a PIL image's pixels.
+
+    The two kinds of key differ for the same picture; that costs a cache miss, never a wrong hit.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    if isinstance(crop, Image.Image):
+        digest.update(f"{crop.mode}:{crop.size[0]}x{crop.size[1]}:".encode())
+        digest.update(crop.tobytes())
+    else:
+        digest.update(Path(crop).read_bytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """Part features of one model, keyed by crop hash, stored as shards under ``folder/<model_id>/``.
+
+    Each :meth:`add` writes one new ``.npz`` shard atomically, so a crash never corrupts what was
+    already stored. Shards are read once, at construction.
+    """
+
+    def __init__(self, folder: str | Path, model_id: str) -> None:
+        safe_id = re.sub(r"[^A-Za-z0-9._@-]", "_", model_id)
+        self.folder = Path(folder) / safe_id
+        self.model_id = model_id
+        self._vectors: dict[str, np.ndarray] = {}
+        for shard in sorted(self.folder.glob("shard-*.npz")):
+            with np.load(shard) as data:
+                self._vectors.update(zip(data["keys"].tolist(), data["vectors"]))
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._vectors
+
+    def get(self, key: str) -> np.ndarray:
+        return self._vectors[key]
+
+    def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Store ``vectors (len(keys), D)`` and write them to a new shard."""
+        if not keys:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        shard = self.folder / f"shard-{len(list(self.folder.glob('shard-*.npz'))):06d}.npz"
+        with atomic_write(shard, "wb") as handle:
+            np.savez(handle, keys=np.array(keys, dtype=str), vectors=vectors.astype(np.float32))
+        self._vectors.update(zip(keys, vectors.astype(np.float32)))
+
+
+def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: int = 64,
+                device: str | torch.device = "cpu", num_workers: int | None = None,
+                progress: bool = True, cache: FeatureCache | None = None) -> np.ndarray:
+    """Part features ``(N, part_dim)`` float32 of ``crops`` (PIL images or image paths), in order.
+
+    Paths are decoded with :func:`comicid.data.images.load_image` in ``num_workers`` DataLoader
+    workers (``None``: :func:`default_num_workers`). With a ``cache`` (which must belong to
+    ``model.model_id``), cached crops are not recomputed and new features are added as they come.
+
+    Raises:
+        ImageReadError: a crop file cannot be read (raised from the worker, naming the file).
+        ConfigError: CUDA requested but not available.
+    """
+    if cache is not None and cache.model_id != model.model_id:
+        raise ValueError(f"cache of '{cache.model_id}' used with model '{model.model_id}'")
+    features = np.zeros((len(crops), model.part_dim), dtype=np.float32)
+    keys = [crop_key(crop) for crop in crops] if cache is not None else []
+    todo = [i for i in range(len(crops)) if cache is None or keys[i] not in cache]
+    for i in set(range(len(crops))) - set(todo):
+        features[i] = cache.get(keys[i])  # type: ignore[union-attr]
+    if not todo:
+        return features
+
+    tune_allocator()
+    target = resolve_device(device)
+    model = _prepare(model, target)
+    workers = default_num_workers(len(todo)) if num_workers is None else num_workers
+    loader = DataLoader(_CropDataset([crops[i] for i in todo], model.input_size),
+                        batch_size=batch_size, shuffle=False, num_workers=workers,
+                        worker_init_fn=_one_thread_worker if workers else None,
+                        pin_memory=target.type == "cuda")
+    pending: list[int] = []
+    done = 0
+    with torch.inference_mode(), tqdm(total=len(crops), initial=len(crops) - len(todo),
+                                      disable=not progress, unit="crop", desc="embed") as bar:
+        for pixels in loader:  # (B, 3, S, S) uint8
+            rows = todo[done:done + len(pixels)]
+            features[rows] = _forward(model, pixels, target)
+            done += len(rows)
+            pending += rows
+            if cache is not None and (done == len(todo) or
+                                      len(pending) >= CACHE_FLUSH_BATCHES * batch_size):
+                cache.add([keys[i] for i in pending], features[pending])
+                pending = []
+            bar.update(len(rows))
+    return features
+
+
+def _prepare(model: EmbeddingModel, target: torch.device) -> EmbeddingModel:
+    model = model.to(target).eval()
+    if target.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _forward(model: EmbeddingModel, pixels: Tensor, target: torch.device) -> np.ndarray:
+    pixels = pixels.to(target, non_blocking=True)
+    images = normalise_batch(pixels, model.mean, model.std)
+    if target.type == "cpu":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return model.forward_parts(images).float().cpu().numpy()
+
+
+def _normalise_rows(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, eps)
+
+
+def fuse_parts(part_features: np.ndarray, instance_index: np.ndarray, n_instances: int,
+               head: nn.Module | None = None) -> np.ndarray:
+    """Instance embeddings ``normalise(head(sum_i normalise(part_i)))``, shape ``(n_instances, D)``.
+
+    Args:
+        part_features: ``(P, part_dim)`` raw part features; a zero row (a missing part) adds nothing.
+        instance_index: ``(P,)`` instance of each part row, in ``[0, n_instances)``.
+        head: ``EmbeddingModel.head``; ``None`` means the identity.
+
+    An instance without any non-zero part gets the zero vector (never a head bias), so that "no
+    evidence" stays distinguishable from a real embedding.
+    """
+    part_features = np.asarray(part_features, dtype=np.float32)
+    instance_index = np.asarray(instance_index, dtype=np.int64)
+    if part_features.ndim != 2 or instance_index.shape != (part_features.shape[0],):
+        raise ValueError("part_features must be (P, D) and instance_index (P,)")
+    if len(instance_index) and (instance_index.min() < 0 or instance_index.max() >= n_instances):
+        raise ValueError(f"instance_index must lie in [0, {n_instances})")
+    summed = np.zeros((n_instances, part_features.shape[1]), dtype=np.float32)
+    np.add.at(summed, instance_index, _normalise_rows(part_features))
+    empty = ~np.any(summed != 0, axis=1)
+    if head is not None and not isinstance(head, nn.Identity):
+        parameter = next(head.parameters(), None)
+        on = parameter.device if parameter is not None else torch.device("cpu")
+        with torch.inference_mode():
+            summed = head(torch.from_numpy(summed).to(on)).float().cpu().numpy()
+    fused = _normalise_rows(summed).astype(np.float32)
+    fused[empty] = 0.0
+    return fused
