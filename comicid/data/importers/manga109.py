@@ -30,28 +30,31 @@ def is_manga109_root(folder: Path) -> bool:
     return (folder / "books.txt").is_file() and (folder / "annotations").is_dir() and (folder / "images").is_dir()
 
 
-def _box(element: Mapping[str, Any]) -> tuple[float, float, float, float]:
+Box = tuple[float, float, float, float]
+
+
+def _box(element: Mapping[str, Any]) -> Box:
     try:
-        return tuple(float(element[f"@{name}"]) for name in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[return-value]
+        x0, y0, x1, y1 = (float(element[f"@{name}"]) for name in ("xmin", "ymin", "xmax", "ymax"))
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"{element.get('type', 'element')} {element.get('@id', '?')!r} has no numeric "
                          "xmin/ymin/xmax/ymax") from None
+    return x0, y0, x1, y1
 
 
-def _containing_frame(box: tuple[float, float, float, float], frames: Sequence[Mapping[str, Any]]) -> str:
+def _containing_frame(box: Box, frames: Sequence[tuple[str, Box]]) -> str:
     """Id of the smallest frame that holds the box's centre ("" when none): a face or body belongs to
     the panel it is drawn in, and nested or overlapping frames favour the tightest one."""
     centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     best_id, best_area = "", float("inf")
-    for frame in frames:
-        x0, y0, x1, y1 = _box(frame)
+    for frame_id, (x0, y0, x1, y1) in frames:
         area = (x1 - x0) * (y1 - y0)
         if x0 <= centre_x <= x1 and y0 <= centre_y <= y1 and area < best_area:
-            best_id, best_area = str(frame["@id"]), area
+            best_id, best_area = frame_id, area
     return best_id
 
 
-def _frame_texts(page: Mapping[str, Any], frames: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+def _frame_texts(page: Mapping[str, Any], frames: Sequence[tuple[str, Box]]) -> dict[str, str]:
     """Texts of each frame, joined by spaces in XML order (a text belongs to the frame holding its centre)."""
     texts: dict[str, list[str]] = defaultdict(list)
     for text in page.get("text", []):
@@ -77,28 +80,44 @@ def _pair_instances(records: list[dict[str, Any]]) -> None:
             face["instance"] = body["instance"] = instance
 
 
-def _page_records(parser: manga109api.Parser, book: str, page: Mapping[str, Any],
-                  characters: Mapping[str, str], identity: str) -> list[dict[str, Any]]:
+def _part_record(element: Mapping[str, Any], kind: str, frames: Sequence[tuple[str, Box]],
+                 characters: Mapping[str, str], identity: str) -> dict[str, Any]:
+    character = str(element.get("@character", "")).strip()
+    if character and character not in characters:
+        raise ValueError(f"{kind} {element.get('@id')!r} names character {character!r}, which is not in <characters>")
+    box = _box(element)
+    return {
+        "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
+        "identity": characters[character] if identity == "name" and character else character,
+        "kind": kind, "panel": _containing_frame(box, frames), "instance": "",
+        "annotation_id": str(element.get("@id", "")),
+    }
+
+
+def _page_records(parser: manga109api.Parser, book: str, page: Mapping[str, Any], characters: Mapping[str, str],
+                  identity: str, problems: list[str]) -> list[dict[str, Any]]:
+    """Rows of one page; a bad element adds a problem (``page 3: ...``) and the page goes on."""
     index = page.get("@index")
     if not isinstance(index, int):
-        raise ValueError(f"page index {index!r} is not an integer")
-    frames = page.get("frame", [])
-    texts = _frame_texts(page, frames)
+        problems.append(f"page {index!r}: the page index is not an integer")
+        return []
+    try:
+        frames = [(str(frame.get("@id", "")), _box(frame)) for frame in page.get("frame", [])]
+        texts = _frame_texts(page, frames)
+    except ValueError as error:
+        problems.append(f"page {index}: {error}")
+        return []
     records: list[dict[str, Any]] = []
     for kind in PARTS:
         for element in page.get(kind, []):
-            character = str(element.get("@character", "")).strip()
-            if character and character not in characters:
-                raise ValueError(f"{kind} {element.get('@id')!r} names character {character!r}, "
-                                 "which is not in <characters>")
-            box = _box(element)
-            panel = _containing_frame(box, frames)
-            records.append({
-                "image": parser.img_path(book, index), "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
-                "identity": characters[character] if identity == "name" and character else character,
-                "kind": kind, "book": book, "page": str(index), "panel": panel, "text": texts.get(panel, ""),
-                "instance": "", "annotation_id": str(element.get("@id", "")),
-            })
+            try:
+                record = _part_record(element, kind, frames, characters, identity)
+            except ValueError as error:
+                problems.append(f"page {index}: {error}")
+                continue
+            record.update(image=parser.img_path(book, index), book=book, page=str(index),
+                          text=texts.get(record["panel"], ""))
+            records.append(record)
     _pair_instances(records)
     return records
 
@@ -117,11 +136,8 @@ def _book_records(parser: manga109api.Parser, book: str, annotations: str, ident
     characters = {str(character["@id"]): str(character.get("@name", "")) for character in annotation["character"]}
     records: list[dict[str, Any]] = []
     problems: list[str] = []
-    for position, page in enumerate(annotation["page"], start=1):
-        try:
-            records.extend(_page_records(parser, book, page, characters, identity))
-        except ValueError as error:
-            problems.append(f"page {page.get('@index', position)!r}: {error}")
+    for page in annotation["page"]:
+        records.extend(_page_records(parser, book, page, characters, identity, problems))
     if problems:
         raise ManifestError(problems, source=str(path))
     return records
