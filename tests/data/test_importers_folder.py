@@ -29,7 +29,8 @@ def test_identity_folders_become_sorted_labelled_rows(tmp_path: Path) -> None:
 
     frame = import_folder(root)
 
-    assert [Path(p).relative_to(root).as_posix() for p in frame["image"]] == ["alice/1.webp", "zorro/a.JPG", "zorro/b.png"]
+    relative = [Path(image).relative_to(root).as_posix() for image in frame["image"]]
+    assert relative == ["alice/1.webp", "zorro/a.JPG", "zorro/b.png"]
     assert frame["identity"].tolist() == ["alice", "zorro", "zorro"]
     assert set(frame["kind"]) == {"character"} and set(frame["book"]) == {"heroes"}
     assert np.isnan(frame["x0"]).all()

@@ -74,7 +74,8 @@ def test_identity_by_name(tmp_path: Path) -> None:
 
 
 def test_unknown_character_and_bad_box(tmp_path: Path) -> None:
-    xml = BOOK_XML.replace('character="00000a02" />\n      <face id="a004"', 'character="0000beef" />\n      <face id="a004"')
+    xml = BOOK_XML.replace('ymax="20" character="00000a02" />\n      <face id="a004"',
+                           'ymax="20" character="0000beef" />\n      <face id="a004"')
     xml = xml.replace('<body id="a007" xmin="240"', '<body id="a007" xmin="left"')
     with pytest.raises(ManifestError) as caught:
         import_manga109(_manga109(tmp_path, xml))
@@ -91,7 +92,7 @@ def test_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="book 'Other' is not in books.txt"):
         import_manga109(root, books=["Other"])
     (root / "annotations" / "TinyTale.xml").unlink()
-    with pytest.raises(ManifestError, match="book 'TinyTale' is listed in books.txt but '.*TinyTale.xml' is missing"):
+    with pytest.raises(ManifestError, match="'TinyTale' is listed in books.txt but '.*TinyTale.xml' is missing"):
         import_manga109(root)
     with pytest.raises(ManifestError, match="is not a Manga109 folder: books.txt not found"):
         import_manga109(tmp_path / "elsewhere")

@@ -91,4 +91,6 @@ def load_source(src: str | Path, format: str = "auto", **options: Any) -> pd.Dat
         unknown = sorted(set(options) - set(accepted))
         raise ConfigError(f"the {name} importer does not take option(s) {', '.join(unknown)}; it takes "
                           f"{', '.join(accepted)}") from None
-    return importer(src, **options)
+    frame = importer(src, **options)
+    frame.attrs.setdefault("skipped", [])
+    return frame

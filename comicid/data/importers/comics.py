@@ -105,7 +105,8 @@ def _read_parts(path: Path) -> dict[tuple[str, str, str, str, str], _Part]:
             continue
         key = (_number_text(series), _number_text(page), _number_text(panel), part_kind, _number_text(index))
         if key in parts:
-            problems.append(f"row {number}: {part_kind} {key[4]} of panel {page_panel} in series {series} is listed twice")
+            problems.append(f"row {number}: {part_kind} {key[4]} of panel {page_panel} in series {series} "
+                            "is listed twice")
             continue
         parts[key] = _Part(*key, box=(x0, y0, x1, y1), char_index=_number_text(char_index))
     if problems:
