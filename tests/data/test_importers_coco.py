@@ -72,6 +72,15 @@ def test_top_level_identity_key_and_explicit_images_root(tmp_path: Path) -> None
     assert Path(frame["image"][0]) == tmp_path / "pages" / "p2.jpg"
 
 
+def test_categories_are_optional_when_identity_is_an_attribute(tmp_path: Path) -> None:
+    path = _coco(tmp_path, [{"id": 1, "image_id": 1, "bbox": [1, 1, 2, 2], "attributes": {"kind": "Body", "who": 3}}],
+                 categories=[])
+
+    frame = import_coco(path, identity_field="attributes.who", kind_field="attributes.kind")
+
+    assert frame[["identity", "kind"]].to_numpy().tolist() == [["3", "body"]]
+
+
 def test_annotations_without_bbox_raise_unless_skipped(tmp_path: Path) -> None:
     path = _coco(tmp_path, [
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]},

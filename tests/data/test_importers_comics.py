@@ -108,8 +108,9 @@ def test_sequence_part_missing_from_csv(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("instance", "message"), [
     ({"face": "1443_58_6_head_0"}, "instance id '1443_58_6_head_0' is not '<series>_<page>_<panel>_<face|body>_<idx>'"),
     ({"face": "1443_58_6_face_0", "body": "1443_58_7_body_0"}, "are in different panels"),
+    ("1443_58_6_face_0", "an instance of character 'a' is '1443_58_6_face_0', expected"),
 ])
-def test_malformed_instances(tmp_path: Path, instance: dict[str, str], message: str) -> None:
+def test_malformed_instances(tmp_path: Path, instance: Any, message: str) -> None:
     root = _comics(tmp_path, train=[{"seq_id": "s", "annotations": [{"charId": "a", "charInstances": [instance]}]}])
     with pytest.raises(ManifestError, match=message):
         import_comics(root)

@@ -26,6 +26,7 @@ def test_identity_folders_become_sorted_labelled_rows(tmp_path: Path) -> None:
     (root / "alice" / "notes.txt").write_text("not an image")
     (root / "alice" / ".DS_Store").write_text("hidden")
     (root / ".cache").mkdir()
+    _image(root / "alice" / "old" / "2.png")
 
     frame = import_folder(root)
 
@@ -34,7 +35,8 @@ def test_identity_folders_become_sorted_labelled_rows(tmp_path: Path) -> None:
     assert frame["identity"].tolist() == ["alice", "zorro", "zorro"]
     assert set(frame["kind"]) == {"character"} and set(frame["book"]) == {"heroes"}
     assert np.isnan(frame["x0"]).all()
-    assert frame.attrs["skipped"] == ["'alice/notes.txt' is not an image file"]
+    assert frame.attrs["skipped"] == ["'alice/notes.txt' is not an image file",
+                                      "'alice/old' is a folder; only root/<identity>/<image> is read"]
 
 
 def test_flat_folder_is_unlabelled_with_options(tmp_path: Path) -> None:

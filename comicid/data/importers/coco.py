@@ -197,8 +197,7 @@ def _record(annotation: Mapping[str, Any], images: dict[Any, tuple[str, str]], c
     if annotation.get("image_id") not in images:
         raise LookupError(f"image_id {annotation.get('image_id')!r} is not in 'images'")
     category = ""
-    needs_category = identity_field is None or kind_field is None
-    if needs_category or "category_id" in annotation:
+    if identity_field is None or "category_id" in annotation:
         if annotation.get("category_id") not in categories:
             raise LookupError(f"category_id {annotation.get('category_id')!r} is not in 'categories'")
         category = categories[annotation["category_id"]]

@@ -194,8 +194,11 @@ class _Importer:
                     self.add_instance(f"{where} ({seq_id})", seq_id, str(character["charId"]), instance, split)
 
     def add_instance(self, where: str, seq_id: str, char_id: str, instance: Any, split: str) -> None:
-        ids = [instance.get(kind) for kind in ("face", "body")] if isinstance(instance, Mapping) else []
-        ids = [value for value in ids if value]
+        if not isinstance(instance, Mapping):
+            self.problems.append(f"{where}: an instance of character {char_id!r} is {instance!r}, expected "
+                                 '{"face": <id>, "body": <id>}')
+            return
+        ids = [instance[kind] for kind in ("face", "body") if instance.get(kind)]
         if not ids:
             self.skipped.append(f"{where}: an instance of character {char_id!r} has neither a face nor a body")
             return

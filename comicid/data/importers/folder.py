@@ -27,12 +27,18 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def _why_skipped(root: Path, entry: Path) -> str:
+    if entry.is_dir():
+        return f"'{entry.relative_to(root)}' is a folder; only root/<identity>/<image> is read"
+    return f"'{entry.relative_to(root)}' is not an image file"
+
+
 def _labelled_records(root: Path, folders: list[Path], skipped: list[str]) -> list[dict[str, str]]:
     records: list[dict[str, str]] = []
     for folder in folders:
         entries = _visible_entries(folder)
         images = [entry for entry in entries if _is_image(entry)]
-        skipped.extend(f"'{entry.relative_to(root)}' is not an image file" for entry in entries if not _is_image(entry))
+        skipped.extend(_why_skipped(root, entry) for entry in entries if not _is_image(entry))
         if not images:
             skipped.append(f"identity folder '{folder.name}' has no images")
         records.extend({"image": str(image), "identity": folder.name} for image in images)
@@ -75,7 +81,7 @@ def import_folder(root: str | Path, *, kind: str = "character", book: str | None
         records = _labelled_records(root, folders, skipped)
     else:
         records = [{"image": str(image), "identity": ""} for image in loose_images]
-        skipped.extend(f"'{entry.name}' is not an image file" for entry in entries if not _is_image(entry))
+        skipped.extend(_why_skipped(root, entry) for entry in entries if not _is_image(entry))
     if not records:
         raise ManifestError([f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in '{root}' "
                              "or its identity folders"])
