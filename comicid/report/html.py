@@ -1,0 +1,385 @@
+"""The HTML report of a collection: who the model thinks is who, and where it is wrong.
+
+One self-contained file (inline CSS, images as ``data:`` URIs, no JavaScript, nothing fetched), so it
+can be mailed or archived next to a paper. Per book it shows pages with boxes coloured by predicted
+identity and a gallery per predicted identity, largest first.
+
+**Mistakes.** An instance is a mistake when it is labelled and its label differs from the majority
+label of its predicted identity (majority over the labelled instances of that identity in the whole
+collection; a tie goes to the alphabetically first label, so the report is deterministic). This is
+the error that weighted cluster purity (WCP) counts. Unlabelled or unassigned instances are never
+mistakes. Without assignments (``comicid cluster`` not run) everything is grouped by its label and
+nothing is a mistake.
+
+Sizes are bounded by :class:`ReportOptions`: at most ``max_pages_per_book`` pages per book (reading
+order) and ``max_per_identity`` crops per gallery (mistakes first, then the most confident), each cut
+announced in the report, so that thousands of instances still make a file of a few MB.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from comicid import __version__
+from comicid.data.images import load_image
+from comicid.data.manifest import BOX_COLUMNS, has_box
+from comicid.errors import ConfigError, ImageReadError
+from comicid.report.thumbnails import (
+    UNKNOWN_COLOUR,
+    DrawnBox,
+    crop_thumbnail,
+    css_colour,
+    data_uri,
+    page_thumbnail,
+    palette,
+)
+from comicid.store.atomic import atomic_write_text
+from comicid.store.collection import Collection
+
+#: The part that stands for an instance in a gallery: the face identifies a drawn character best.
+PART_PREFERENCE = {"face": 0, "character": 1, "body": 2}
+#: Metric sections shown first, in this order; any other section follows in sorted order.
+METRIC_SECTIONS = ("retrieval", "clustering")
+CAPTION_TEXT_CHARS = 60
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_DIGITS = re.compile(r"(\d+)")
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Size bounds of a report (pixels and counts)."""
+
+    max_pages_per_book: int = 12
+    max_per_identity: int = 40
+    page_width: int = 900
+    crop_side: int = 112
+
+    def __post_init__(self) -> None:
+        if self.max_pages_per_book < 0 or self.max_per_identity < 0:
+            raise ConfigError("--max-pages-per-book and --max-per-identity must be 0 or more")
+        if self.page_width < 64 or self.crop_side < 16:
+            raise ConfigError("page_width must be at least 64 px and crop_side at least 16 px")
+
+
+def _text(value: object) -> str:
+    """Escaped text for HTML content or attributes; control characters (e.g. the key separator) become spaces."""
+    return html.escape(_CONTROL.sub(" ", str(value)), quote=True)
+
+
+def _natural(value: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that puts page "2" before page "10"."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(value) if part)
+
+
+def majority_labels(truth: Sequence[str], predicted: Sequence[str]) -> pd.Series:
+    """The majority label of each predicted identity, over its labelled instances (ties: first label).
+
+    ``truth`` and ``predicted`` are per instance; "" means unlabelled or unassigned. Identities with
+    no labelled instance are absent from the result.
+    """
+    frame = pd.DataFrame({"truth": list(truth), "predicted": list(predicted)}, dtype=object)
+    known = frame[(frame["truth"] != "") & (frame["predicted"] != "")]
+    counts = known.groupby(["predicted", "truth"]).size().rename("n").reset_index()
+    counts = counts.sort_values(["predicted", "n", "truth"], ascending=[True, False, True], kind="stable")
+    return counts.drop_duplicates("predicted").set_index("predicted")["truth"]
+
+
+def mark_mistakes(truth: Sequence[str], predicted: Sequence[str]) -> np.ndarray:
+    """Boolean mask: labelled, assigned instances whose label is not their identity's majority label."""
+    majority = majority_labels(truth, predicted)
+    return np.array([bool(label and identity and label != majority[identity])
+                     for label, identity in zip(truth, predicted, strict=True)], dtype=bool)
+
+
+def _first_non_empty(parts: pd.DataFrame, column: str) -> pd.Series:
+    values = parts.loc[parts[column] != "", ["instance_key", column]]
+    return values.drop_duplicates("instance_key").set_index("instance_key")[column]
+
+
+def instance_table(parts: pd.DataFrame, assignments: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per instance, in reading order (book, page, instance), indexed by ``instance_key``.
+
+    Columns: ``book``, ``page``, ``truth`` (label or ""), ``predicted`` (identity id or ""),
+    ``confidence`` (NaN when unassigned), ``crop_hash`` (of the preferred part, see
+    :data:`PART_PREFERENCE`), ``text``, ``group`` (what the report groups and colours by: the
+    predicted id, or the label when there are no assignments) and ``mistake``.
+    """
+    rank = parts["kind"].map(PART_PREFERENCE).fillna(len(PART_PREFERENCE))
+    chosen = parts.assign(_rank=rank).sort_values(["instance_key", "_rank"], kind="stable")
+    table = chosen.drop_duplicates("instance_key").set_index("instance_key")[["book", "page", "crop_hash"]]
+    table["truth"] = _first_non_empty(parts, "identity").reindex(table.index).fillna("")
+    table["text"] = _first_non_empty(parts, "text").reindex(table.index).fillna("")
+    if assignments is None:
+        table["predicted"] = ""
+        table["confidence"] = np.nan
+    else:
+        latest = assignments.drop_duplicates("instance_key", keep="last").set_index("instance_key")
+        ids = latest["identity_id"].reindex(table.index)
+        table["predicted"] = ids.map(lambda value: "" if pd.isna(value) else str(value))
+        table["confidence"] = pd.to_numeric(latest["confidence"], errors="coerce").reindex(table.index)
+    table["group"] = table["predicted"] if assignments is not None else table["truth"]
+    truth, predicted = table["truth"].tolist(), table["predicted"].tolist()
+    majority = majority_labels(truth, predicted)
+    table["majority"] = [majority.get(identity, "") for identity in predicted]
+    table["mistake"] = mark_mistakes(truth, predicted)
+    order = sorted(table.index, key=lambda key: (table.at[key, "book"], _natural(table.at[key, "page"]), key))
+    return table.loc[order]
+
+
+@dataclass
+class _Book:
+    """What one book section shows: its pages (image path, boxed parts) and galleries (group, instances)."""
+
+    name: str
+    pages: list[tuple[str, pd.DataFrame]]
+    galleries: list[tuple[str, pd.DataFrame]]
+
+
+def _galleries(instances: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Groups largest first (ties by id), the unassigned/unlabelled group last."""
+    groups = [(key, members) for key, members in instances.groupby("group", sort=True)]
+    return sorted(groups, key=lambda item: (item[0] == "", -len(item[1]), item[0]))
+
+
+def _plan(parts: pd.DataFrame, instances: pd.DataFrame) -> list[_Book]:
+    boxed = parts[has_box(parts)]
+    books = []
+    for book in sorted(instances["book"].unique()):
+        book_parts = boxed[boxed["book"] == book]
+        pages = sorted(book_parts.groupby("image", sort=True),
+                       key=lambda item: (_natural(item[1]["page"].iat[0]), item[0]))
+        books.append(_Book(book, [(str(image), rows) for image, rows in pages],
+                           _galleries(instances[instances["book"] == book])))
+    return books
+
+
+def _colours(instances: pd.DataFrame) -> dict[str, tuple[int, int, int]]:
+    sizes = instances.loc[instances["group"] != "", "group"].value_counts()
+    ranked = sorted(sizes.index, key=lambda key: (-int(sizes[key]), key))
+    return palette(ranked)
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "&mdash;"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:d}"
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
+    return _text(value)
+
+
+def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+    else:
+        yield prefix, value
+
+
+def _metrics_html(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return ('<p class="notice">No metrics yet: run <code>comicid evaluate</code> on a labelled '
+                'collection.</p>')
+    order = [name for name in METRIC_SECTIONS if name in metrics]
+    order += sorted(name for name in metrics if name not in METRIC_SECTIONS)
+    rows = []
+    for section in order:
+        for key, value in _flatten("", metrics[section]):
+            rows.append(f'<tr><td>{_text(section)}</td><td>{_text(key or section)}</td>'
+                        f'<td class="num">{_format_value(value)}</td></tr>')
+    return ('<table class="metrics"><thead><tr><th>section</th><th>metric</th><th>value</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _summary_html(collection: Collection, meta: dict[str, Any], parts: pd.DataFrame,
+                  instances: pd.DataFrame, books: list[_Book], stale: int) -> str:
+    info = meta.get("assignments") or {}
+    assigned = instances["predicted"] != ""
+    rows: list[tuple[str, Any]] = [
+        ("collection", collection.root.name),
+        ("comicid version", f"{__version__} (collection written by {meta.get('comicid_version', 'unknown')})"),
+        ("method", info.get("method")),
+        ("model", info.get("model") or meta.get("embedding_model")),
+        ("threshold", info.get("threshold")),
+        ("assignments written", info.get("written")),
+        ("books", len(books)),
+        ("pages with boxes", sum(len(book.pages) for book in books)),
+        ("parts", len(parts)),
+        ("instances", len(instances)),
+        ("labelled instances", int((instances["truth"] != "").sum())),
+        ("labelled identities", int(instances.loc[instances["truth"] != "", "truth"].nunique())),
+        ("assigned instances", int(assigned.sum())),
+        ("predicted identities", int(instances.loc[assigned, "predicted"].nunique())),
+        ("mistakes", int(instances["mistake"].sum())),
+    ]
+    if stale:
+        rows.append(("assignments of instances no longer in the collection (not shown)", stale))
+    body = "".join(f"<tr><th>{_text(name)}</th><td>{_format_value(value)}</td></tr>" for name, value in rows)
+    return f'<table class="summary">{body}</table>'
+
+
+def _page_html(image: str, rows: pd.DataFrame, instances: pd.DataFrame, colours: dict[str, tuple[int, int, int]],
+               options: ReportOptions) -> str:
+    boxes: list[DrawnBox] = []
+    for key, own in rows.groupby("instance_key", sort=True):
+        instance = instances.loc[key]
+        colour = colours.get(instance["group"], UNKNOWN_COLOUR)
+        areas = ((own["x1"] - own["x0"]) * (own["y1"] - own["y0"])).to_numpy()
+        for position, coords in enumerate(own[list(BOX_COLUMNS)].itertuples(index=False)):
+            label = (instance["group"] or "?") if position == int(np.argmax(areas)) else None
+            boxes.append(DrawnBox(*map(float, coords), colour=colour, label=label,
+                                  mistake=bool(instance["mistake"])))
+    on_page = instances.loc[rows["instance_key"].unique()]
+    mistakes = int(on_page["mistake"].sum())
+    page = rows["page"].iat[0] or Path(image).name
+    caption = f"page {page}: {len(on_page)} instances" + (f", {mistakes} mistakes" if mistakes else "")
+    try:
+        picture = page_thumbnail(load_image(image), boxes, options.page_width)
+    except ImageReadError as error:
+        return (f'<figure class="page missing"><p class="notice">{_text(error)}</p>'
+                f'<figcaption>{_text(caption)}</figcaption></figure>')
+    return (f'<figure class="page"><img src="{data_uri(picture)}" alt="{_text(caption)}">'
+            f'<figcaption>{_text(caption)}</figcaption></figure>')
+
+
+def _crop_html(collection: Collection, key: str, instance: pd.Series, options: ReportOptions) -> str:
+    truth = instance["truth"] or "unlabelled"
+    lines = [f"true: {truth}"]
+    if not math.isnan(instance["confidence"]):
+        lines.append(f"confidence {instance['confidence']:.2f}")
+    text = instance["text"]
+    if text:
+        lines.append(text if len(text) <= CAPTION_TEXT_CHARS else text[:CAPTION_TEXT_CHARS - 3] + "...")
+    caption = "<br>".join(_text(line) for line in lines)
+    title = _text(f"{key} (page {instance['page']})" + (f": {text}" if text else ""))
+    mistake = bool(instance["mistake"])
+    marker = '<span class="cross" aria-label="mistake">&#x2717;</span> ' if mistake else ""
+    kind = "crop mistake" if mistake else "crop"
+    try:
+        thumb = crop_thumbnail(collection.load_crop(instance["crop_hash"]), options.crop_side)
+        picture = f'<img src="{data_uri(thumb)}" alt="{_text(truth)}">'
+    except ImageReadError as error:
+        picture = f'<p class="notice">{_text(error)}</p>'
+    return f'<figure class="{kind}" title="{title}">{picture}<figcaption>{marker}{caption}</figcaption></figure>'
+
+
+def _gallery_html(collection: Collection, group: str, members: pd.DataFrame, has_assignments: bool,
+                  colours: dict[str, tuple[int, int, int]], options: ReportOptions, bar: tqdm) -> str:
+    name = group or ("unassigned" if has_assignments else "unlabelled")
+    colour = css_colour(colours.get(group, UNKNOWN_COLOUR))
+    facts = [f"{len(members)} instances"]
+    if members["majority"].iat[0]:
+        facts.append(f"majority label {members['majority'].iat[0]}")
+        facts.append(f"{int(members['mistake'].sum())} mistakes")
+    ordered = members.assign(_neg=-members["confidence"].fillna(-1.0), _mistake=~members["mistake"])
+    ordered = ordered.sort_values(["_mistake", "_neg"], kind="stable")
+    shown = ordered.head(options.max_per_identity)
+    figures = []
+    for key, instance in shown.iterrows():
+        figures.append(_crop_html(collection, str(key), instance, options))
+        bar.update(1)
+    note = ""
+    if len(shown) < len(members):
+        note = (f'<p class="note">Showing {len(shown)} of {len(members)} instances '
+                '(mistakes first, then the most confident).</p>')
+    return (f'<section class="identity"><h4><span class="swatch" style="background:{colour}"></span>'
+            f'{_text(name)} <small>{_text(", ".join(facts))}</small></h4>{note}'
+            f'<div class="gallery">{"".join(figures)}</div></section>')
+
+
+def _book_html(index: int, book: _Book, collection: Collection, instances: pd.DataFrame, has_assignments: bool,
+               colours: dict[str, tuple[int, int, int]], options: ReportOptions, bar: tqdm) -> str:
+    members = instances[instances["book"] == book.name]
+    head = (f'<section class="book" id="book-{index}"><h2>Book: {_text(book.name)}</h2>'
+            f'<p>{len(members)} instances, {len(book.pages)} pages with boxes, '
+            f'{int(members["mistake"].sum())} mistakes</p>')
+    pages = []
+    for image, rows in book.pages[:options.max_pages_per_book]:
+        pages.append(_page_html(image, rows, instances, colours, options))
+        bar.update(1)
+    if not book.pages:
+        page_part = '<p class="note">No page images: this book holds whole crops only.</p>'
+    else:
+        note = ""
+        if len(pages) < len(book.pages):
+            note = (f'<p class="note">Showing the first {len(pages)} of {len(book.pages)} pages '
+                    '(raise --max-pages-per-book to see more).</p>')
+        page_part = f'{note}<div class="pages">{"".join(pages)}</div>'
+    galleries = "".join(_gallery_html(collection, group, rows, has_assignments, colours, options, bar)
+                        for group, rows in book.galleries)
+    return f'{head}<h3>Pages</h3>{page_part}<h3>Identities</h3>{galleries}</section>'
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{margin-bottom:.2em} h2{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0} th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.notice{background:#fff4d6;border:1px solid #e0c060;padding:.5em .8em}
+.note{color:#666;font-style:italic}
+.pages{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+figure{margin:0} figure.page img{max-width:100%;border:1px solid #bbb}
+figure.page{max-width:100%} figcaption{font-size:.85em;color:#444}
+.gallery{display:flex;flex-wrap:wrap;gap:.5em}
+figure.crop{width:120px;background:#fff;border:1px solid #ddd;padding:3px;text-align:center}
+figure.crop img{max-width:112px;max-height:112px}
+figure.crop.mistake{border:2px dashed #dc0000;background:#fff0f0}
+.cross{color:#dc0000;font-weight:bold}
+.swatch{display:inline-block;width:1em;height:1em;margin-right:.4em;vertical-align:middle;border:1px solid #333}
+h4 small{font-weight:normal;color:#555}
+"""
+
+
+def build_report(collection: Collection, options: ReportOptions | None = None, progress: bool = False) -> str:
+    """The report of ``collection`` as one HTML string.
+
+    Raises:
+        CollectionError: the collection holds no instances.
+    """
+    options = options or ReportOptions()
+    meta = collection.meta()
+    parts = collection.instances()
+    assignments = collection.assignments() if collection.assignments_path.is_file() else None
+    instances = instance_table(parts, assignments)
+    stale = 0 if assignments is None else int((~assignments["instance_key"].isin(instances.index)).sum())
+    books = _plan(parts, instances)
+    colours = _colours(instances)
+    total = sum(min(len(book.pages), options.max_pages_per_book)
+                + sum(min(len(rows), options.max_per_identity) for _, rows in book.galleries) for book in books)
+    with tqdm(total=total, desc="report", unit="image", disable=not progress) as bar:
+        sections = [_book_html(index, book, collection, instances, assignments is not None, colours, options, bar)
+                    for index, book in enumerate(books, start=1)]
+    notice = "" if assignments is not None else (
+        '<p class="notice">Clustering has not been run: boxes and galleries are grouped and coloured by '
+        'the labelled identity. Run <code>comicid cluster</code> to see predicted identities.</p>')
+    contents = "".join(f'<li><a href="#book-{index}">{_text(book.name)}</a></li>'
+                       for index, book in enumerate(books, start=1))
+    title = _text(f"comicid report: {collection.root.name}")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f'<style>{_CSS}</style></head><body><header><h1>{title}</h1>{notice}'
+            f'{_summary_html(collection, meta, parts, instances, books, stale)}</header>'
+            f'<section class="metrics"><h2>Metrics</h2>{_metrics_html(meta.get("metrics"))}</section>'
+            '<p class="note">A mistake (red dashed outline, &#x2717;) is a labelled instance whose label differs '
+            'from the majority label of its predicted identity; unlabelled instances are never mistakes.</p>'
+            f'<nav><h2>Books</h2><ol>{contents}</ol></nav>{"".join(sections)}</body></html>\n')
+
+
+def write_report(collection: Collection, out: str | Path | None = None, options: ReportOptions | None = None,
+                 progress: bool = False) -> Path:
+    """Write the report atomically to ``out`` (default ``COLLECTION/report.html``) and return its path."""
+    path = Path(out) if out is not None else collection.root / "report.html"
+    atomic_write_text(path, build_report(collection, options, progress))
+    return path
