@@ -191,6 +191,8 @@ def _score_block(
     """Scores a block of query rows; all arrays here are (b, G) and ordered by rank."""
     if kind not in ("similarity", "distance"):
         raise ValueError(f"kind must be 'similarity' or 'distance', got {kind!r}")
+    if scores.dtype.kind != "f":  # negating unsigned or bool scores would wrap, not reverse the order
+        scores = scores.astype(np.float64)
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN; every gallery item needs a comparable score")
     key = -scores if kind == "similarity" else scores
@@ -285,6 +287,8 @@ def retrieval_metrics(
     q_codes, g_codes = encode_labels(query_labels, gallery_labels)
     if len(q_codes) != len(query_emb) or len(g_codes) != len(gallery_emb):
         raise ValueError("each embedding row needs exactly one label")
+    if exclude is not None and np.shape(exclude) != (len(query_emb), len(gallery_emb)):
+        raise ValueError(f"exclude has shape {np.shape(exclude)}, embeddings imply {(len(query_emb), len(gallery_emb))}")
     rows = max(1, _BLOCK_ELEMENTS // max(1, len(gallery_emb)))
     parts = [
         query_retrieval_scores(
