@@ -155,7 +155,7 @@ def _load_sequences(path: Path) -> list[Any]:
     return data
 
 
-class _Importer:
+class _SequenceReader:
     """Turns CSI sequences and CCI boxes into manifest records, collecting every problem."""
 
     def __init__(self, parts: Mapping[tuple[str, str, str, str, str], _Part], panels: Path,
@@ -269,13 +269,13 @@ def import_comics(root: str | Path, *, panels: str | Path | None = None, splits:
         raise ManifestError([f"no {CSV_NAME} in '{root}' or '{root / 'ssl'}'"])
     parts = _read_parts(csv_path)
     files = _sequence_files(root, None if splits is None else [split.lower() for split in splits])
-    importer = _Importer(parts, _panel_folder(root, panels, check_files), skip_missing_boxes)
+    reader = _SequenceReader(parts, _panel_folder(root, panels, check_files), skip_missing_boxes)
     for path, split in files:
-        importer.add_sequences(path, split)
-    if importer.problems:
-        raise ManifestError(importer.problems, source=str(root))
+        reader.add_sequences(path, split)
+    if reader.problems:
+        raise ManifestError(reader.problems, source=str(root))
     if unlabelled or (unlabelled is None and not files):
-        importer.add_unlabelled()
-    frame = from_records(importer.records, check_files=check_files, source=str(root))
-    frame.attrs["skipped"] = importer.skipped
+        reader.add_unlabelled()
+    frame = from_records(reader.records, check_files=check_files, source=str(root))
+    frame.attrs["skipped"] = reader.skipped
     return frame

@@ -30,10 +30,11 @@ def is_manga109_root(folder: Path) -> bool:
     return (folder / "books.txt").is_file() and (folder / "annotations").is_dir() and (folder / "images").is_dir()
 
 
-Box = tuple[float, float, float, float]
+#: A box as (xmin, ymin, xmax, ymax) in page pixels.
+Coords = tuple[float, float, float, float]
 
 
-def _box(element: Mapping[str, Any]) -> Box:
+def _box(element: Mapping[str, Any]) -> Coords:
     try:
         x0, y0, x1, y1 = (float(element[f"@{name}"]) for name in ("xmin", "ymin", "xmax", "ymax"))
     except (KeyError, TypeError, ValueError):
@@ -42,7 +43,7 @@ def _box(element: Mapping[str, Any]) -> Box:
     return x0, y0, x1, y1
 
 
-def _containing_frame(box: Box, frames: Sequence[tuple[str, Box]]) -> str:
+def _containing_frame(box: Coords, frames: Sequence[tuple[str, Coords]]) -> str:
     """Id of the smallest frame that holds the box's centre ("" when none): a face or body belongs to
     the panel it is drawn in, and nested or overlapping frames favour the tightest one."""
     centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -54,7 +55,7 @@ def _containing_frame(box: Box, frames: Sequence[tuple[str, Box]]) -> str:
     return best_id
 
 
-def _frame_texts(page: Mapping[str, Any], frames: Sequence[tuple[str, Box]]) -> dict[str, str]:
+def _frame_texts(page: Mapping[str, Any], frames: Sequence[tuple[str, Coords]]) -> dict[str, str]:
     """Texts of each frame, joined by spaces in XML order (a text belongs to the frame holding its centre)."""
     texts: dict[str, list[str]] = defaultdict(list)
     for text in page.get("text", []):
@@ -80,7 +81,7 @@ def _pair_instances(records: list[dict[str, Any]]) -> None:
             face["instance"] = body["instance"] = instance
 
 
-def _part_record(element: Mapping[str, Any], kind: str, frames: Sequence[tuple[str, Box]],
+def _part_record(element: Mapping[str, Any], kind: str, frames: Sequence[tuple[str, Coords]],
                  characters: Mapping[str, str], identity: str) -> dict[str, Any]:
     character = str(element.get("@character", "")).strip()
     if character and character not in characters:
