@@ -27,11 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     frame = load_source(args.source, args.format, check_files=not args.skip_bad)
+    left_out = list(frame.attrs.get("skipped", []))  # entries the importer listed rather than imported
     collection = Collection.create(args.out)
     report = ingest(frame, collection, skip_bad=args.skip_bad, progress=not args.quiet,
                     source=str(args.source.resolve()))
     if not args.quiet:
         print(f"{collection.root}: {report.summary()}")
+        if left_out:
+            print(f"  the importer left out {len(left_out)} source entries:")
+            for entry in left_out[:20]:
+                print(f"    {entry}")
         for row, reason in report.skipped[:20]:
             print(f"  skipped row {row}: {reason}")
         if len(report.skipped) > 20:

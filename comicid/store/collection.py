@@ -6,7 +6,7 @@ Layout (all writes atomic, see :mod:`comicid.store.atomic`)::
       collection.json          format, comicid version, sources, embedding models, last assignment
       instances.parquet        one row per part: manifest-v1 columns + row_key, instance_key, crop_hash
       crops/ab/<hash>.png      crop cache, keyed by the SHA-256 of the crop's pixels
-      embeddings/<model>.npz   part features per crop hash for one model id (resumable cache)
+      embeddings/<model>/      part features per crop for one model id (resumable shard cache)
       assignments.parquet      instance -> identity id and confidence, from the last `cluster`
       models/                  models adapted to this collection (e.g. by the adaptive method)
 
@@ -20,11 +20,9 @@ import datetime as _dt
 import hashlib
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -46,11 +44,6 @@ def crop_hash(image: Image.Image) -> str:
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
     digest.update(rgb.tobytes())
     return digest.hexdigest()
-
-
-def safe_name(model_id: str) -> str:
-    """A file name for a model id (ids may contain '/', '@', ':')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)
 
 
 def _now() -> str:
@@ -147,28 +140,16 @@ class Collection:
     def load_crop(self, key: str) -> Image.Image:
         return load_image(self.crop_path(key))
 
-    # -- embeddings -----------------------------------------------------------------------------
-    def features_path(self, model_id: str) -> Path:
-        return self.root / "embeddings" / f"{safe_name(model_id)}.npz"
+    # -- embeddings ---------------------------------------------------------------------------
+    @property
+    def features_dir(self) -> Path:
+        """Where :class:`comicid.models.embed.FeatureCache` keeps part features, one folder per model."""
+        return self.root / "embeddings"
 
-    def load_features(self, model_id: str) -> dict[str, np.ndarray]:
-        """Cached part features of ``model_id`` by crop hash (empty when none were computed)."""
-        path = self.features_path(model_id)
-        if not path.is_file():
-            return {}
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["model_id"]) != model_id:
-                raise CollectionError(f"'{path}' holds features of '{data['model_id']}', not '{model_id}'")
-            return dict(zip(data["hashes"].tolist(), data["features"], strict=True))
-
-    def save_features(self, model_id: str, features: dict[str, np.ndarray]) -> None:
-        """Replace the cache of ``model_id`` (atomically) with ``features``."""
-        keys = sorted(features)
-        matrix = np.stack([features[key] for key in keys]).astype(np.float32) if keys else np.zeros((0, 0), np.float32)
-        with atomic_write(self.features_path(model_id), "wb") as handle:
-            np.savez(handle, model_id=np.array(model_id), hashes=np.array(keys, dtype=str), features=matrix)
+    def record_embedding_model(self, model_id: str, dim: int, crops: int) -> None:
+        """Note which model produced the collection's current embeddings."""
         embeddings = dict(self.meta().get("embeddings") or {})
-        embeddings[model_id] = {"crops": len(keys), "dim": int(matrix.shape[1]) if keys else 0, "updated": _now()}
+        embeddings[model_id] = {"crops": crops, "dim": dim, "updated": _now()}
         self.update_meta(embeddings=embeddings, embedding_model=model_id)
 
     # -- assignments ----------------------------------------------------------------------------

@@ -1,0 +1,38 @@
+"""Find the instances most similar to an image or to an instance of the collection (cosine).
+
+Prints a table, or JSON with --json. Uses exact numpy search by default; --index faiss uses faiss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from comicid.cli.common import add_model_options, positive_int
+from comicid.models.embedding_model import load_embedding_model
+from comicid.search.index import BACKENDS
+from comicid.search.query import search_collection
+from comicid.store.collection import Collection
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("collection", metavar="COLLECTION", type=Path)
+    parser.add_argument("image", metavar="IMAGE", type=Path, nargs="?", help="query image (a character crop)")
+    parser.add_argument("--instance", metavar="ID", help="query with an instance of the collection (BOOK/INSTANCE)")
+    parser.add_argument("--top", type=positive_int, default=10, help="results to show (default: 10)")
+    parser.add_argument("--index", default="exact", choices=BACKENDS, help="search backend (default: exact)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_model_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    collection = Collection.open(args.collection)
+    model = load_embedding_model(args.model, device=args.device)
+    result = search_collection(collection, model, image=args.image, instance=args.instance, top=args.top,
+                               backend=args.index, device=args.device, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result.to_dict(orient="records"), indent=2))
+    else:
+        print(result.to_string(index=False))
+    return 0

@@ -1,0 +1,80 @@
+"""Identity assignment of embedded instances: threshold resolution, clustering per scope, the table.
+
+This is the library behind `comicid cluster` and the clustering half of `comicid evaluate`. The
+threshold ``auto`` is calibrated on labelled ``split=dev`` instances when the data has enough of them,
+and otherwise falls back to the documented default of the method (see docs/CLUSTERING.md); test rows
+are never used to choose it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from comicid.errors import ConfigError
+from comicid.identity import CLUSTERERS, SCOPES, auto_threshold, cluster_by_scope, create_clusterer
+from comicid.store.embeddings import InstanceEmbeddings
+
+
+@dataclass
+class Assignment:
+    """The outcome of identity assignment: one row per instance, plus how it was made."""
+
+    table: pd.DataFrame  # instance_key, book, identity_id, confidence
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_threshold(value: str | float | None) -> float | None:
+    """``auto``/None -> None (calibrate), else a float; a clear error for anything else."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"--threshold must be 'auto' or a number, not {value!r}") from None
+    if not np.isfinite(number) or number < 0:
+        raise ConfigError(f"--threshold must be a non-negative number, not {value!r}")
+    return number
+
+
+def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative", scope: str = "book",
+                      threshold: str | float | None = "auto", params: dict[str, Any] | None = None,
+                      calibration: InstanceEmbeddings | None = None, progress: bool = True) -> Assignment:
+    """Cluster instances into identities.
+
+    Args:
+        embedded: the instances to cluster and their embeddings.
+        method: a name in :data:`comicid.identity.CLUSTERERS`.
+        scope: clustering unit (``sequence``, ``page``, ``book``, ``collection``); cannot-links come from
+            panels inside it.
+        threshold: ``auto`` or a number for the method's threshold parameter.
+        params: other hyper-parameters of the method.
+        calibration: instances whose ``split=dev`` labels calibrate ``auto`` (default: ``embedded``).
+    """
+    if method not in CLUSTERERS:
+        raise ConfigError(f"unknown clustering method {method!r}; choose one of {', '.join(sorted(CLUSTERERS))}")
+    if scope not in SCOPES:
+        raise ConfigError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    params = dict(params or {})
+    parameter = getattr(CLUSTERERS[method], "threshold_parameter", None)
+    value = parse_threshold(threshold)
+    source = "user"
+    if parameter is not None and value is None:
+        reference = calibration if calibration is not None else embedded
+        choice = auto_threshold(reference.vectors, reference.table, method=method, scope=scope, params=params)
+        value, source = choice.value, choice.source
+    if parameter is not None and value is not None:
+        params[parameter] = value
+    clusterer = create_clusterer(method, **params)
+    identity, confidence = cluster_by_scope(embedded.vectors, embedded.table, clusterer, scope=scope,
+                                            progress=progress)
+    table = pd.DataFrame({"instance_key": embedded.table["instance_key"].to_numpy(),
+                          "book": embedded.table["book"].to_numpy(),
+                          "identity_id": identity.astype(str), "confidence": confidence})
+    info = {"method": method, "scope": scope, "model": embedded.model_id, "threshold": value,
+            "threshold_source": source if parameter is not None else "none", "params": params,
+            "instances": int(len(table)), "identities": int(pd.Series(identity)[identity != ""].nunique())}
+    return Assignment(table=table, info=info)
