@@ -568,11 +568,13 @@ def _finish(image: Image.Image, face_mask: Image.Image, appearance: Appearance) 
     if appearance.flip:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         face_mask = face_mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if appearance.rotation:
-        image = image.rotate(appearance.rotation, resample=Image.Resampling.BICUBIC, expand=True)
-        face_mask = face_mask.rotate(appearance.rotation, resample=Image.Resampling.NEAREST, expand=True)
-    image = image.convert("RGBa").reduce(SUPERSAMPLE).convert("RGBA")
-    face_mask = face_mask.reduce(SUPERSAMPLE).point(lambda v: 255 if v >= 128 else 0)
+    image = image.convert("RGBa").reduce(SUPERSAMPLE)
+    face_mask = face_mask.reduce(SUPERSAMPLE)
+    if appearance.rotation:  # after the reduction: a quarter of the pixels, and rotation dominated the cost
+        image = image.rotate(appearance.rotation, resample=Image.Resampling.BILINEAR, expand=True)
+        face_mask = face_mask.rotate(appearance.rotation, resample=Image.Resampling.BILINEAR, expand=True)
+    image = image.convert("RGBA")
+    face_mask = face_mask.point(lambda v: 255 if v >= 128 else 0)
     alpha = image.getchannel("A").point(lambda v: 255 if v >= 64 else 0)
     body, face = alpha.getbbox(), face_mask.getbbox()
     assert body is not None and face is not None  # a figure always has a head and a body

@@ -189,7 +189,7 @@ def plan_book(seed: int, book: int, characters: int, pages: int, page_size: tupl
 
 def _background(rng: random.Random, size: tuple[int, int]) -> Image.Image:
     width, height = size
-    kind = rng.choice(("plain", "tint", "sky", "city", "room", "speed"))
+    kind = rng.choices(("plain", "tint", "sky", "city", "room", "speed"), weights=(0.3, 0.15, 0.15, 0.15, 0.15, 0.1))[0]
     image = Image.new("RGB", size, (255, 255, 255) if kind in ("plain", "speed") else rng.choice(_PASTELS))
     draw = ImageDraw.Draw(image)
     horizon = round(height * rng.uniform(0.55, 0.8))

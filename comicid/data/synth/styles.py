@@ -32,7 +32,7 @@ def sample_style(rng: random.Random) -> str:
 def apply_style(image: Image.Image, style: str, rng: random.Random) -> Image.Image:
     """Return ``image`` (RGB) redrawn in ``style``; randomness comes only from ``rng``."""
     if style == "colour":
-        return _colour(image, hue=rng.uniform(-0.08, 0.08), saturation=rng.uniform(0.7, 1.2),
+        return _colour(image, hue=rng.uniform(-0.05, 0.05), saturation=rng.uniform(0.75, 1.15),
                        brightness=rng.uniform(0.88, 1.05))
     if style == "grayscale":
         return _grayscale(image, contrast=rng.uniform(0.8, 1.25))
