@@ -10,13 +10,14 @@ Without enough dev rows the documented default of the method is used.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import adjusted_mutual_info_score
 
+from comicid.evaluation.clustering import clustering_metrics
 from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings
 from comicid.identity.scopes import scope_keys
 
@@ -43,7 +44,7 @@ class Calibration:
     threshold: float
     score: float
     grid: np.ndarray  # (T,) thresholds tried
-    scores: np.ndarray  # (T,) mean per-group objective
+    scores: np.ndarray  # (T,) mean per-group objective; NaN where the clusterer refused the value
     n_instances: int
     n_groups: int
 
@@ -70,13 +71,16 @@ def calibrate_threshold(embeddings: np.ndarray, labels: np.ndarray, groups: np.n
         groups: ``(N,)`` scope key per instance; each group is clustered on its own, as in use.
         clusterer_factory: ``threshold -> clusterer`` with ``fit_predict(embeddings, constraints)``.
         grid: thresholds to try.
-        objective: ``bcubed_f`` (default: rewards getting each instance's cluster right, robust to
-            many singletons) or ``ami``.
+        objective: a key of :func:`comicid.evaluation.clustering.clustering_metrics` (predicted -1
+            counts as a singleton there): ``bcubed_f`` (default: rewards getting each instance's
+            cluster right, robust to many singletons) or ``ami``.
         constraints: optional constraints over the N instances, subset per group.
 
     Groups with fewer than 2 instances are skipped (there is nothing to decide). When several
     thresholds tie for the best score, the middle one of them is taken: a flat optimum's centre is
-    farthest from both over- and under-merging on unseen books.
+    farthest from both over- and under-merging on unseen books. A value at which the clusterer
+    raises :class:`IdentityInputError` (e.g. an HDBSCAN epsilon hitting scikit-learn #33219) scores
+    NaN and is not chosen; if every value fails, the first error is raised.
     """
     if objective not in OBJECTIVES:
         raise IdentityInputError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -93,12 +97,23 @@ def calibrate_threshold(embeddings: np.ndarray, labels: np.ndarray, groups: np.n
                if len(positions) >= 2]
     if not members:
         raise IdentityInputError("calibration needs a scope with at least 2 labelled instances")
-    scores = np.array([
-        np.mean([_score(labels[rows], clusterer_factory(float(value)).fit_predict(unit[rows], constraints.subset(rows)),
-                        objective) for rows in members])
-        for value in grid
-    ])
-    best = np.flatnonzero(scores >= scores.max() - 1e-12)
+
+    def mean_score(value: float) -> float:
+        clusterer = clusterer_factory(value)
+        predictions = [clusterer.fit_predict(unit[rows], constraints.subset(rows)) for rows in members]
+        return float(np.mean([clustering_metrics(labels[rows], predicted)[objective]
+                              for rows, predicted in zip(members, predictions, strict=True)]))
+
+    scores = np.full(len(grid), np.nan)
+    errors: list[IdentityInputError] = []
+    for position, value in enumerate(grid):
+        try:
+            scores[position] = mean_score(float(value))
+        except IdentityInputError as error:  # a value the method cannot run at is no candidate
+            errors.append(error)
+    if np.isnan(scores).all():
+        raise errors[0]
+    best = np.flatnonzero(scores >= np.nanmax(scores) - 1e-12)
     chosen = int(best[len(best) // 2])
     return Calibration(threshold=float(grid[chosen]), score=float(scores[chosen]), grid=grid, scores=scores,
                        n_instances=int(sum(len(rows) for rows in members)), n_groups=len(members))
@@ -112,8 +127,9 @@ def auto_threshold(embeddings: np.ndarray, table: pd.DataFrame, method: str = "a
     ``table`` has one row per instance in embedding order with ``identity`` and ``split`` columns
     (plus ``book``/``page``/``panel``/``sequence`` for scopes and cannot-links). Only rows with
     ``split == "dev"`` and a known identity are used; with fewer than ``min_dev_instances`` of them,
-    or fewer than 2 identities, :data:`DEFAULT_THRESHOLDS` gives the value. ``params`` are the
-    clusterer's other hyper-parameters, held fixed during the search.
+    or fewer than 2 identities, :data:`DEFAULT_THRESHOLDS` gives the value (for a registered method
+    not listed there, its constructor's default; its grid then spans 0.5x to 1.5x that default).
+    ``params`` are the clusterer's other hyper-parameters, held fixed during the search.
     """
     from comicid.identity import CLUSTERERS, create_clusterer  # the registry imports this module
 
@@ -121,7 +137,9 @@ def auto_threshold(embeddings: np.ndarray, table: pd.DataFrame, method: str = "a
         raise IdentityInputError(f"unknown clustering method {method!r}; choose one of {', '.join(sorted(CLUSTERERS))}")
     if len(table) != len(embeddings):
         raise IdentityInputError(f"the instance table has {len(table)} rows but there are {len(embeddings)} embeddings")
-    default = ThresholdChoice(value=DEFAULT_THRESHOLDS[method], source="default")
+    if CLUSTERERS[method].threshold_parameter is None:
+        raise IdentityInputError(f"clustering method {method!r} has no threshold to calibrate")
+    default = ThresholdChoice(value=_default_threshold(method), source="default")
     if not {"identity", "split"} <= set(table.columns):
         return default
     dev = np.flatnonzero((table["split"].astype(str).to_numpy() == "dev")
@@ -137,27 +155,23 @@ def auto_threshold(embeddings: np.ndarray, table: pd.DataFrame, method: str = "a
 
     calibration = calibrate_threshold(
         np.asarray(embeddings)[dev], dev_table["identity"].astype(str).to_numpy(), scope_keys(dev_table, scope),
-        factory, grid=DEFAULT_GRIDS[method] if grid is None else grid, objective=objective,
+        factory, grid=_default_grid(method) if grid is None else grid, objective=objective,
         constraints=Constraints.from_instances(dev_table))
     return ThresholdChoice(value=calibration.threshold, source="dev", calibration=calibration)
 
 
-def _score(true: np.ndarray, predicted: np.ndarray, objective: str) -> float:
-    predicted = np.asarray(predicted, dtype=np.int64).copy()
-    noise = np.flatnonzero(predicted < 0)
-    predicted[noise] = predicted.max(initial=-1) + 1 + np.arange(len(noise))  # unknown counts as a singleton
-    if objective == "ami":
-        return float(adjusted_mutual_info_score(true, predicted))
-    return _bcubed_f(true, predicted)
+def _default_threshold(method: str) -> float:
+    """The documented default, or for a method not listed here its constructor's default."""
+    if method in DEFAULT_THRESHOLDS:
+        return DEFAULT_THRESHOLDS[method]
+    from comicid.identity import CLUSTERERS  # the registry imports this module
+
+    parameter = CLUSTERERS[method].threshold_parameter
+    return float(inspect.signature(CLUSTERERS[method]).parameters[parameter].default)
 
 
-def _bcubed_f(true: np.ndarray, predicted: np.ndarray) -> float:
-    """B-cubed F1 (Bagga & Baldwin): harmonic mean of per-instance cluster precision and recall."""
-    _, true_ids = np.unique(true, return_inverse=True)
-    _, pred_ids = np.unique(predicted, return_inverse=True)
-    overlap = np.zeros((true_ids.max() + 1, pred_ids.max() + 1))
-    np.add.at(overlap, (true_ids, pred_ids), 1.0)
-    squared = overlap ** 2
-    precision = (squared.sum(axis=0) / overlap.sum(axis=0)).sum() / len(true)
-    recall = (squared.sum(axis=1) / overlap.sum(axis=1)).sum() / len(true)
-    return float(2 * precision * recall / (precision + recall))
+def _default_grid(method: str) -> np.ndarray:
+    """The method's grid, or for a method not listed here 11 values from 0.5x to 1.5x its default."""
+    if method in DEFAULT_GRIDS:
+        return DEFAULT_GRIDS[method]
+    return np.round(_default_threshold(method) * np.linspace(0.5, 1.5, 11), 6)

@@ -38,6 +38,8 @@ class HDBSCANClusterer:
             ``umap_components + 2``; smaller inputs are clustered without it.
         cluster_selection_epsilon: clusters closer than this are merged, in the space HDBSCAN sees
             (euclidean between unit vectors, or UMAP space); this is the ``--threshold`` of the method.
+            With scikit-learn 1.9.1 and NumPy 2.4 a large epsilon can fail (scikit-learn #33219); that
+            failure is raised as :class:`IdentityInputError`.
         noise: ``"singleton"`` (default) gives every noise point its own cluster, so metrics count it
             as a one-instance identity; ``"unknown"`` keeps label -1.
         allow_single_cluster: let HDBSCAN return one cluster for all points (a one-character scope).
@@ -94,7 +96,16 @@ class HDBSCANClusterer:
         model = HDBSCAN(min_cluster_size=self.min_cluster_size, min_samples=min(self.min_samples, len(unit)),
                         cluster_selection_epsilon=self.cluster_selection_epsilon, metric="euclidean",
                         allow_single_cluster=self.allow_single_cluster, copy=True)
-        return model.fit_predict(points).astype(np.int64)
+        try:
+            return model.fit_predict(points).astype(np.int64)
+        except TypeError as error:
+            if self.cluster_selection_epsilon == 0:
+                raise
+            # scikit-learn 1.9.1 under NumPy >= 2.4 fails when epsilon has to climb the cluster tree
+            # (scikit-learn issue #33219, fix pending); say so instead of showing a Cython traceback.
+            raise IdentityInputError(
+                f"HDBSCAN failed with cluster_selection_epsilon={self.cluster_selection_epsilon} (a known "
+                "scikit-learn 1.9.1 bug with NumPy 2.4, issue #33219); use a smaller epsilon or 0") from error
 
     def _project(self, unit: np.ndarray) -> np.ndarray:
         if self.umap_components is None or len(unit) < self.umap_components + 3:
@@ -102,7 +113,7 @@ class HDBSCANClusterer:
         import umap  # imported here: numba compiles it on import, ~11 s, paid only by those who ask
 
         reducer = umap.UMAP(n_components=self.umap_components, metric="cosine", random_state=self.seed,
-                            n_neighbors=min(15, len(unit) - 1))
+                            n_neighbors=min(15, len(unit) - 1), n_jobs=1)  # a seed forces one job anyway
         return np.asarray(reducer.fit_transform(unit), dtype=np.float64)
 
 
