@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from comicid.cli.common import add_cluster_options, add_model_options
+from comicid.data.manifest import display_key
 from comicid.identity import write_assignments
 from comicid.identity.assign import assign_identities
 from comicid.models.embedding_model import load_embedding_model
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     collection.write_assignments(assignment.table, assignment.info)
     if args.out:
         table = assignment.table.rename(columns={"instance_key": "instance", "identity_id": "identity"})
+        table["instance"] = table["instance"].map(display_key)
         write_assignments(table, args.out)
     if not args.quiet:
         info = assignment.info

@@ -210,6 +210,11 @@ def instance_keys(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(keys, index=frame.index, dtype=object)
 
 
+def display_key(instance_key: str) -> str:
+    """The user-facing form of an instance key: ``book/instance`` (or ``book/#rowN``)."""
+    return instance_key.replace(_SEPARATOR, "/")
+
+
 def has_box(frame: pd.DataFrame) -> np.ndarray:
     """Boolean mask of rows that carry a box."""
     return frame[list(BOX_COLUMNS)].notna().all(axis=1).to_numpy()

@@ -8,17 +8,13 @@ import numpy as np
 import pandas as pd
 
 from comicid.data.images import load_image
+from comicid.data.manifest import display_key
 from comicid.errors import ConfigError
 from comicid.models.embed import embed_crops, fuse_parts
 from comicid.models.embedding_model import EmbeddingModel
 from comicid.search.index import create_index
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings, embed_collection
-
-
-def display_key(instance_key: str) -> str:
-    """The user-facing form of an instance key: ``book/instance``."""
-    return instance_key.replace("\x1f", "/")
 
 
 def find_instance(embedded: InstanceEmbeddings, wanted: str) -> int:
