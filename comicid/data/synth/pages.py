@@ -7,7 +7,7 @@ four panels; separate streams keep pages independent of each other's random draw
 
 Nuisances decided here (the per-figure ones live in :mod:`.characters`):
 
-* scale and depth (head size varies per figure and per panel), 1-3 figures per panel, random
+* scale and depth (full, medium and close-up shots; head size varies per figure), 1-3 figures per panel, random
   overlap order, so figures occlude each other;
 * panel borders cutting off feet or one side of a figure (never the face of a visible face);
 * close-up panels where only the head and shoulders fit: a face without a body row;
@@ -279,6 +279,11 @@ def _line(rng: random.Random, speaker: Identity, others: list[Identity]) -> str:
 # ---------------------------------------------------------------- rendering
 
 
+#: shot -> head radius range as a fraction of the panel height, and cap as a fraction of the width share.
+_SHOTS: dict[str, tuple[float, float, float]] = {
+    "full": (0.072, 0.1, 0.21), "medium": (0.11, 0.15, 0.22), "closeup": (0.15, 0.21, 0.3)}
+
+
 @dataclass
 class _Placed:
     """A figure placed in a panel, boxes in panel pixels (clipped to the panel)."""
@@ -298,29 +303,29 @@ def _area(box: Rect) -> int:
 
 
 def _place(rng: random.Random, canvas: Image.Image, identity: Identity, slot: tuple[float, float], count: int,
-           closeup: bool) -> _Placed:
+           shot: str) -> _Placed:
     """Draw one figure into the panel canvas and return its visible boxes.
 
-    ``slot`` is the horizontal range of the head centre, one of ``count`` in the panel. A face is kept only when the figure faces
+    ``slot`` is the horizontal range of the head centre, one of ``count`` in the panel. ``shot`` is
+    ``full`` (feet near the bottom), ``medium`` (cut at the waist) or ``closeup`` (head and shoulders). A face is kept only when the figure faces
     the reader and at least 60% of the head is inside the panel; a body only when the figure is not
     a close-up and a third of it is inside.
     """
     width, height = canvas.size
+    closeup = shot == "closeup"
     away = not closeup and rng.random() < FACING_AWAY_RATE
     appearance = sample_appearance(rng, facing_away=away)
-    if closeup:
-        radius = min(height * rng.uniform(0.15, 0.21), width * 0.3)
-    else:
-        radius = min(height * rng.uniform(0.065, 0.095), width / count * 0.21)
+    low, high, width_share = _SHOTS[shot]
+    radius = min(height * rng.uniform(low, high), width / count * width_share)
     figure = draw_figure(identity, appearance, radius)
     fx0, fy0, fx1, fy1 = figure.face
     face_w, face_h = fx1 - fx0, fy1 - fy0
     head_x = rng.uniform(*slot)
-    if closeup:
-        head_y = height * rng.uniform(0.45, 0.62)
-    else:
+    if shot == "full":
         feet = height * rng.uniform(0.92, 1.15)
         head_y = feet - (figure.body[3] - (fy0 + fy1) / 2)
+    else:
+        head_y = height * (rng.uniform(0.45, 0.62) if closeup else rng.uniform(0.3, 0.42))
     head_x = min(max(head_x, face_w / 2 + 2), width - face_w / 2 - 2)  # borders may cut bodies, not faces
     head_y = max(head_y, face_h / 2 + 2)
     ox, oy = round(head_x - (fx0 + fx1) / 2), round(head_y - (fy0 + fy1) / 2)
@@ -349,8 +354,10 @@ def _render_panel(rng: random.Random, book: BookPlan, panel: PanelPlan, style: s
     draw_order = list(range(len(cast)))
     rng.shuffle(draw_order)  # who stands in front varies, so occlusions vary
     placed: dict[int, _Placed] = {}
+    wide = canvas.size[0] > 1.6 * canvas.size[1]
+    shot = "closeup" if panel.closeup else "medium" if rng.random() < (0.6 if wide else 0.3) else "full"
     for index in draw_order:
-        placed[index] = _place(rng, canvas, cast[index], slots[index], len(cast), panel.closeup)
+        placed[index] = _place(rng, canvas, cast[index], slots[index], len(cast), shot)
     canvas = apply_style(canvas, style, rng)
     texts: dict[str, str] = {}
     balloons: list[Rect] = []
