@@ -1,0 +1,58 @@
+"""Train the face-body model: `ssl CONFIG` (stage 1) or `finetune CONFIG` (stage 2).
+
+Recipes are YAML files (see configs/ and docs/TRAINING.md). Stage 1 writes OUTPUT_DIR/ssl_model.pt,
+stage 2 reads it and writes the embedding model (OUTPUT_DIR/model.pt unless export.path says
+otherwise), usable wherever a model is asked for (`--model PATH`). Runs checkpoint as they go;
+`--resume` continues an interrupted run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from comicid.training.config import FinetuneConfig, SSLConfig, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    stages = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    for name, help_text in (("ssl", "stage 1: self-supervised face-body pre-training"),
+                            ("finetune", "stage 2: frozen network, trained fusion + projector")):
+        stage = stages.add_parser(name, help=help_text, description=help_text)
+        stage.add_argument("config", metavar="CONFIG", type=Path, help="recipe YAML file")
+        stage.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+        stage.add_argument("--resume", action="store_true",
+                           help="continue from the checkpoint in the recipe's output_dir")
+        stage.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                           help="no progress bars or summaries")
+
+
+def run(args: argparse.Namespace) -> int:
+    quiet = bool(getattr(args, "quiet", False))
+    if not quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.stage == "ssl":
+        from comicid.training.ssl import SSL_MODEL_NAME, train_ssl
+
+        ssl_config = load_config(args.config, SSLConfig)
+        result = train_ssl(ssl_config, args.device, args.resume, progress=not quiet)
+        written: Path | None = ssl_config.output_dir / SSL_MODEL_NAME
+    else:
+        from comicid.training.finetune import train_finetune
+
+        finetune_config = load_config(args.config, FinetuneConfig)
+        result, written = train_finetune(finetune_config, args.device, args.resume, progress=not quiet)
+    if not quiet:
+        losses = result.losses()
+        summary = f"{args.stage}: {result.steps} steps"
+        if losses:
+            summary += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+        if result.best is not None:
+            summary += f", best validation {result.best:.4f} at step {result.best_step}"
+        if result.stopped_early:
+            summary += " (stopped early)"
+        print(summary)
+        print(f"wrote {written}" if written else "no embedding model exported (see the log above)")
+    return 0

@@ -1,0 +1,317 @@
+"""The face-body network of the identity-aware recipe (Soykan, Yuret, Sezgin 2023), and its stage-2 model.
+
+Stage 1 (:class:`FaceBodyNetwork`): one backbone shared by faces and bodies (or one per part, for
+the ablation) and a three-layer projection head, ``Linear-BN-ReLU, Linear-BN-ReLU, Linear`` to 128
+followed by a BatchNorm without affine parameters, then L2-normalised. The final non-affine BN
+centres and whitens each output dimension over the batch, which keeps contrastive embeddings from
+collapsing onto a few directions.
+
+Stage 2 (:class:`FineTunedFaceBodyModel`): the stage-1 network frozen and cut *before* the last
+projection (the contrastive output is tuned to the SSL task; the layer below it transfers better,
+as in SimCLR), each part's features L2-normalised, fused, then a trained ``Linear`` to 256 and L2.
+With ``sum`` fusion this is exactly the :class:`~comicid.models.embedding_model.EmbeddingModel`
+contract ``normalise(head(sum_i normalise(forward_parts(part_i))))``: ``forward_parts`` is backbone
+plus the cut head, ``head`` the linear projector. ``cat``, ``mean`` and ``weighted`` fusions are for
+ablations and cannot be exported to that contract.
+
+Checkpoint: the comicid-model format (``embedding_model.py``) plus one field, ``"part_head"``: the
+state dict of the cut head ``nn.Sequential(Linear(F, H), BatchNorm1d(H), ReLU(), Linear(H, H),
+BatchNorm1d(H), ReLU())`` (keys ``0.*``, ``1.*``, ``3.*``, ``4.*``), from which H and F are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from comicid.errors import ModelError
+from comicid.models.backbones import Backbone, create_backbone
+from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EmbeddingModel
+from comicid.models.weights import load_strict
+from comicid.runtime import resolve_device
+from comicid.store.atomic import atomic_write
+
+PARTS = ("face", "body")
+FUSIONS = ("sum", "cat", "mean", "weighted")
+#: Format of stage-1 checkpoints (the whole network, head included); not an embedding model.
+SSL_FORMAT = "comicid-facebody-ssl"
+
+
+def cut_head(in_dim: int, hidden_dim: int) -> nn.Sequential:
+    """The first two layers of the projection head: what stage 2 keeps (frozen)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+    )
+
+
+class ProjectionHead(nn.Module):
+    """``features (B, F) -> (B, out_dim)``, not normalised; ``hidden`` gives the cut features (B, H)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 128) -> None:
+        super().__init__()
+        self.hidden = cut_head(in_dim, hidden_dim)
+        self.last = nn.Linear(hidden_dim, out_dim)
+        self.norm = nn.BatchNorm1d(out_dim, affine=False)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.norm(self.last(self.hidden(features)))
+
+
+class FaceBodyNetwork(nn.Module):
+    """Stage-1 network: ``embed(images, part) -> (B, out_dim)`` L2-normalised.
+
+    ``shared=True`` (the paper) runs faces and bodies through one backbone and one head, so the
+    identity term can pull a face and its body together in one space. ``shared=False`` gives every
+    part its own backbone and head (the "separate" ablation); ``backbones`` then holds one per part.
+    """
+
+    def __init__(self, backbones: dict[str, Backbone], shared: bool, hidden_dim: int = 512,
+                 out_dim: int = 128) -> None:
+        super().__init__()
+        names = {backbone.name for backbone in backbones.values()}
+        sizes = {backbone.input_size for backbone in backbones.values()}
+        if not backbones or set(backbones) - set(PARTS) or len(names) != 1 or len(sizes) != 1:
+            raise ModelError("FaceBodyNetwork needs backbones keyed by part, all of one registry name and size")
+        if shared and len({id(b) for b in backbones.values()}) != 1:
+            raise ModelError("a shared FaceBodyNetwork needs the same backbone object for every part")
+        self.shared = shared
+        self.parts = tuple(part for part in PARTS if part in backbones)
+        first = next(iter(backbones.values()))
+        self.backbone_name = first.name
+        self.input_size, self.mean, self.std = first.input_size, first.mean, first.std
+        self.feature_dim, self.hidden_dim, self.out_dim = first.feature_dim, hidden_dim, out_dim
+        slots = ("shared",) if shared else self.parts
+        self.backbones = nn.ModuleDict({slot: backbones[self.parts[0] if shared else slot] for slot in slots})
+        self.heads = nn.ModuleDict({slot: ProjectionHead(self.feature_dim, hidden_dim, out_dim) for slot in slots})
+
+    def _slot(self, part: str) -> str:
+        if part not in self.parts:
+            raise ModelError(f"this network has no '{part}' branch (parts: {list(self.parts)})")
+        return "shared" if self.shared else part
+
+    def embed(self, images: Tensor, part: str) -> Tensor:
+        """Contrastive embeddings ``(B, out_dim)``, L2-normalised, of normalised crops ``(B, 3, S, S)``."""
+        slot = self._slot(part)
+        return F.normalize(self.heads[slot](self.backbones[slot](images)), dim=1)
+
+    def hidden(self, images: Tensor, part: str) -> Tensor:
+        """Cut features ``(B, hidden_dim)`` (after the second ReLU), not normalised: stage 2's input."""
+        slot = self._slot(part)
+        return self.heads[slot].hidden(self.backbones[slot](images))
+
+    def freeze_early(self, fraction: float) -> int:
+        """Freeze the first ``fraction`` of every backbone's parameter tensors, in registration order.
+
+        CNN trunks register stem and early blocks first: generic edge and texture filters that need
+        no re-learning and whose backward pass costs the most on CPU (largest feature maps). Modules
+        left with no trainable parameter (their BatchNorms included) stay in eval mode through
+        :meth:`train`, so their running statistics are frozen too. Returns the number of tensors frozen.
+        """
+        frozen = 0
+        self._frozen_modules: list[nn.Module] = []
+        for backbone in self.backbones.values():
+            parameters = list(backbone.parameters())
+            for parameter in parameters[: int(len(parameters) * fraction)]:
+                parameter.requires_grad_(False)
+                frozen += 1
+            self._frozen_modules += [module for module in backbone.modules()
+                                     if not list(module.children()) and any(True for _ in module.parameters())
+                                     and not any(p.requires_grad for p in module.parameters())]
+        self.train(self.training)
+        return frozen
+
+    def train(self, mode: bool = True) -> FaceBodyNetwork:
+        super().train(mode)
+        for module in getattr(self, "_frozen_modules", []):
+            module.eval()
+        return self
+
+    def config(self) -> dict[str, Any]:
+        return {"backbone": self.backbone_name, "input_size": self.input_size, "shared": self.shared,
+                "parts": list(self.parts), "hidden_dim": self.hidden_dim, "out_dim": self.out_dim}
+
+
+def build_facebody_network(backbone: str, parts: list[str] | tuple[str, ...] = PARTS, shared: bool = True,
+                           hidden_dim: int = 512, out_dim: int = 128, pretrained: bool = True,
+                           input_size: int | None = None) -> FaceBodyNetwork:
+    """A stage-1 network on registry backbone(s) ``backbone``; separate copies when not ``shared``."""
+    kwargs = {"input_size": input_size} if input_size else {}
+    if shared:
+        trunk = create_backbone(backbone, pretrained=pretrained, **kwargs)
+        backbones = {part: trunk for part in parts}
+    else:
+        backbones = {part: create_backbone(backbone, pretrained=pretrained, **kwargs) for part in parts}
+    return FaceBodyNetwork(backbones, shared, hidden_dim, out_dim).train()
+
+
+def _cpu_state(module: nn.Module, half: bool = False) -> dict[str, Tensor]:
+    def convert(value: Tensor) -> Tensor:
+        value = value.detach().cpu().contiguous()
+        return value.half() if half and value.is_floating_point() else value
+    return {key: convert(value) for key, value in module.state_dict().items()}
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any], bytes]:
+    if not path.is_file():
+        raise ModelError(f"checkpoint '{path}' not found")
+    data = path.read_bytes()
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and torch errors all mean "not a checkpoint"
+        raise ModelError(f"'{path}' is not a readable checkpoint ({error})") from None
+    if not isinstance(checkpoint, dict):
+        raise ModelError(f"'{path}' is not a comicid checkpoint")
+    return checkpoint, data
+
+
+def save_facebody_network(network: FaceBodyNetwork, path: str | Path) -> Path:
+    """Write a stage-1 network (atomically) for stage 2 to load."""
+    checkpoint = {"format": SSL_FORMAT, "version": 1, "config": network.config(),
+                  "state_dict": _cpu_state(network)}
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        torch.save(checkpoint, handle)
+    return path
+
+
+def load_facebody_network(path: str | Path) -> FaceBodyNetwork:
+    """Read a stage-1 network saved by :func:`save_facebody_network` (strictly)."""
+    path = Path(path)
+    checkpoint, _ = _read_checkpoint(path)
+    if checkpoint.get("format") != SSL_FORMAT or checkpoint.get("version") != 1:
+        raise ModelError(f"'{path}' is not a stage-1 (comicid train ssl) checkpoint")
+    config = checkpoint["config"]
+    network = build_facebody_network(config["backbone"], config["parts"], config["shared"],
+                                     config["hidden_dim"], config["out_dim"], pretrained=False,
+                                     input_size=config["input_size"])
+    load_strict(network, checkpoint["state_dict"], f"stage-1 checkpoint '{path}'")
+    return network
+
+
+class FusionProjector(nn.Module):
+    """Stage-2 trainable part: fuse per-part normalised features, project to ``out_dim``, L2-normalise.
+
+    ``parts`` is ``(B, P, H)`` (P = number of part slots, a missing part given as zeros) and
+    ``present`` ``(B, P)`` bool. Fusions: ``sum`` of the normalised parts (the paper, and the only
+    one the inference contract can express), ``mean`` over the present parts, ``weighted`` sum with
+    learned softmax weights per part slot, ``cat`` (concatenation, zeros for a missing part).
+    """
+
+    def __init__(self, part_dim: int, n_parts: int, out_dim: int = 256, fusion: str = "sum") -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ModelError(f"unknown fusion '{fusion}'; choose from {list(FUSIONS)}")
+        self.fusion, self.n_parts = fusion, n_parts
+        self.part_weights = nn.Parameter(torch.zeros(n_parts)) if fusion == "weighted" else None
+        in_dim = part_dim * n_parts if fusion == "cat" else part_dim
+        self.linear = nn.Linear(in_dim, out_dim)
+
+    def fuse(self, parts: Tensor, present: Tensor) -> Tensor:
+        """``(B, P, H)`` raw part features -> fused ``(B, H)`` (``(B, P*H)`` for ``cat``)."""
+        parts = F.normalize(parts, dim=2) * present.unsqueeze(2).to(parts.dtype)
+        if self.fusion == "cat":
+            return parts.flatten(1)
+        if self.fusion == "mean":
+            return parts.sum(dim=1) / present.sum(dim=1, keepdim=True).clamp(min=1).to(parts.dtype)
+        if self.fusion == "weighted":
+            assert self.part_weights is not None
+            return (parts * torch.softmax(self.part_weights, 0).view(1, -1, 1)).sum(dim=1)
+        return parts.sum(dim=1)
+
+    def forward(self, parts: Tensor, present: Tensor) -> Tensor:
+        return F.normalize(self.linear(self.fuse(parts, present)), dim=1)
+
+
+class FineTunedFaceBodyModel(EmbeddingModel):
+    """A stage-2 model as an :class:`EmbeddingModel`: frozen backbone + cut head, linear projector.
+
+    ``forward_parts(images) -> (B, H)`` is the frozen cut features (raw; the caller normalises per
+    part as the contract says); ``head`` is the projector's ``nn.Linear``. Only ``sum`` fusion over a
+    shared backbone maps onto this contract, see :meth:`from_stages`.
+    """
+
+    def __init__(self, backbone: Backbone, part_head: nn.Sequential, head: nn.Linear,
+                 model_id: str | None = None) -> None:
+        super().__init__(backbone, None, model_id or f"{backbone.name}+facebody")
+        self.part_head = part_head
+        self.part_dim = part_head[3].out_features
+        if head.in_features != self.part_dim:
+            raise ModelError(f"projector expects {head.in_features}-d input, the cut head gives {self.part_dim}")
+        self.head = head
+        self.out_dim = head.out_features
+
+    @classmethod
+    def from_stages(cls, network: FaceBodyNetwork, projector: FusionProjector) -> FineTunedFaceBodyModel:
+        """Combine a stage-1 network and a trained projector (shares their modules, copies nothing)."""
+        if not network.shared and len(network.parts) > 1:
+            raise ModelError("only a shared-backbone network exports as an embedding model: "
+                             "forward_parts(images) cannot tell a face crop from a body crop")
+        if projector.fusion != "sum":
+            raise ModelError(f"only 'sum' fusion exports as an embedding model, not '{projector.fusion}'")
+        slot = "shared" if network.shared else network.parts[0]
+        return cls(network.backbones[slot], network.heads[slot].hidden, projector.linear)
+
+    def forward_parts(self, images: Tensor) -> Tensor:
+        return self.part_head(self.backbone(images))
+
+
+def save_finetuned_model(model: FineTunedFaceBodyModel, path: str | Path, half: bool = False) -> Path:
+    """Write the comicid-model checkpoint with the extra ``part_head`` field (atomically).
+
+    ``half=True`` stores floating-point tensors as fp16 (half the size; they are cast back to fp32
+    on load, a cosine above 0.999 to the fp32 model in practice).
+    """
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "backbone": model.backbone.name, "input_size": model.input_size,
+        "state_dict": _cpu_state(model.backbone, half),
+        "part_head": _cpu_state(model.part_head, half),
+        "head": _cpu_state(model.head, half),
+        "model_id": model.model_id,
+    }
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        torch.save(checkpoint, handle)
+    return path
+
+
+def finetuned_from_checkpoint(checkpoint: dict[str, Any], model_id: str, what: str) -> FineTunedFaceBodyModel:
+    """Rebuild a :class:`FineTunedFaceBodyModel` from a loaded checkpoint dict, strictly."""
+    kwargs = {"input_size": checkpoint["input_size"]} if "input_size" in checkpoint else {}
+    backbone = create_backbone(checkpoint["backbone"], pretrained=False, **kwargs)
+    load_strict(backbone, checkpoint.get("state_dict") or {}, what)
+    part_state, head_state = checkpoint.get("part_head"), checkpoint.get("head")
+    if not isinstance(part_state, dict) or not isinstance(head_state, dict) or "0.weight" not in part_state \
+            or "weight" not in head_state:
+        raise ModelError(f"{what} has no face-body part head / projector")
+    hidden_dim, in_dim = part_state["0.weight"].shape
+    part_head = cut_head(int(in_dim), int(hidden_dim))
+    load_strict(part_head, part_state, f"part head of {what}")
+    out_dim, head_in = head_state["weight"].shape
+    head = nn.Linear(int(head_in), int(out_dim), bias="bias" in head_state)
+    load_strict(head, head_state, f"projector of {what}")
+    return FineTunedFaceBodyModel(backbone, part_head, head, model_id)
+
+
+def load_finetuned_model(path: str | Path, device: str | torch.device = "cpu") -> FineTunedFaceBodyModel:
+    """Read a stage-2 checkpoint strictly; eval mode on ``device`` (channels_last on CPU).
+
+    ``model_id`` follows :func:`~comicid.models.embedding_model.load_embedding_model`: the backbone
+    name and the first 12 hex digits of the file's sha256, so cached features never go stale.
+    """
+    path = Path(path)
+    checkpoint, data = _read_checkpoint(path)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise ModelError(f"'{path}' is not a comicid model checkpoint (version {CHECKPOINT_VERSION})")
+    model_id = f"{checkpoint['backbone']}@{hashlib.sha256(data).hexdigest()[:12]}"
+    model = finetuned_from_checkpoint(checkpoint, model_id, f"checkpoint '{path}'")
+    target = resolve_device(device)
+    model = model.to(target).eval()
+    return model.to(memory_format=torch.channels_last) if target.type == "cpu" else model

@@ -1,0 +1,277 @@
+"""Typed recipe configs, read from YAML with one clear :class:`ConfigError` per mistake.
+
+A recipe file has one section per dataclass below (``data``, ``model``, ``augment``, ``loss``,
+``train``, plus recipe-specific keys). Every key is checked: an unknown key names the section and
+lists the allowed ones (a typo such as ``lerning_rate`` must not silently train with the default), a
+value of the wrong type names the key and the expected type. Relative paths are resolved against the
+YAML file's folder, so a recipe and its data can move together; nothing is tied to one machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from comicid.data.augment import AugmentConfig
+from comicid.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Where instances come from and how they are grouped.
+
+    ``splits``: manifest ``split`` values kept for training (``test`` identities are never trained
+    on by the shipped recipes). ``val_manifests``, when given, are the validation set; otherwise
+    ``val_fraction`` of the books (of the groups, for a single book) is held out.
+    ``max_instances`` caps the training instances (0 = all), for quick runs.
+    """
+
+    manifests: list[Path] = field(default_factory=list)
+    splits: list[str] = field(default_factory=lambda: ["", "dev", "train"])
+    parts: list[str] = field(default_factory=lambda: ["face", "body"])
+    group_by: str = "sequence"
+    label_scope: str = "group"
+    val_manifests: list[Path] = field(default_factory=list)
+    val_fraction: float = 0.1
+    crop_max_side: int = 160
+    cache_dir: Path | None = None
+    num_workers: int = 0
+    max_instances: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """The stage-1 network. ``freeze_fraction`` freezes that share of the backbone's parameter
+    tensors, earliest first (stem and early blocks: generic edges that need no re-learning and
+    whose backward pass is the most expensive on CPU); their BatchNorm layers stay in eval mode."""
+
+    backbone: str = "effnet-lite0-imagenet"
+    pretrained: bool = True
+    input_size: int = 128
+    shared_backbone: bool = True
+    hidden_dim: int = 512
+    out_dim: int = 128
+    freeze_fraction: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The shared loop (see :mod:`comicid.training.loop`). ``steps`` counts optimiser steps.
+
+    ``val_every``/``checkpoint_every`` are in steps (0 = only at the end); ``patience`` is the number
+    of validations without improvement before early stopping (0 = never stop early).
+    """
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    amp: bool = True
+    channels_last: bool = True
+    checkpoint_every: int = 200
+    val_every: int = 200
+    patience: int = 0
+    log_every: int = 10
+    seed: int = 0
+    threads: int = 0
+
+
+@dataclass
+class SSLLossConfig:
+    """Weights of the three InfoNCE terms; a weight of 0 switches a term off (ablations)."""
+
+    temperature: float = 0.07
+    face_weight: float = 1.0
+    body_weight: float = 1.0
+    identity_weight: float = 1.0
+
+
+@dataclass
+class SSLConfig:
+    """Stage 1 (``comicid train ssl``): writes ``output_dir/ssl_model.pt``."""
+
+    output_dir: Path
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: SSLLossConfig = field(default_factory=SSLLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class FinetuneLossConfig:
+    """``contrastive`` (PML ContrastiveLoss on all pairs) or ``triplet`` (PML TripletMarginLoss with
+    ``margin`` on the pairs of PML's MultiSimilarityMiner with ``miner_epsilon``), both computed
+    inside each group of the batch. ``cross_book_negatives`` adds to every group one instance of each
+    other book in the batch as a certain negative."""
+
+    name: str = "triplet"
+    margin: float = 0.2
+    miner_epsilon: float = 0.2
+    pos_margin: float = 0.0
+    neg_margin: float = 1.0
+    cross_book_negatives: bool = True
+
+
+@dataclass
+class ExportConfig:
+    """Where the embedding model goes (default ``output_dir/model.pt``), and whether in fp16."""
+
+    path: Path | None = None
+    half: bool = False
+
+
+@dataclass
+class FinetuneConfig:
+    """Stage 2 (``comicid train finetune``): frozen stage-1 network, trained fusion + projector.
+
+    ``feature_views``: augmented views per part embedded once by the frozen network (plus one
+    clean view); training then samples among them instead of running the backbone every step.
+    """
+
+    output_dir: Path
+    ssl_checkpoint: Path
+    data: DataConfig = field(default_factory=lambda: DataConfig(val_fraction=0.2))
+    fusion: str = "sum"
+    out_dim: int = 256
+    feature_views: int = 4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: FinetuneLossConfig = field(default_factory=FinetuneLossConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=500, lr=1e-3, warmup_steps=20,
+                                                                   val_every=50, patience=5))
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def _convert(value: Any, kind: Any, where: str, base: Path) -> Any:
+    """``value`` read from YAML as ``kind``, or a ConfigError naming ``where``."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where, base)
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, where, base)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_convert(v, a, f"{where}[{i}]", base) for i, (v, a) in enumerate(zip(value, args)))
+        items = [_convert(v, args[0], f"{where}[{i}]", base) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if kind is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {_type_name(kind)}")  # pragma: no cover - a bug
+
+
+def _build(cls: type[T], values: Any, where: str, base: Path) -> T:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        section = f"section '{where}'" if where else "the top level"
+        raise ConfigError(f"unknown key(s) {unknown} in {section}; allowed: {sorted(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name in values:
+            kwargs[name] = _convert(values[name], hints[name], key, base)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key '{key}'")
+    return cls(**kwargs)
+
+
+def _check(config: SSLConfig | FinetuneConfig) -> None:
+    """Value checks a type cannot express."""
+    train = config.train
+    for name in ("steps", "batch_size"):
+        if getattr(train, name) < 1:
+            raise ConfigError(f"train.{name} must be at least 1, got {getattr(train, name)}")
+    for name in ("lr", "grad_clip"):
+        if getattr(train, name) < 0:
+            raise ConfigError(f"train.{name} must not be negative")
+    if train.warmup_steps < 0 or (train.warmup_steps and train.warmup_steps >= train.steps):
+        raise ConfigError(f"train.warmup_steps must be in [0, steps), got {train.warmup_steps}")
+    if not config.data.manifests:
+        raise ConfigError("data.manifests: give at least one training manifest")
+    if isinstance(config, SSLConfig):
+        if not 0.0 <= config.model.freeze_fraction < 1.0:
+            raise ConfigError(f"model.freeze_fraction must be in [0, 1), got {config.model.freeze_fraction}")
+        weights = (config.loss.face_weight, config.loss.body_weight, config.loss.identity_weight)
+        if min(weights) < 0 or sum(weights) == 0:
+            raise ConfigError("loss weights must be non-negative and not all zero")
+        if config.loss.temperature <= 0:
+            raise ConfigError("loss.temperature must be positive")
+    else:
+        if config.loss.name not in ("contrastive", "triplet"):
+            raise ConfigError(f"loss.name must be 'contrastive' or 'triplet', got '{config.loss.name}'")
+        if config.feature_views < 0:
+            raise ConfigError("feature_views must not be negative")
+
+
+def load_config(path: str | Path, cls: type[T], overrides: dict[str, Any] | None = None) -> T:
+    """Read a recipe YAML into ``cls`` (``SSLConfig`` or ``FinetuneConfig``), fully checked.
+
+    ``overrides`` are merged into the top-level mapping before checking (one level deep for
+    sections), so scripts can shorten a recipe without copying its file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config '{path}' not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config '{path}' is not valid YAML ({error})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config '{path}' must be a mapping of sections")
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    try:
+        config = _build(cls, raw, "", path.parent.resolve())
+        _check(config)  # type: ignore[arg-type]
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return config

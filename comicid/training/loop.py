@@ -1,0 +1,263 @@
+"""The one training loop every recipe runs: a recipe supplies a model, data and a step; the loop does the rest.
+
+What lives here, once: seeding, device placement of batches, mixed precision (CUDA only: fp16
+autocast with a gradient scaler; CPU trains in fp32, where autocast brings no speed for training),
+gradient clipping, AdamW with linear warm-up then cosine decay, periodic validation with early
+stopping and best-weights restore, progress (tqdm), a JSON history, and checkpoints written atomically
+every ``checkpoint_every`` steps so that ``resume=True`` continues exactly where a run stopped
+(optimiser, schedule, random state and position in the epoch included).
+
+Files in ``output_dir``: ``checkpoint.pt`` (resume state), ``best.pt`` (best validated weights),
+``history.json`` (one record per logged interval and per validation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from comicid.errors import ConfigError
+from comicid.runtime import configure_threads
+from comicid.store.atomic import atomic_write, atomic_write_text
+from comicid.training.config import TrainConfig
+
+#: ``data(epoch, skip)``: the batches of ``epoch`` after the first ``skip`` ones.
+EpochData = Callable[[int, int], Iterable[Any]]
+#: ``step(batch) -> {"loss": scalar tensor, other named terms}``; the batch is already on the device.
+StepFn = Callable[[Any], Mapping[str, Tensor]]
+#: ``validate() -> {metric name: value}``; called with the model in eval mode and no gradients.
+ValidateFn = Callable[[], Mapping[str, float]]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"
+HISTORY_NAME = "history.json"
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps taken, the history, and the best validated value (if validated)."""
+
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: float | None = None
+    best_step: int | None = None
+    stopped_early: bool = False
+
+    def losses(self) -> list[float]:
+        """The logged mean training loss of each interval, in order."""
+        return [record["loss"] for record in self.history if "loss" in record]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear from ~0 to 1 over ``warmup_steps``, then cosine down to 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; biases and normalisation parameters get no weight decay."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    if not decay and not no_decay:
+        raise ConfigError("the model has no trainable parameters")
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Tensors of a (nested) batch on ``device``; everything else unchanged."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {key: move_to(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(value, device) for value in batch)
+    return batch
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save(obj: Any, path: Path) -> None:
+    with atomic_write(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+class _Monitor:
+    """Tracks the monitored validation metric for best-weights and early stopping."""
+
+    def __init__(self, name: str, mode: str, patience: int) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"monitor mode must be 'min' or 'max', got {mode}")
+        self.name, self.mode, self.patience = name, mode, patience
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.bad = 0
+
+    def update(self, metrics: Mapping[str, float], step: int) -> bool:
+        """Record a validation; True when it is the best so far."""
+        if self.name not in metrics:
+            raise KeyError(f"validation returned no '{self.name}' (got {sorted(metrics)})")
+        value = float(metrics[self.name])
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better and math.isfinite(value):
+            self.best, self.best_step, self.bad = value, step, 0
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience > 0 and self.bad >= self.patience
+
+
+def fit(model: nn.Module, data: EpochData, step: StepFn, config: TrainConfig, output_dir: str | Path,
+        device: torch.device, validate: ValidateFn | None = None, monitor: str = "loss",
+        mode: str = "min", resume: bool = False, progress: bool = True,
+        fingerprint: str = "") -> TrainResult:
+    """Train ``model`` for ``config.steps`` optimiser steps; returns the :class:`TrainResult`.
+
+    ``model`` must already be on ``device``. ``monitor``/``mode`` name the validation metric that
+    selects the best weights and drives early stopping (``patience``); when ``validate`` is given the
+    best weights are restored into ``model`` at the end. ``fingerprint`` (e.g. a hash of the recipe)
+    is stored in checkpoints: resuming with a different recipe is refused.
+
+    Raises:
+        ConfigError: ``resume`` without a checkpoint, or a checkpoint of another recipe.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        configure_threads(config.threads)
+    seed_everything(config.seed)
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    watcher = _Monitor(monitor, mode, config.patience)
+    result = TrainResult(steps=0)
+    epoch, skip = 0, 0
+    checkpoint_path = output_dir / CHECKPOINT_NAME
+    if resume:
+        if not checkpoint_path.is_file():
+            raise ConfigError(f"--resume: no checkpoint in '{output_dir}'; run without --resume to start")
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if state.get("fingerprint") != fingerprint:
+            raise ConfigError(f"--resume: the checkpoint in '{output_dir}' was made by a different recipe; "
+                              f"use another output_dir or run without --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        result = TrainResult(**state["result"])
+        watcher.best, watcher.best_step, watcher.bad = state["monitor"]
+        epoch, skip = state["epoch"], state["skip"]
+
+    def checkpoint(epoch: int, skip: int) -> None:
+        _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
+               "result": asdict(result), "monitor": (watcher.best, watcher.best_step, watcher.bad),
+               "epoch": epoch, "skip": skip, "fingerprint": fingerprint}, checkpoint_path)
+        atomic_write_text(output_dir / HISTORY_NAME, json.dumps(result.history, indent=1))
+
+    def run_validation() -> None:
+        model.eval()
+        with torch.no_grad():
+            metrics = dict(validate())  # type: ignore[misc]
+        model.train()
+        record = {"step": float(result.steps), **{f"val_{k}": float(v) for k, v in metrics.items()}}
+        result.history.append(record)
+        if watcher.update(metrics, result.steps):
+            _save(model.state_dict(), output_dir / BEST_NAME)
+            result.best, result.best_step = watcher.best, watcher.best_step
+
+    model.train()
+    sums: dict[str, float] = {}
+    count = 0
+    bar = tqdm(total=config.steps, initial=result.steps, desc="training", unit="step", disable=not progress)
+    while result.steps < config.steps and not result.stopped_early:
+        produced = 0
+        for batch in data(epoch, skip):
+            produced += 1
+            skip += 1
+            batch = move_to(batch, device)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                terms = step(batch)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} at step {result.steps + 1}; "
+                                         f"lower train.lr or raise loss.temperature")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            result.steps += 1
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            count += 1
+            bar.update(1)
+            last = result.steps == config.steps
+            if count and (result.steps % max(1, config.log_every) == 0 or last):
+                record = {"step": float(result.steps), "lr": scheduler.get_last_lr()[0],
+                          **{name: total / count for name, total in sums.items()}}
+                result.history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                sums, count = {}, 0
+            if validate is not None and ((config.val_every and result.steps % config.val_every == 0) or last):
+                run_validation()
+                result.stopped_early = watcher.exhausted
+            if (config.checkpoint_every and result.steps % config.checkpoint_every == 0) or last \
+                    or result.stopped_early:
+                checkpoint(epoch, skip)
+            if last or result.stopped_early:
+                break
+        else:
+            if produced == 0 and skip == 0:
+                raise ConfigError("the training data produced no batch; lower train.batch_size or add data")
+            epoch, skip = epoch + 1, 0
+    bar.close()
+    if validate is not None and (output_dir / BEST_NAME).is_file():
+        model.load_state_dict(torch.load(output_dir / BEST_NAME, map_location=device, weights_only=True))
+    atomic_write_text(output_dir / HISTORY_NAME, json.dumps(result.history, indent=1))
+    return result
