@@ -307,9 +307,9 @@ def _place(rng: random.Random, canvas: Image.Image, identity: Identity, slot: tu
     """Draw one figure into the panel canvas and return its visible boxes.
 
     ``slot`` is the horizontal range of the head centre, one of ``count`` in the panel. ``shot`` is
-    ``full`` (feet near the bottom), ``medium`` (cut at the waist) or ``closeup`` (head and shoulders). A face is kept only when the figure faces
-    the reader and at least 60% of the head is inside the panel; a body only when the figure is not
-    a close-up and a third of it is inside.
+    ``full`` (feet near the bottom), ``medium`` (cut at the waist) or ``closeup`` (head and
+    shoulders). A face is kept only when the figure faces the reader and at least 60% of the head is
+    inside the panel; a body only when the figure is not a close-up and a third of it is inside.
     """
     width, height = canvas.size
     closeup = shot == "closeup"
