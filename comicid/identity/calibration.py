@@ -87,7 +87,8 @@ def calibrate_threshold(embeddings: np.ndarray, labels: np.ndarray, groups: np.n
     unit = check_embeddings(embeddings)  # (N, D), L2-normalised
     labels, groups = np.asarray(labels), np.asarray(groups)
     if not len(labels) == len(groups) == len(unit):
-        raise IdentityInputError(f"{len(unit)} embeddings, {len(labels)} labels and {len(groups)} groups differ in length")
+        raise IdentityInputError(
+            f"{len(unit)} embeddings, {len(labels)} labels and {len(groups)} groups differ in length")
     grid = np.asarray(grid, dtype=np.float64)
     if grid.ndim != 1 or len(grid) == 0:
         raise IdentityInputError("the threshold grid must be a non-empty 1-D sequence")

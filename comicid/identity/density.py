@@ -157,7 +157,8 @@ def repair_cannot_links(unit: np.ndarray, labels: np.ndarray, cannot_link: np.nd
 
 def _new_home(unit: np.ndarray, labels: np.ndarray, leaver: int, cannot_link: np.ndarray) -> int:
     old = labels[leaver]
-    partners = np.concatenate([cannot_link[cannot_link[:, 0] == leaver, 1], cannot_link[cannot_link[:, 1] == leaver, 0]])
+    partners = np.concatenate([cannot_link[cannot_link[:, 0] == leaver, 1],
+                               cannot_link[cannot_link[:, 1] == leaver, 0]])
     similarity = unit @ unit[leaver]  # (N,)
     left = labels == old
     left[leaver] = False
