@@ -423,7 +423,8 @@ def _draw_hat(draw: ImageDraw.ImageDraw, f: _Frame, ident: Identity) -> None:
         draw.rectangle((cx - rx * 1.12, top - ry * 0.15, cx + rx * 1.12, top + ry * 0.12), fill=_darker(colour, 0.75),
                        outline=INK, width=ow)
         p = rx * 0.25
-        draw.ellipse((cx - p, cy - ry * 1.2 - 2 * p, cx + p, cy - ry * 1.2), fill=(245, 245, 245), outline=INK, width=ow)
+        draw.ellipse((cx - p, cy - ry * 1.2 - 2 * p, cx + p, cy - ry * 1.2), fill=(245, 245, 245), outline=INK,
+                     width=ow)
 
 
 def _draw_eyes(draw: ImageDraw.ImageDraw, f: _Frame, ident: Identity, app: Appearance, rx: float) -> list[Point]:
