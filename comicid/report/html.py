@@ -51,6 +51,8 @@ PART_PREFERENCE = {"face": 0, "character": 1, "body": 2}
 #: Metric sections shown first, in this order; any other section follows in sorted order.
 METRIC_SECTIONS = ("retrieval", "clustering")
 CAPTION_TEXT_CHARS = 60
+#: Longer side of a gallery crop in px; the gallery's CSS grid is sized to it.
+CROP_SIDE = 112
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _DIGITS = re.compile(r"(\d+)")
 
@@ -62,18 +64,21 @@ class ReportOptions:
     max_pages_per_book: int = 12
     max_per_identity: int = 40
     page_width: int = 900
-    crop_side: int = 112
 
     def __post_init__(self) -> None:
         if self.max_pages_per_book < 0 or self.max_per_identity < 0:
             raise ConfigError("--max-pages-per-book and --max-per-identity must be 0 or more")
-        if self.page_width < 64 or self.crop_side < 16:
-            raise ConfigError("page_width must be at least 64 px and crop_side at least 16 px")
+        if self.page_width < 64:
+            raise ConfigError("page_width must be at least 64 px")
 
 
 def _text(value: object) -> str:
     """Escaped text for HTML content or attributes; control characters (e.g. the key separator) become spaces."""
     return html.escape(_CONTROL.sub(" ", str(value)), quote=True)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _natural(value: str) -> tuple[tuple[int, int | str], ...]:
@@ -245,7 +250,9 @@ def _page_html(image: str, rows: pd.DataFrame, instances: pd.DataFrame, colours:
     on_page = instances.loc[rows["instance_key"].unique()]
     mistakes = int(on_page["mistake"].sum())
     page = rows["page"].iat[0] or Path(image).name
-    caption = f"page {page}: {len(on_page)} instances" + (f", {mistakes} mistakes" if mistakes else "")
+    caption = f"page {page}: {_count(len(on_page), 'instance')}"
+    if mistakes:
+        caption += f", {_count(mistakes, 'mistake')}"
     try:
         picture = page_thumbnail(load_image(image), boxes, options.page_width)
     except ImageReadError as error:
@@ -255,7 +262,7 @@ def _page_html(image: str, rows: pd.DataFrame, instances: pd.DataFrame, colours:
             f'<figcaption>{_text(caption)}</figcaption></figure>')
 
 
-def _crop_html(collection: Collection, key: str, instance: pd.Series, options: ReportOptions) -> str:
+def _crop_html(collection: Collection, key: str, instance: pd.Series) -> str:
     truth = instance["truth"] or "unlabelled"
     lines = [f"true: {truth}"]
     if not math.isnan(instance["confidence"]):
@@ -269,8 +276,8 @@ def _crop_html(collection: Collection, key: str, instance: pd.Series, options: R
     marker = '<span class="cross" aria-label="mistake">&#x2717;</span> ' if mistake else ""
     kind = "crop mistake" if mistake else "crop"
     try:
-        thumb = crop_thumbnail(collection.load_crop(instance["crop_hash"]), options.crop_side)
-        picture = f'<img src="{data_uri(thumb)}" alt="{_text(truth)}">'
+        thumb = crop_thumbnail(collection.load_crop(instance["crop_hash"]), CROP_SIDE)
+        picture = f'<div class="thumb"><img src="{data_uri(thumb)}" alt="{_text(truth)}"></div>'
     except ImageReadError as error:
         picture = f'<p class="notice">{_text(error)}</p>'
     return f'<figure class="{kind}" title="{title}">{picture}<figcaption>{marker}{caption}</figcaption></figure>'
@@ -280,16 +287,16 @@ def _gallery_html(collection: Collection, group: str, members: pd.DataFrame, has
                   colours: dict[str, tuple[int, int, int]], options: ReportOptions, bar: tqdm) -> str:
     name = group or ("unassigned" if has_assignments else "unlabelled")
     colour = css_colour(colours.get(group, UNKNOWN_COLOUR))
-    facts = [f"{len(members)} instances"]
+    facts = [_count(len(members), "instance")]
     if members["majority"].iat[0]:
         facts.append(f"majority label {members['majority'].iat[0]}")
-        facts.append(f"{int(members['mistake'].sum())} mistakes")
+        facts.append(_count(int(members["mistake"].sum()), "mistake"))
     ordered = members.assign(_neg=-members["confidence"].fillna(-1.0), _mistake=~members["mistake"])
     ordered = ordered.sort_values(["_mistake", "_neg"], kind="stable")
     shown = ordered.head(options.max_per_identity)
     figures = []
     for key, instance in shown.iterrows():
-        figures.append(_crop_html(collection, str(key), instance, options))
+        figures.append(_crop_html(collection, str(key), instance))
         bar.update(1)
     note = ""
     if len(shown) < len(members):
@@ -304,8 +311,8 @@ def _book_html(index: int, book: _Book, collection: Collection, instances: pd.Da
                colours: dict[str, tuple[int, int, int]], options: ReportOptions, bar: tqdm) -> str:
     members = instances[instances["book"] == book.name]
     head = (f'<section class="book" id="book-{index}"><h2>Book: {_text(book.name)}</h2>'
-            f'<p>{len(members)} instances, {len(book.pages)} pages with boxes, '
-            f'{int(members["mistake"].sum())} mistakes</p>')
+            f'<p>{_count(len(members), "instance")}, {_count(len(book.pages), "page")} with boxes, '
+            f'{_count(int(members["mistake"].sum()), "mistake")}</p>')
     pages = []
     for image, rows in book.pages[:options.max_pages_per_book]:
         pages.append(_page_html(image, rows, instances, colours, options))
@@ -323,23 +330,23 @@ def _book_html(index: int, book: _Book, collection: Collection, instances: pd.Da
     return f'{head}<h3>Pages</h3>{page_part}<h3>Identities</h3>{galleries}</section>'
 
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
-h1{margin-bottom:.2em} h2{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.5em 0} th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-.notice{background:#fff4d6;border:1px solid #e0c060;padding:.5em .8em}
-.note{color:#666;font-style:italic}
-.pages{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
-figure{margin:0} figure.page img{max-width:100%;border:1px solid #bbb}
-figure.page{max-width:100%} figcaption{font-size:.85em;color:#444}
-.gallery{display:flex;flex-wrap:wrap;gap:.5em}
-figure.crop{width:120px;background:#fff;border:1px solid #ddd;padding:3px;text-align:center}
-figure.crop img{max-width:112px;max-height:112px}
-figure.crop.mistake{border:2px dashed #dc0000;background:#fff0f0}
-.cross{color:#dc0000;font-weight:bold}
-.swatch{display:inline-block;width:1em;height:1em;margin-right:.4em;vertical-align:middle;border:1px solid #333}
-h4 small{font-weight:normal;color:#555}
+_CSS = f"""
+body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}}
+h1{{margin-bottom:.2em}} h2{{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}}
+table{{border-collapse:collapse;margin:.5em 0}} th,td{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}
+td.num{{text-align:right;font-variant-numeric:tabular-nums}}
+.notice{{background:#fff4d6;border:1px solid #e0c060;padding:.5em .8em}}
+.note{{color:#666;font-style:italic}}
+.pages{{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}}
+figure{{margin:0}} figure.page img{{max-width:100%;border:1px solid #bbb}}
+figure.page{{max-width:100%}} figcaption{{font-size:.85em;color:#444}}
+.gallery{{display:flex;flex-wrap:wrap;gap:.5em}}
+figure.crop{{width:{CROP_SIDE + 8}px;background:#fff;border:1px solid #ddd;padding:3px;text-align:center}}
+figure.crop .thumb{{height:{CROP_SIDE + 4}px;display:flex;align-items:center;justify-content:center}}
+figure.crop.mistake{{border:2px dashed #dc0000;background:#fff0f0}}
+figure.crop figcaption{{overflow-wrap:anywhere}} .cross{{color:#dc0000;font-weight:bold}}
+.swatch{{display:inline-block;width:1em;height:1em;margin-right:.4em;vertical-align:middle;border:1px solid #333}}
+h4 small{{font-weight:normal;color:#555}}
 """
 
 
