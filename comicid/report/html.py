@@ -117,7 +117,8 @@ def instance_table(parts: pd.DataFrame, assignments: pd.DataFrame | None) -> pd.
     Columns: ``book``, ``page``, ``truth`` (label or ""), ``predicted`` (identity id or ""),
     ``confidence`` (NaN when unassigned), ``crop_hash`` (of the preferred part, see
     :data:`PART_PREFERENCE`), ``text``, ``group`` (what the report groups and colours by: the
-    predicted id, or the label when there are no assignments) and ``mistake``.
+    predicted id, or the label when there are no assignments), ``majority`` (the majority label of
+    the predicted identity, "" when none) and ``mistake``.
     """
     rank = parts["kind"].map(PART_PREFERENCE).fillna(len(PART_PREFERENCE))
     chosen = parts.assign(_rank=rank).sort_values(["instance_key", "_rank"], kind="stable")
