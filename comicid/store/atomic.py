@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _mode_for(path: Path) -> int:
+    """The existing file's mode, else what ``open()`` would give under the current umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
@@ -28,6 +38,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, _mode_for(path))  # mkstemp makes 0600; a written file should look like any other
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -119,3 +119,17 @@ def test_tiny_boxes_are_kept_and_reported(source: Path, tmp_path: Path) -> None:
     report = ingest(read_manifest(source / "tiny.csv"), Collection.create(tmp_path / "c"), progress=False)
     assert report.tiny_boxes == [1] and report.added == 1
     assert ingest_module.IngestReport(rows=1, tiny_boxes=[1]).summary().endswith("1 tiny boxes (< 4 px) kept")
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    from comicid.store.atomic import atomic_write_text
+
+    atomic_write_text(tmp_path / "new.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    os.chmod(tmp_path / "new.txt", 0o640)
+    atomic_write_text(tmp_path / "new.txt", "y")
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
