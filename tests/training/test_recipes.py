@@ -20,8 +20,12 @@ from comicid.training.ssl import train_ssl
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _falls(losses: list[float], window: int = 2, margin: float = 0.1) -> bool:
-    """Mean of the last ``window`` logged losses is below the first ones by ``margin`` (relative)."""
+def _falls(losses: list[float], window: int = 2, margin: float = 0.08) -> bool:
+    """Mean of the last ``window`` logged losses is below the first ones by ``margin`` (relative).
+
+    Logged losses are already means over ``log_every`` steps; over seeds 0-3 both tiny recipes fall
+    by 15-30 %, so 8 % leaves room for platform differences without passing a flat loss.
+    """
     first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
     return last < first * (1 - margin)
 
