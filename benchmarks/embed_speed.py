@@ -1,0 +1,179 @@
+"""Embedding speed, end to end from PNG files: decode, letterbox, network, features out.
+
+Writes its table into docs/BENCHMARKS.md between the ``embed-speed`` markers (only that section).
+Each variant runs in a fresh process, because the allocator tuning cannot be undone in-process.
+
+    python benchmarks/embed_speed.py                 # default backbone, 128 px, batch 64, 2 threads
+    python benchmarks/embed_speed.py --n 3000 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+START, END = "<!-- embed-speed:start -->", "<!-- embed-speed:end -->"
+
+#: (label, child arguments). End-to-end variants embed PNG files; "network" ones time the model only.
+VARIANTS = [
+    ("end to end: mallopt, channels_last, decode workers = cores (the default)", []),
+    ("end to end: without mallopt", ["--no-mallopt"]),
+    ("end to end: decoding in the main process (0 workers)", ["--workers", "0"]),
+    ("end to end: 1 decode worker", ["--workers", "1"]),
+    ("network only: channels_last fp32", ["--network", "channels_last"]),
+    ("network only: contiguous (NCHW) fp32", ["--network", "contiguous"]),
+    ("network only: channels_last bf16 autocast", ["--network", "bf16"]),
+]
+
+
+def make_crops(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """``n`` PNG drawings of 64-256 px per side (character crops of varied aspect) on white."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        width, height = (int(v) for v in rng.integers(64, 257, size=2))
+        image = Image.new("RGB", (width, height), (255, 255, 255))
+        draw = ImageDraw.Draw(image)
+        for _ in range(6):
+            x0, x1 = sorted(int(v) for v in rng.integers(0, width, size=2))
+            y0, y1 = sorted(int(v) for v in rng.integers(0, height, size=2))
+            colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+            draw.ellipse((x0, y0, x1, y1), fill=colour, outline=(0, 0, 0), width=2)
+        path = folder / f"crop-{i:05d}.png"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+def child(args: argparse.Namespace) -> dict[str, float]:
+    """One measurement in this (fresh) process; returns crops/s and, for bf16, the cosine to fp32."""
+    from comicid.runtime import configure_threads, tune_allocator
+
+    if not args.no_mallopt:
+        tune_allocator()
+    configure_threads(args.threads)
+    import torch
+
+    from comicid.models import embed_crops, load_embedding_model
+
+    model = load_embedding_model(args.model)
+    paths = sorted(Path(args.crops).glob("*.png"))
+    if args.network:
+        return _network_only(model, args, torch)
+    workers = None if args.workers < 0 else args.workers
+    embed_crops(paths[: 2 * args.batch], model, args.batch, num_workers=workers, progress=False)
+    start = time.perf_counter()
+    embed_crops(paths, model, args.batch, num_workers=workers, progress=False)
+    return {"crops_per_s": len(paths) / (time.perf_counter() - start)}
+
+
+def _network_only(model, args: argparse.Namespace, torch) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    images = torch.randn(args.batch, 3, args.size, args.size)
+    if args.network == "contiguous":
+        model = model.to(memory_format=torch.contiguous_format)
+    else:
+        images = images.contiguous(memory_format=torch.channels_last)
+    bf16 = args.network == "bf16"
+    result: dict[str, float] = {}
+    with torch.inference_mode():
+        reference = model.forward_parts(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            output = model.forward_parts(images).float()
+            if bf16:
+                result["min_cosine"] = float(torch.nn.functional.cosine_similarity(output, reference).min())
+            batches, start = 0, time.perf_counter()
+            while batches < 3 or time.perf_counter() - start < 5:
+                model.forward_parts(images)
+                batches += 1
+    result["crops_per_s"] = batches * args.batch / (time.perf_counter() - start)
+    return result
+
+
+def run_variant(extra: list[str], args: argparse.Namespace, crops: Path) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", "--crops", str(crops), "--model", args.model,
+               "--size", str(args.size), "--batch", str(args.batch), "--threads", str(args.threads),
+               *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_section(text: str) -> None:
+    """Replace the embed-speed section of docs/BENCHMARKS.md (append it if absent)."""
+    section = f"{START}\n{text.rstrip()}\n{END}"
+    old = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
+    if START in old and END in old:
+        head, rest = old.split(START, 1)
+        new = head + section + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip() + "\n\n" + section + "\n"
+    sys.path.insert(0, str(ROOT))
+    from comicid.store.atomic import atomic_write_text
+
+    atomic_write_text(DOC, new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="number of PNG crops")
+    parser.add_argument("--model", default="effnet-lite0-imagenet")
+    parser.add_argument("--size", type=int, default=128, help="must match the model's input size")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the main process")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--crops", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--no-mallopt", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--network", choices=["channels_last", "contiguous", "bf16"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+
+    rows = []
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as folder:
+        make_crops(Path(folder), args.n)
+        for label, extra in VARIANTS:
+            result = run_variant(extra, args, Path(folder))
+            rows.append((label, result))
+            print(f"{result['crops_per_s']:8.0f} crops/s  {label}"
+                  + (f"  (min cosine to fp32 {result['min_cosine']:.4f})" if "min_cosine" in result else ""),
+                  flush=True)
+    load_after = os.getloadavg()
+    command = "python benchmarks/embed_speed.py" + "".join(
+        f" --{name} {getattr(args, name)}" for name in ("n", "model", "size", "batch", "threads"))
+    lines = [
+        "## Embedding speed (end to end from PNG files)",
+        "",
+        f"`{command}` on {time.strftime('%Y-%m-%d')}: {args.n} PNG crops of 64-256 px, letterboxed to "
+        f"{args.size} px, batch {args.batch}, `{args.model}`, {args.threads} torch threads in the main "
+        f"process, {os.cpu_count()} cores. The cores are shared with other work: load average "
+        f"{load_before[0]:.2f} before and {load_after[0]:.2f} after, so these are lower bounds.",
+        "",
+        "| variant | crops/s |",
+        "|---|---|",
+    ]
+    for label, result in rows:
+        note = f" (min cosine to fp32 {result['min_cosine']:.4f})" if "min_cosine" in result else ""
+        lines.append(f"| {label}{note} | {result['crops_per_s']:.0f} |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if not args.no_write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
