@@ -1,0 +1,171 @@
+"""Train the shipped default model in one command, then compare it with its ImageNet starting point.
+
+    python benchmarks/train_default.py            # the real recipe (about 15 minutes on 2 CPU cores)
+    python benchmarks/train_default.py --quick    # a 1-2 minute end-to-end check into out/, not shipped
+
+Steps: draw synthetic training, validation and evaluation books (fixed seeds); build the training
+manifest from the synthetic training books (``split=train``) plus the ``split=dev`` identities of the
+sprite sets in ../shared/datasets (skipped with a message when absent; ``split=test`` identities are
+never trained on); run ``configs/ssl_default.yaml`` then ``configs/finetune_default.yaml``; write the
+fp16 embedding model to ``comicid/models/weights/default.pt`` (checked < 25 MB and reloaded
+strictly); then score it against ``effnet-lite0-imagenet`` on the ``split=test`` identities of the
+dev sets and on the evaluation books, writing the table to docs/BENCHMARKS.md and docs/MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import DEV_SETS, ROOT, available_dev_sets, markdown_table, write_section  # noqa: E402
+
+from comicid.data.manifest import read_manifest, write_manifest  # noqa: E402
+from comicid.data.synth import generate_books  # noqa: E402
+from comicid.evaluation.pipeline import EvaluationOptions, evaluate_manifest  # noqa: E402
+from comicid.models.embedding_model import load_embedding_model  # noqa: E402
+from comicid.models.facebody import load_finetuned_model  # noqa: E402
+from comicid.runtime import tune_allocator  # noqa: E402
+from comicid.training.config import FinetuneConfig, SSLConfig, load_config  # noqa: E402
+from comicid.training.finetune import train_finetune  # noqa: E402
+from comicid.training.ssl import train_ssl  # noqa: E402
+
+MAX_BYTES = 25 * 1024 * 1024
+#: The sprite sets whose split=dev identities are training labels (licences allow redistribution of
+#: derived weights with attribution, see docs/MODEL_CARD.md). DiceBear is left out: some of its
+#: styles are only "free for personal and commercial use", not an open licence.
+TRAIN_SETS = DEV_SETS[:3]
+BASELINE = "effnet-lite0-imagenet"
+#: (books, characters, pages, seed) of each synthetic set; --quick shrinks them.
+SYNTH = {"train": (12, 8, 8, 1000), "val": (2, 8, 6, 2000), "eval": (3, 8, 6, 3000)}
+SYNTH_QUICK = {"train": (2, 6, 3, 1000), "val": (1, 6, 2, 2000), "eval": (1, 6, 2, 3000)}
+QUICK_SSL = {"train": {"steps": 6, "batch_size": 16, "val_every": 3, "checkpoint_every": 3, "warmup_steps": 1},
+             "data": {"max_instances": 200}}
+QUICK_FINETUNE = {"train": {"steps": 40, "batch_size": 24, "val_every": 10, "warmup_steps": 2},
+                  "feature_views": 1, "data": {"max_instances": 300}}
+
+
+def _synth(out: Path, name: str, shape: tuple[int, int, int, int], split: str) -> Path:
+    """Draw a synthetic set once (reused when its manifest exists); every row gets ``split``."""
+    books, characters, pages, seed = shape
+    folder = out / f"synth_{name}"
+    manifest = folder / "manifest.csv"
+    if not manifest.is_file():
+        generate_books(folder, books=books, characters=characters, pages=pages, seed=seed, progress=True)
+    frame = read_manifest(manifest)
+    frame["book"] = f"synth-{name}-" + frame["book"]
+    frame["split"] = split
+    return write_manifest(frame, folder / f"manifest_{split}.csv")
+
+
+def build_manifests(out: Path, quick: bool) -> tuple[Path, Path, Path, list[str]]:
+    """The training, validation and synthetic evaluation manifests; and the sources used."""
+    shapes = SYNTH_QUICK if quick else SYNTH
+    frames = [read_manifest(_synth(out, "train", shapes["train"], "train"))]
+    sources = ["synthetic training books"]
+    available = {dev_set.name: dev_set for dev_set in available_dev_sets()}
+    for dev_set in TRAIN_SETS:
+        if dev_set.name in available:
+            frame = read_manifest(available[dev_set.name].manifest)
+            frames.append(frame[frame["split"] == "dev"])
+            sources.append(f"{dev_set.name} (split=dev)")
+    train = write_manifest(pd.concat(frames, ignore_index=True), out / "train_manifest.csv")
+    val = write_manifest(read_manifest(_synth(out, "val", shapes["val"], "dev")), out / "val_manifest.csv")
+    evaluation = _synth(out, "eval", shapes["eval"], "")
+    return train, val, evaluation, sources
+
+
+def evaluate(model_path: Path, synth_eval: Path, quick: bool) -> list[dict[str, Any]]:
+    """rank-1 and mAP of the trained model and the baseline, per set (split=test of the dev sets)."""
+    models = {"default (trained)": load_finetuned_model(model_path), BASELINE: load_embedding_model(BASELINE)}
+    trained_on = {dev_set.name for dev_set in TRAIN_SETS}
+    sets = [(f"{d.name} (test)", d.manifest, "test") for d in available_dev_sets() if d.name in trained_on]
+    sets.append(("synthetic books (unseen)", synth_eval, "all"))
+    rows = []
+    for name, manifest, split in sets:
+        row: dict[str, Any] = {"set": name}
+        for label, model in models.items():
+            options = EvaluationOptions(split=split, progress=not quick)
+            retrieval = evaluate_manifest(manifest, options, model=model)["retrieval"]
+            row[label] = {"rank1": retrieval["rank1"], "mAP": retrieval["mAP"]}
+        rows.append(row)
+        print(json.dumps(row))
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    header = ["set", "default rank-1", "default mAP", f"{BASELINE} rank-1", f"{BASELINE} mAP"]
+    cells = [[row["set"], row["default (trained)"]["rank1"], row["default (trained)"]["mAP"],
+              row[BASELINE]["rank1"], row[BASELINE]["mAP"]] for row in rows]
+    return markdown_table(header, cells)
+
+
+def _replace_block(path: Path, name: str, body: str) -> None:
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text(encoding="utf-8")
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        path.write_text(before + f"{start}\n{body.rstrip()}\n{end}" + rest.split(end, 1)[1], encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny data and few steps: checks the pipeline only")
+    parser.add_argument("--out", type=Path, help="work folder (default out/train_default or out/train_quick)")
+    parser.add_argument("--weights", type=Path, help="where the model goes (default: the shipped default.pt; "
+                        "with --quick: OUT/default.pt)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-eval", action="store_true", help="skip the comparison with the baseline")
+    args = parser.parse_args(argv)
+    tune_allocator()
+    out = (args.out or ROOT / "out" / ("train_quick" if args.quick else "train_default")).resolve()
+    weights = (args.weights or (out / "default.pt" if args.quick else
+                                ROOT / "comicid" / "models" / "weights" / "default.pt")).resolve()
+    started = time.perf_counter()
+    train, val, synth_eval, sources = build_manifests(out, args.quick)
+    print("training data:", "; ".join(sources))
+    data = {"manifests": [str(train)], "val_manifests": [str(val)], "cache_dir": str(out / "crops")}
+    ssl_over: dict[str, Any] = {"output_dir": str(out / "ssl"), "data": data}
+    ft_over: dict[str, Any] = {"output_dir": str(out / "finetune"), "ssl_checkpoint": str(out / "ssl" / "ssl_model.pt"),
+                               "data": data, "export": {"path": str(weights), "half": True}}
+    if args.quick:
+        for over, quick in ((ssl_over, QUICK_SSL), (ft_over, QUICK_FINETUNE)):
+            for key, value in quick.items():
+                over[key] = {**over.get(key, {}), **value} if isinstance(value, dict) else value
+    ssl_config = load_config(ROOT / "configs" / "ssl_default.yaml", SSLConfig, ssl_over)
+    ssl_result = train_ssl(ssl_config, args.device, progress=True)
+    ssl_seconds = time.perf_counter() - started
+    ft_config = load_config(ROOT / "configs" / "finetune_default.yaml", FinetuneConfig, ft_over)
+    ft_result, path = train_finetune(ft_config, args.device, progress=True)
+    train_seconds = time.perf_counter() - started
+    assert path is not None  # the default recipe is sum fusion on a shared backbone
+    size = path.stat().st_size
+    if size >= MAX_BYTES:
+        print(f"error: {path} is {size / 2**20:.1f} MB, over the 25 MB limit", file=sys.stderr)
+        return 1
+    model = load_finetuned_model(path)
+    summary = (f"stage 1: {ssl_result.steps} steps, best val loss {ssl_result.best}; stage 2: {ft_result.steps} "
+               f"steps, best val MAP@R {ft_result.best} at step {ft_result.best_step}; {model.model_id}, "
+               f"{size / 2**20:.1f} MB; {ssl_seconds / 60:.1f} + {(train_seconds - ssl_seconds) / 60:.1f} min")
+    print(summary)
+    if args.no_eval:
+        return 0
+    rows = evaluate(path, synth_eval, args.quick)
+    if not args.quick:
+        body = (f"## Default model vs its starting point\n\n`python benchmarks/train_default.py` "
+                f"({summary}).\nRetrieval on identities never trained on.\n\n{_table(rows)}\n")
+        write_section("train_default", body)
+        _replace_block(ROOT / "docs" / "MODEL_CARD.md", "metrics", _table(rows) + f"\n\n{summary}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
