@@ -82,7 +82,7 @@ class FeatureCache:
     """Part features of one model, keyed by crop hash, stored as shards under ``folder/<model_id>/``.
 
     Each :meth:`add` writes one new ``.npz`` shard atomically, so a crash never corrupts what was
-    already stored. Shards are read once, at construction.
+    already stored. Shards are read once, at construction. One writer per folder at a time.
     """
 
     def __init__(self, folder: str | Path, model_id: str) -> None:
@@ -122,6 +122,7 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
     Paths are decoded with :func:`comicid.data.images.load_image` in ``num_workers`` DataLoader
     workers (``None``: :func:`default_num_workers`). With a ``cache`` (which must belong to
     ``model.model_id``), cached crops are not recomputed and new features are added as they come.
+    ``model`` is moved to ``device`` and switched to eval mode (and channels_last on CPU) in place.
 
     Raises:
         ImageReadError: a crop file cannot be read (raised from the worker, naming the file).
@@ -130,10 +131,14 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
     if cache is not None and cache.model_id != model.model_id:
         raise ValueError(f"cache of '{cache.model_id}' used with model '{model.model_id}'")
     features = np.zeros((len(crops), model.part_dim), dtype=np.float32)
-    keys = [crop_key(crop) for crop in crops] if cache is not None else []
-    todo = [i for i in range(len(crops)) if cache is None or keys[i] not in cache]
-    for i in set(range(len(crops))) - set(todo):
-        features[i] = cache.get(keys[i])  # type: ignore[union-attr]
+    todo = list(range(len(crops)))
+    keys: list[str] = []
+    if cache is not None:
+        keys = [crop_key(crop) for crop in crops]
+        todo = [i for i, key in enumerate(keys) if key not in cache]
+        for i, key in enumerate(keys):
+            if key in cache:
+                features[i] = cache.get(key)
     if not todo:
         return features
 
