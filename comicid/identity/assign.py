@@ -64,17 +64,25 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
     source = "user"
     if parameter is not None and value is None:
         reference = calibration if calibration is not None else embedded
+        reference = reference.subset(np.any(reference.vectors != 0, axis=1))
         choice = auto_threshold(reference.vectors, reference.table, method=method, scope=scope, params=params)
         value, source = choice.value, choice.source
     if parameter is not None and value is not None:
         params[parameter] = value
     clusterer = create_clusterer(method, **params)
-    identity, confidence = cluster_by_scope(embedded.vectors, embedded.table, clusterer, scope=scope,
-                                            progress=progress)
+    # An instance whose embedding is zero carried no evidence (e.g. a blank crop under colour-hist):
+    # it is left unknown rather than forced into a cluster.
+    evidence = np.any(embedded.vectors != 0, axis=1)
+    identity = np.full(len(embedded), "", dtype=object)
+    confidence = np.zeros(len(embedded))
+    if evidence.any():
+        kept = embedded.subset(evidence)
+        identity[evidence], confidence[evidence] = cluster_by_scope(kept.vectors, kept.table, clusterer,
+                                                                    scope=scope, progress=progress)
     table = pd.DataFrame({"instance_key": embedded.table["instance_key"].to_numpy(),
                           "book": embedded.table["book"].to_numpy(),
                           "identity_id": identity.astype(str), "confidence": confidence})
     info = {"method": method, "scope": scope, "model": embedded.model_id, "threshold": value,
             "threshold_source": source if parameter is not None else "none", "params": params,
-            "instances": int(len(table)), "identities": int(pd.Series(identity)[identity != ""].nunique())}
+            "instances": int(len(table)), "without_evidence": int((~evidence).sum()), "identities": int(pd.Series(identity)[identity != ""].nunique())}
     return Assignment(table=table, info=info)
