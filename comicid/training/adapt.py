@@ -144,6 +144,8 @@ def train_adapter(bank: np.ndarray, valid: np.ndarray, groups: np.ndarray, eligi
     torch.manual_seed(config.seed)
     dim = bank.shape[2]
     student = copy.deepcopy(start) if start is not None else DistillNetwork(dim, config)
+    for parameter in student.parameters():  # a previous round's teacher arrives frozen
+        parameter.requires_grad_(True)
     teacher = copy.deepcopy(student)
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)

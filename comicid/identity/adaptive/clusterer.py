@@ -10,8 +10,10 @@ interrupted run resumes after the last finished stage):
 3. **rounds** of self-distillation (:func:`comicid.training.adapt.train_adapter`) on positive pairs
    from the groups, followed by Gaussian soft matching of the groups under the adapted metric
    (:mod:`~.matching`); stops when matching changes nothing, or after ``max_rounds``.
-4. **final** parameter-free merging with per-cluster thresholds (:mod:`~.final`), then the pending
-   crops join the cluster they fit or stay apart.
+4. **final** parameter-free merging with per-cluster thresholds (:mod:`~.final`) under the adapted
+   metric, starting from the must-link seeds, then the pending crops join the cluster they fit or stay
+   apart. The matched groups shape the metric (they are its training pairs) but are not the starting
+   partition: that scored lower on every development set (docs/ADAPTIVE.md).
 
 No threshold or cluster count is asked of the user. The learnt adapter is kept as ``adapter_`` after
 ``fit_predict`` so that it can be saved with the collection (:func:`save_adapter`) and applied to new
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -114,9 +117,9 @@ class AdaptiveClusterer:
         quality = quality_scores(views)
         pending = low_quality_mask(quality)
         eligible = ~pending
+        seeds = constraints.must_link_groups(n)
         groups = state.load_array("groups")
         if groups is None:
-            seeds = constraints.must_link_groups(n)
             groups = grow_groups(unit, seeds, views, cannot, eligible)
             state.save_array("groups", groups)
 
@@ -141,13 +144,15 @@ class AdaptiveClusterer:
         adapter = network.adapter if network is not None else Adapter(dim, config.hidden)
         with tqdm(total=2, desc="final clustering", disable=not self.progress) as bar:
             adapted = apply_adapter(adapter, unit)  # (N, D), the learnt metric
-            self_similarity = np.einsum("nd,vnd->n", adapted, apply_adapter(adapter, views)) / len(views)
+            adapted_views = apply_adapter(adapter, views)  # (V, N, D)
             keep = np.flatnonzero(eligible)  # never empty: the lower fence cannot hold every crop
             merged = np.zeros(n, dtype=np.int64)  # pending entries are ignored by attach_pending
-            merged[keep] = merge_clusters(adapted[keep], groups[keep], constraints.subset(keep).cannot_link,
-                                          self_similarity[keep])
+            # From the must-link seeds, not the matched groups: matched groups are ~96% pure and the
+            # final merge scored lower from them on the dev sets (docs/ADAPTIVE.md).
+            merged[keep] = merge_clusters(adapted[keep], seeds[keep], constraints.subset(keep).cannot_link,
+                                          adapted_views[:, keep])
             bar.update()
-            labels = attach_pending(adapted, merged, pending, cannot, self_similarity,
+            labels = attach_pending(adapted, merged, pending, cannot, adapted_views,
                                     unknown=self.low_quality == "unknown")
             bar.update()
         self._keep(adapter, quality, pending, groups, rounds)
@@ -245,7 +250,7 @@ def load_adapter(path: str | Path) -> Adapter:
     """Read an adapter written by :func:`save_adapter`; raises :class:`IdentityInputError` if it is not one."""
     try:
         saved: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as error:
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
         raise IdentityInputError(f"cannot read adapter '{path}': {error}") from None
     if not isinstance(saved, dict) or saved.get("format") != ADAPTER_FORMAT:
         raise IdentityInputError(f"'{path}' is not a comicid adapter file")

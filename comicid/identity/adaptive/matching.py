@@ -16,7 +16,7 @@ The distribution is isotropic (one variance per group, the maximum-likelihood fi
 samples in hundreds of dimensions a full or diagonal covariance cannot be estimated, and for an
 isotropic normal the matching test is scale-free: ``score(h | g) >= threshold(g)`` holds exactly when
 the mean squared distance of h's samples to g's mean is at most the mean squared distance of g's
-farthest quarter of members. That equivalence is what the code uses to order matches by confidence.
+farthest quarter of members. That equivalence gives a scale-free ratio by which each group picks its most likely partner.
 """
 
 from __future__ import annotations
@@ -56,10 +56,6 @@ class GroupGaussians:
         """(G, G): entry [h, g] is the squared distance between the means of h and g."""
         sq_norms = np.sum(self.means**2, axis=1)
         return np.maximum(sq_norms[:, None] - 2 * self.means @ self.means.T + sq_norms[None, :], 0.0)
-
-    def group_scores(self) -> np.ndarray:
-        """(G, G): entry [h, g] is the log-likelihood of h's mean under g."""
-        return self.log_likelihood(self.sq_distances())
 
     def threshold_radii_sq(self) -> np.ndarray:
         """(G,): the mean squared distance at which a group's log-likelihood equals its threshold."""
@@ -107,8 +103,11 @@ def soft_match(embeddings: np.ndarray, groups: np.ndarray, views: np.ndarray | N
         cannot_link: (K, 2) instance pairs that must stay apart; a match that would join them is skipped.
         eligible: (N,) boolean; ineligible (low-quality) instances are not matched this round.
 
-    Matches are applied most confident first (smallest ratio of the squared distance between the means
-    to g's threshold radius) and chain transitively, as in the paper.
+    Only *mutually most likely* pairs of groups are candidates (each is the other's best match by the
+    scale-free ratio below); a candidate pair is matched when either group passes the other's
+    threshold. Letting every group pass every threshold it beats, as a literal reading of the paper
+    allows, merged whole dev books into one group within two rounds: a group of restyled views has a
+    wide radius and swallows its neighbours, which then widen further. Matches chain across rounds.
     """
     n = len(groups)
     eligible = np.ones(n, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
@@ -122,17 +121,16 @@ def soft_match(embeddings: np.ndarray, groups: np.ndarray, views: np.ndarray | N
     samples = np.concatenate([space[members] for space in spaces])
     sample_group = np.tile(local, len(spaces))
     fitted = fit_gaussians(samples, sample_group, len(active), tail)
-    scores = fitted.group_scores()  # [h, g]
-    np.fill_diagonal(scores, -np.inf)
-    h_index, g_index = np.nonzero(scores >= fitted.thresholds[None, :])
-    if len(h_index) == 0:
-        return groups
     # For an isotropic normal, score >= threshold <=> |mean_h - mean_g|^2 <= radius(g)^2 (log-likelihood
-    # is affine in squared distance), so this ratio orders matches by confidence without any scale.
-    msd = fitted.sq_distances()[h_index, g_index]
-    ratio = msd / np.maximum(fitted.threshold_radii_sq()[g_index], 1e-12)
+    # is affine in squared distance), so ratio[h, g] <= 1 is the paper's test, free of any scale.
+    ratio = fitted.sq_distances() / np.maximum(fitted.threshold_radii_sq()[None, :], 1e-12)
+    np.fill_diagonal(ratio, np.inf)
+    best = np.argmin(ratio, axis=1)
+    mutual = np.flatnonzero((best[best] == np.arange(len(best))) & (np.arange(len(best)) < best))
+    partner = best[mutual]
+    accepted = (ratio[mutual, partner] <= 1.0) | (ratio[partner, mutual] <= 1.0)
     first_member = members[np.unique(local, return_index=True)[1]]
     union = union_from_labels(groups, cannot_link)
-    for position in np.lexsort((g_index, h_index, ratio)):
-        union.union(int(first_member[h_index[position]]), int(first_member[g_index[position]]))
+    for h, g in zip(mutual[accepted], partner[accepted], strict=True):
+        union.union(int(first_member[h]), int(first_member[g]))
     return union.labels()
