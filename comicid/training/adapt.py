@@ -17,8 +17,11 @@ What this gives up: the adapter can only re-weight and bend features the ImageNe
 computes; it cannot learn new visual cues (a line-art detail the backbone ignores stays ignored).
 Adapting the last backbone block would recover some of that at ~20x the cost.
 
-The loop is deliberately small (no shared training loop exists for feature-level recipes): sampling,
-one optimiser, EMA update. It is deterministic for a given seed.
+The loop is deliberately small rather than :func:`comicid.training.loop.fit`: the EMA teacher must be
+updated after every optimiser step and ``fit`` has no after-step hook, and a round lasts seconds, so
+its per-run output folder, schedule and step checkpoints would cost more than they save (resuming is
+per round, in :class:`comicid.identity.adaptive.AdaptiveClusterer`). Sampling, one optimiser, EMA
+update; deterministic for a given seed.
 """
 
 from __future__ import annotations
