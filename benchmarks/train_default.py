@@ -15,6 +15,7 @@ dev sets and on the evaluation books, writing the table to docs/BENCHMARKS.md an
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -43,6 +44,8 @@ MAX_BYTES = 25 * 1024 * 1024
 #: styles are only "free for personal and commercial use", not an open licence.
 TRAIN_SETS = DEV_SETS[:3]
 BASELINE = "effnet-lite0-imagenet"
+#: Share of each sprite set's dev identities held out for validation (model selection only).
+VAL_SHARE = 0.2
 #: (books, characters, pages, seed) of each synthetic set; --quick shrinks them.
 SYNTH = {"train": (12, 8, 8, 1000), "val": (2, 8, 6, 2000), "eval": (3, 8, 6, 3000)}
 SYNTH_QUICK = {"train": (2, 6, 3, 1000), "val": (1, 6, 2, 2000), "eval": (1, 6, 2, 3000)}
@@ -65,19 +68,32 @@ def _synth(out: Path, name: str, shape: tuple[int, int, int, int], split: str) -
     return write_manifest(frame, folder / f"manifest_{split}.csv")
 
 
+def _held_out(identity: str) -> bool:
+    """About VAL_SHARE of the dev identities, chosen by a hash of the name (stable across runs)."""
+    return int(hashlib.sha1(identity.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < VAL_SHARE
+
+
 def build_manifests(out: Path, quick: bool) -> tuple[Path, Path, Path, list[str]]:
-    """The training, validation and synthetic evaluation manifests; and the sources used."""
+    """The training, validation and synthetic evaluation manifests; and the sources used.
+
+    Validation holds synthetic books *and* a slice of each sprite set's dev identities, so that early
+    stopping also watches the drawn-sprite domain and not only the synthetic one.
+    """
     shapes = SYNTH_QUICK if quick else SYNTH
     frames = [read_manifest(_synth(out, "train", shapes["train"], "train"))]
+    val_frames = [read_manifest(_synth(out, "val", shapes["val"], "dev"))]
     sources = ["synthetic training books"]
     available = {dev_set.name: dev_set for dev_set in available_dev_sets()}
     for dev_set in TRAIN_SETS:
         if dev_set.name in available:
             frame = read_manifest(available[dev_set.name].manifest)
-            frames.append(frame[frame["split"] == "dev"])
-            sources.append(f"{dev_set.name} (split=dev)")
+            frame = frame[frame["split"] == "dev"]
+            held = frame["identity"].map(_held_out).to_numpy(dtype=bool)
+            frames.append(frame[~held])
+            val_frames.append(frame[held])
+            sources.append(f"{dev_set.name} (split=dev, {int(held.sum())} rows held out for validation)")
     train = write_manifest(pd.concat(frames, ignore_index=True), out / "train_manifest.csv")
-    val = write_manifest(read_manifest(_synth(out, "val", shapes["val"], "dev")), out / "val_manifest.csv")
+    val = write_manifest(pd.concat(val_frames, ignore_index=True), out / "val_manifest.csv")
     evaluation = _synth(out, "eval", shapes["eval"], "")
     return train, val, evaluation, sources
 

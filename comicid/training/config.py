@@ -51,7 +51,9 @@ class DataConfig:
 class ModelConfig:
     """The stage-1 network. ``freeze_fraction`` freezes that share of the backbone's parameter
     tensors, earliest first (stem and early blocks: generic edges that need no re-learning and
-    whose backward pass is the most expensive on CPU); their BatchNorm layers stay in eval mode."""
+    whose backward pass is the most expensive on CPU); their BatchNorm layers stay in eval mode.
+    ``backbone_lr_scale`` multiplies the learning rate of the (unfrozen) backbone parameters: below 1
+    it keeps pretrained features from being washed out by the randomly initialised head."""
 
     backbone: str = "effnet-lite0-imagenet"
     pretrained: bool = True
@@ -60,6 +62,7 @@ class ModelConfig:
     hidden_dim: int = 512
     out_dim: int = 128
     freeze_fraction: float = 0.0
+    backbone_lr_scale: float = 1.0
 
 
 @dataclass
@@ -236,6 +239,8 @@ def _check(config: SSLConfig | FinetuneConfig) -> None:
     if isinstance(config, SSLConfig):
         if not 0.0 <= config.model.freeze_fraction < 1.0:
             raise ConfigError(f"model.freeze_fraction must be in [0, 1), got {config.model.freeze_fraction}")
+        if config.model.backbone_lr_scale < 0:
+            raise ConfigError("model.backbone_lr_scale must not be negative")
         weights = (config.loss.face_weight, config.loss.body_weight, config.loss.identity_weight)
         if min(weights) < 0 or sum(weights) == 0:
             raise ConfigError("loss weights must be non-negative and not all zero")

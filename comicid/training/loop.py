@@ -75,17 +75,25 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; biases and normalisation parameters get no weight decay."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
+def build_optimizer(model: nn.Module, config: TrainConfig,
+                    lr_scale: Callable[[str], float] | None = None) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; biases and normalisation parameters get no weight decay.
+
+    ``lr_scale(parameter name)`` multiplies the learning rate of a parameter, e.g. 0.1 for a
+    pretrained backbone under a freshly initialised head, so that the head's large early gradients
+    do not wash out what the backbone already knows.
+    """
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    if not decay and not no_decay:
+            scale = 1.0 if lr_scale is None else float(lr_scale(name))
+            groups.setdefault((parameter.ndim > 1, scale), []).append(parameter)
+    if not groups:
         raise ConfigError("the model has no trainable parameters")
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+    return torch.optim.AdamW([{"params": params, "lr": config.lr * scale,
+                               "weight_decay": config.weight_decay if decay else 0.0}
+                              for (decay, scale), params in sorted(groups.items(), key=lambda item: item[0])],
+                             lr=config.lr)
 
 
 def move_to(batch: Any, device: torch.device) -> Any:
@@ -150,13 +158,14 @@ class _Monitor:
 def fit(model: nn.Module, data: EpochData, step: StepFn, config: TrainConfig, output_dir: str | Path,
         device: torch.device, validate: ValidateFn | None = None, monitor: str = "loss",
         mode: str = "min", resume: bool = False, progress: bool = True,
-        fingerprint: str = "") -> TrainResult:
+        fingerprint: str = "", lr_scale: Callable[[str], float] | None = None) -> TrainResult:
     """Train ``model`` for ``config.steps`` optimiser steps; returns the :class:`TrainResult`.
 
     ``model`` must already be on ``device``. ``monitor``/``mode`` name the validation metric that
     selects the best weights and drives early stopping (``patience``); when ``validate`` is given the
     best weights are restored into ``model`` at the end. ``fingerprint`` (e.g. a hash of the recipe)
-    is stored in checkpoints: resuming with a different recipe is refused.
+    is stored in checkpoints: resuming with a different recipe is refused. ``lr_scale``: see
+    :func:`build_optimizer`.
 
     Raises:
         ConfigError: ``resume`` without a checkpoint, or a checkpoint of another recipe.
@@ -166,7 +175,7 @@ def fit(model: nn.Module, data: EpochData, step: StepFn, config: TrainConfig, ou
     if config.threads:
         configure_threads(config.threads)
     seed_everything(config.seed)
-    optimizer = build_optimizer(model, config)
+    optimizer = build_optimizer(model, config, lr_scale)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)

@@ -249,6 +249,10 @@ def train_ssl(config: SSLConfig, device: str | torch.device = "cpu", resume: boo
         return loader
 
     objective = SSLObjective(network, config.loss, channels_last)
+    scale = model_cfg.backbone_lr_scale
+
+    def lr_scale(name: str) -> float:
+        return scale if name.startswith("backbones.") else 1.0
     validate = None
     if len(data.val) >= 2:
         val_set = MultiViewDataset(data.val, data.cache, network.parts, views, size, seed=config.train.seed)
@@ -257,6 +261,6 @@ def train_ssl(config: SSLConfig, device: str | torch.device = "cpu", resume: boo
         validate = _validator(objective, make_loader(val_set, val_sampler, 0), target)
     result = fit(network, batches, objective, config.train, config.output_dir, target, validate,
                  monitor="loss", mode="min", resume=resume, progress=progress,
-                 fingerprint=fingerprint(config))
+                 fingerprint=fingerprint(config), lr_scale=lr_scale)
     save_facebody_network(network, Path(config.output_dir) / SSL_MODEL_NAME)
     return result

@@ -76,3 +76,13 @@ def test_warmup_then_cosine_to_zero() -> None:
     factor = warmup_cosine(4, 104)
     assert factor(0) == pytest.approx(0.25) and factor(3) == pytest.approx(1.0)
     assert factor(54) == pytest.approx(0.5) and factor(104) == pytest.approx(0.0)
+
+
+def test_optimizer_groups_scale_lr_and_skip_decay_on_biases() -> None:
+    from comicid.training.loop import build_optimizer
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    optimizer = build_optimizer(model, TrainConfig(lr=0.1, weight_decay=0.5),
+                                lr_scale=lambda name: 0.1 if name.startswith("0.") else 1.0)
+    seen = {(round(group["lr"], 6), group["weight_decay"], len(group["params"])) for group in optimizer.param_groups}
+    assert seen == {(0.01, 0.0, 1), (0.01, 0.5, 1), (0.1, 0.0, 1), (0.1, 0.5, 1)}
