@@ -35,7 +35,8 @@ def test_paths_resolve_against_the_recipe_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text, message", [
-    ("output_dir: o\ndata: {manifests: [a.csv]}\nmodel: {backbon: x}\n", "unknown key(s) ['backbon'] in section 'model'"),
+    ("output_dir: o\ndata: {manifests: [a.csv]}\nmodel: {backbon: x}\n",
+     "unknown key(s) ['backbon'] in section 'model'"),
     ("output_dir: o\ndata: {manifests: [a.csv]}\ntrain: {steps: many}\n", "train.steps: expected an integer"),
     ("output_dir: o\ndata: {manifests: [a.csv]}\ntrain: {amp: 1}\n", "train.amp: expected true or false"),
     ("output_dir: o\ndata: {manifests: [a.csv]}\naugment: {strong_scale: [0.5]}\n", "expected 2 values"),
@@ -47,7 +48,7 @@ def test_paths_resolve_against_the_recipe_folder(tmp_path: Path) -> None:
     ("output_dir: [o\n", "not valid YAML"),
 ])
 def test_mistakes_raise_config_error(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=None) as error:
+    with pytest.raises(ConfigError) as error:
         load_config(_write(tmp_path, text), SSLConfig)
     assert message in str(error.value)
 
