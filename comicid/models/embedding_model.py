@@ -39,6 +39,9 @@ from comicid.store.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "comicid-model"
 CHECKPOINT_VERSION = 1
+#: ``--model default``: the model trained by benchmarks/train_default.py and shipped in the package.
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "weights" / "default.pt"
 
 
 class EmbeddingModel(nn.Module):
@@ -118,7 +121,13 @@ def load_embedding_model(name_or_path: str | Path, device: str | torch.device = 
     target = resolve_device(device)
     text = str(name_or_path)
     path = Path(text)
-    if text in list_backbones():
+    if text == DEFAULT_MODEL:
+        if not DEFAULT_MODEL_PATH.is_file():
+            raise ModelError(f"the shipped default model is missing ({DEFAULT_MODEL_PATH}); reinstall comicid, "
+                             "rebuild it with `python benchmarks/train_default.py`, or pass --model "
+                             "effnet-lite0-imagenet")
+        model = _load_checkpoint(DEFAULT_MODEL_PATH, name=DEFAULT_MODEL)
+    elif text in list_backbones():
         model = EmbeddingModel(create_backbone(text, pretrained=True))
     elif path.is_file():
         model = _load_checkpoint(path)
@@ -126,14 +135,15 @@ def load_embedding_model(name_or_path: str | Path, device: str | torch.device = 
         raise ModelError(f"checkpoint '{path}' not found")
     else:
         raise ModelError(f"unknown model '{text}'; give a checkpoint path or one of: "
-                         f"{', '.join(list_backbones())}")
+                         f"{', '.join([DEFAULT_MODEL, *list_backbones()])}")
     model = model.to(target).eval()
     if target.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def _load_checkpoint(path: Path) -> EmbeddingModel:
+def _load_checkpoint(path: Path, name: str | None = None) -> EmbeddingModel:
+    """Read a checkpoint strictly; ``model_id`` = ``name`` (default: the backbone) + ``@sha256[:12]``."""
     data = path.read_bytes()
     try:
         checkpoint: Any = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -144,14 +154,18 @@ def _load_checkpoint(path: Path) -> EmbeddingModel:
     if checkpoint.get("version") != CHECKPOINT_VERSION:
         raise ModelError(f"checkpoint '{path}' has format version {checkpoint.get('version')}; "
                          f"this comicid reads version {CHECKPOINT_VERSION}")
-    name = checkpoint.get("backbone")
-    if not isinstance(name, str):
+    backbone_name = checkpoint.get("backbone")
+    if not isinstance(backbone_name, str):
         raise ModelError(f"checkpoint '{path}' names no backbone")
+    model_id = f"{name or backbone_name}@{hashlib.sha256(data).hexdigest()[:12]}"
+    if "part_head" in checkpoint:  # a stage-2 face-body model (see comicid.models.facebody)
+        from comicid.models.facebody import finetuned_from_checkpoint
+
+        return finetuned_from_checkpoint(checkpoint, model_id, f"checkpoint '{path}'")
     kwargs = {"input_size": checkpoint["input_size"]} if "input_size" in checkpoint else {}
-    backbone = create_backbone(name, pretrained=False, **kwargs)
+    backbone = create_backbone(backbone_name, pretrained=False, **kwargs)
     load_strict(backbone, checkpoint.get("state_dict") or {}, f"checkpoint '{path}'")
     head = _head_from_state(checkpoint.get("head"), path)
-    model_id = f"{name}@{hashlib.sha256(data).hexdigest()[:12]}"
     return EmbeddingModel(backbone, head, model_id)
 
 
