@@ -51,7 +51,7 @@ class AdaptConfig:
     positive partner; ``hidden`` is the adapter's bottleneck width.
     """
 
-    epochs: int = 30
+    epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 0.04

@@ -11,7 +11,7 @@ interrupted run resumes after the last finished stage):
    from the groups, followed by Gaussian soft matching of the groups under the adapted metric
    (:mod:`~.matching`); stops when matching changes nothing, or after ``max_rounds``.
 4. **final** parameter-free merging with per-cluster thresholds (:mod:`~.final`) under the adapted
-   metric, starting from the must-link seeds, then the pending crops join the cluster they fit or stay
+   metric centred on the scope's mean (the collection-level analogue of DINO's centring), starting from the must-link seeds, then the pending crops join the cluster they fit or stay
    apart. The matched groups shape the metric (they are its training pairs) but are not the starting
    partition: that scored lower on every development set (docs/ADAPTIVE.md).
 
@@ -98,8 +98,9 @@ class AdaptiveClusterer:
             instance_parts: optional (P, N, D) embeddings of each part alone (face, body), all-zero or
                 NaN rows where an instance lacks the part; each part is trained to map like its instance.
 
-        After the call, ``adapter_`` (the learnt :class:`Adapter`), ``quality_`` (N,), ``pending_``
-        (N,) low-quality mask, ``groups_`` (N,) matched groups and ``rounds_`` are set.
+        After the call, ``adapter_`` (the learnt :class:`Adapter`), ``centre_`` (D,) the scope's mean
+        adapted embedding that the final clustering subtracts, ``quality_`` (N,), ``pending_`` (N,)
+        low-quality mask, ``groups_`` (N,) matched groups and ``rounds_`` are set.
         """
         unit = check_embeddings(embeddings).astype(np.float32)  # (N, D), L2-normalised
         n, dim = unit.shape
@@ -109,6 +110,7 @@ class AdaptiveClusterer:
         config = self.adapt or AdaptConfig(seed=self.seed)
         if n < 2:
             self._keep(Adapter(dim, config.hidden), np.ones(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64), 0)
+            self.centre_ = np.zeros(dim, dtype=np.float32)
             return np.zeros(n, dtype=np.int64)
         views = self._views(unit, views)  # (V, N, D)
         bank, valid = _bank(unit, views, instance_parts)
@@ -143,9 +145,12 @@ class AdaptiveClusterer:
 
         adapter = network.adapter if network is not None else Adapter(dim, config.hidden)
         with tqdm(total=2, desc="final clustering", disable=not self.progress) as bar:
-            adapted = apply_adapter(adapter, unit)  # (N, D), the learnt metric
-            adapted_views = apply_adapter(adapter, views)  # (V, N, D)
             keep = np.flatnonzero(eligible)  # never empty: the lower fence cannot hold every crop
+            # The learnt metric, centred on the scope's mean instance (see docs/ADAPTIVE.md: without it,
+            # a book whose characters share one drawing style looks like one character).
+            centre = apply_adapter(adapter, unit)[keep].mean(axis=0)
+            adapted = _unit(apply_adapter(adapter, unit) - centre)  # (N, D)
+            adapted_views = _unit(apply_adapter(adapter, views) - centre)  # (V, N, D)
             merged = np.zeros(n, dtype=np.int64)  # pending entries are ignored by attach_pending
             # From the must-link seeds, not the matched groups: matched groups are ~96% pure and the
             # final merge scored lower from them on the dev sets (docs/ADAPTIVE.md).
@@ -156,6 +161,7 @@ class AdaptiveClusterer:
                                     unknown=self.low_quality == "unknown")
             bar.update()
         self._keep(adapter, quality, pending, groups, rounds)
+        self.centre_ = centre
         return first_appearance_labels(labels)
 
     def _views(self, unit: np.ndarray, views: np.ndarray | None) -> np.ndarray:
