@@ -126,3 +126,17 @@ def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
 
 def test_tiny_inputs() -> None:
     assert AdaptiveClusterer().fit_predict(np.ones((1, 4))).tolist() == [0]
+
+
+def test_identities_sharing_one_drawing_style_are_not_merged() -> None:
+    # Every character carries the same strong "style" component (cosine ~0.8 between any two), and the
+    # views scatter more than identities differ: only the centred metric keeps them apart.
+    rng = np.random.default_rng(0)
+    dim, k, per = 32, 6, 5
+    style = unit(rng.normal(size=dim)) * 2.0
+    labels = np.repeat(np.arange(k), per)
+    centres = unit(rng.normal(size=(k, dim)))
+    x = unit(style + centres[labels] + rng.normal(scale=0.05, size=(k * per, dim)))
+    views = unit(x[None] + rng.normal(scale=0.6 / np.sqrt(dim), size=(2,) + x.shape))
+    predicted = AdaptiveClusterer(adapt=FAST).fit_predict(x, views=views)
+    assert clustering_metrics(labels, predicted)["ami"] > 0.9
