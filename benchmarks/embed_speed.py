@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "BENCHMARKS.md"
-START, END = "<!-- embed-speed:start -->", "<!-- embed-speed:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, write_section  # noqa: E402
 
 #: (label, child arguments). End-to-end variants embed PNG files; "network" ones time the model only.
 VARIANTS = [
@@ -110,21 +110,6 @@ def run_variant(extra: list[str], args: argparse.Namespace, crops: Path) -> dict
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def write_section(text: str) -> None:
-    """Replace the embed-speed section of docs/BENCHMARKS.md (append it if absent)."""
-    section = f"{START}\n{text.rstrip()}\n{END}"
-    old = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        new = head + section + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip() + "\n\n" + section + "\n"
-    sys.path.insert(0, str(ROOT))
-    from comicid.store.atomic import atomic_write_text
-
-    atomic_write_text(DOC, new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="number of PNG crops")
@@ -178,7 +163,7 @@ def main() -> None:
     text = "\n".join(lines)
     print("\n" + text)
     if not args.no_write:
-        write_section(text)
+        write_section("embed-speed", text)
 
 
 if __name__ == "__main__":
