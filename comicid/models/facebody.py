@@ -6,17 +6,30 @@ followed by a BatchNorm without affine parameters, then L2-normalised. The final
 centres and whitens each output dimension over the batch, which keeps contrastive embeddings from
 collapsing onto a few directions.
 
-Stage 2 (:class:`FineTunedFaceBodyModel`): the stage-1 network frozen and cut *before* the last
-projection (the contrastive output is tuned to the SSL task; the layer below it transfers better,
-as in SimCLR), each part's features L2-normalised, fused, then a trained ``Linear`` to 256 and L2.
+Stage 2 (:class:`FineTunedFaceBodyModel`): the stage-1 network frozen and cut, each part's features
+L2-normalised, fused, then a trained ``Linear`` to 256 and L2. Two cuts (:data:`CUTS`):
+
+* ``hidden``: before the last projection (the paper; the contrastive output is tuned to the SSL
+  task, the layer below it transfers better, as in SimCLR);
+* ``backbone``: the backbone's pooled features. The cut head is a randomly initialised MLP trained
+  for a few hundred steps on synthetic books; it throws away ImageNet information that sprites need
+  (see docs/TRAINING.md), so the shipped recipe cuts at the backbone.
+
+With ``colour_weight > 0`` a colour channel joins the CNN features: part features are
+``cat(normalise(cnn), colour_weight * normalise(colour_histogram))``, the histogram being the
+registry's ``color-hist`` baseline (:class:`~comicid.models.backbones.ColorHistogram`) of the same
+crop. Identity in drawn characters is largely colour, which ImageNet features underweight.
+
 With ``sum`` fusion this is exactly the :class:`~comicid.models.embedding_model.EmbeddingModel`
-contract ``normalise(head(sum_i normalise(forward_parts(part_i))))``: ``forward_parts`` is backbone
-plus the cut head, ``head`` the linear projector. ``cat``, ``mean`` and ``weighted`` fusions are for
+contract ``normalise(head(sum_i normalise(forward_parts(part_i))))``: ``forward_parts`` is
+:func:`encode_parts`, ``head`` the linear projector. ``cat``, ``mean`` and ``weighted`` fusions are for
 ablations and cannot be exported to that contract.
 
-Checkpoint: the comicid-model format (``embedding_model.py``) plus one field, ``"part_head"``: the
+Checkpoint: the comicid-model format (``embedding_model.py``) plus three fields: ``"part_head"``, the
 state dict of the cut head ``nn.Sequential(Linear(F, H), BatchNorm1d(H), ReLU(), Linear(H, H),
-BatchNorm1d(H), ReLU())`` (keys ``0.*``, ``1.*``, ``3.*``, ``4.*``), from which H and F are read.
+BatchNorm1d(H), ReLU())`` (keys ``0.*``, ``1.*``, ``3.*``, ``4.*``; H and F are read from it), or
+``None`` for the ``backbone`` cut; ``"cut"``; and ``"colour_weight"``. Checkpoints written before the
+last two fields existed are ``hidden`` cuts without colour and still load.
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from comicid.errors import ModelError
-from comicid.models.backbones import Backbone, create_backbone
+from comicid.models.backbones import Backbone, ColorHistogram, create_backbone
 from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EmbeddingModel
 from comicid.models.weights import load_strict
 from comicid.runtime import resolve_device
@@ -39,6 +52,10 @@ from comicid.store.atomic import atomic_write
 
 PARTS = ("face", "body")
 FUSIONS = ("sum", "cat", "mean", "weighted")
+#: Where stage 2 cuts the stage-1 network (see the module docstring).
+CUTS = ("backbone", "hidden")
+#: The registry's colour-histogram baseline; it has no parameters, so one instance serves every model.
+_COLOUR_HISTOGRAM = ColorHistogram("color-hist")
 #: Format of stage-1 checkpoints (the whole network, head included); not an embedding model.
 SSL_FORMAT = "comicid-facebody-ssl"
 
@@ -229,26 +246,69 @@ class FusionProjector(nn.Module):
         return F.normalize(self.linear(self.fuse(parts, present)), dim=1)
 
 
-class FineTunedFaceBodyModel(EmbeddingModel):
-    """A stage-2 model as an :class:`EmbeddingModel`: frozen backbone + cut head, linear projector.
+def colour_histogram(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """The ``color-hist`` features ``(B, 64)`` of crops normalised with ``mean``/``std``.
 
-    ``forward_parts(images) -> (B, H)`` is the frozen cut features (raw; the caller normalises per
-    part as the contract says); ``head`` is the projector's ``nn.Linear``. Only ``sum`` fusion over a
-    shared backbone maps onto this contract, see :meth:`from_stages`.
+    :class:`ColorHistogram` reads [0, 1] pixels, so the backbone's normalisation is undone first
+    (exact up to float rounding, which the histogram's 8-bit rounding absorbs). The histogram is
+    taken at the backbone's input size, not at ``color-hist``'s own 64 px: same bins, more pixels.
+    """
+    shape = (1, 3, 1, 1)
+    pixels = images.float() * torch.tensor(std, device=images.device).view(shape) \
+        + torch.tensor(mean, device=images.device).view(shape)
+    return _COLOUR_HISTOGRAM(pixels)
+
+
+def encode_parts(images: Tensor, backbone: Backbone, part_head: nn.Module | None,
+                 colour_weight: float) -> Tensor:
+    """Stage-2 part features of normalised crops ``(B, 3, S, S)``: what the projector sees.
+
+    ``part_head`` ``None`` is the ``backbone`` cut. Without colour the CNN features are returned raw
+    (the fusion normalises them); with ``colour_weight > 0`` it is
+    ``cat(normalise(cnn), colour_weight * normalise(colour histogram))``, ``(B, D + 64)``. An
+    all-background crop has a zero histogram and keeps a zero colour block.
+    """
+    features = backbone(images)
+    if part_head is not None:
+        features = part_head(features)
+    if colour_weight <= 0:
+        return features
+    colour = colour_histogram(images, backbone.mean, backbone.std)
+    return torch.cat([F.normalize(features.float(), dim=1), colour_weight * F.normalize(colour, dim=1)], dim=1)
+
+
+def part_feature_dim(backbone: Backbone, part_head: nn.Sequential | None, colour_weight: float) -> int:
+    """Length of :func:`encode_parts` features."""
+    cnn = backbone.feature_dim if part_head is None else int(part_head[3].out_features)
+    return cnn + (_COLOUR_HISTOGRAM.feature_dim if colour_weight > 0 else 0)
+
+
+class FineTunedFaceBodyModel(EmbeddingModel):
+    """A stage-2 model as an :class:`EmbeddingModel`: frozen backbone [+ cut head] [+ colour], projector.
+
+    ``forward_parts(images) -> (B, part_dim)`` is :func:`encode_parts` (raw CNN features, or the
+    normalised CNN + colour concatenation; the caller normalises per part as the contract says);
+    ``head`` is the projector's ``nn.Linear``. ``part_head`` is ``None`` for the ``backbone`` cut.
+    Only ``sum`` fusion over a shared backbone maps onto this contract, see :meth:`from_stages`.
     """
 
-    def __init__(self, backbone: Backbone, part_head: nn.Sequential, head: nn.Linear,
-                 model_id: str | None = None) -> None:
+    def __init__(self, backbone: Backbone, part_head: nn.Sequential | None, head: nn.Linear,
+                 model_id: str | None = None, colour_weight: float = 0.0) -> None:
         super().__init__(backbone, None, model_id or f"{backbone.name}+facebody")
+        if colour_weight < 0:
+            raise ModelError(f"colour_weight must not be negative, got {colour_weight}")
         self.part_head = part_head
-        self.part_dim = part_head[3].out_features
+        self.cut = "backbone" if part_head is None else "hidden"
+        self.colour_weight = float(colour_weight)
+        self.part_dim = part_feature_dim(backbone, part_head, self.colour_weight)
         if head.in_features != self.part_dim:
-            raise ModelError(f"projector expects {head.in_features}-d input, the cut head gives {self.part_dim}")
+            raise ModelError(f"projector expects {head.in_features}-d input, the part features are {self.part_dim}-d")
         self.head = head
         self.out_dim = head.out_features
 
     @classmethod
-    def from_stages(cls, network: FaceBodyNetwork, projector: FusionProjector) -> FineTunedFaceBodyModel:
+    def from_stages(cls, network: FaceBodyNetwork, projector: FusionProjector, cut: str = "hidden",
+                    colour_weight: float = 0.0) -> FineTunedFaceBodyModel:
         """Combine a stage-1 network and a trained projector (shares their modules, copies nothing)."""
         if not network.shared and len(network.parts) > 1:
             raise ModelError("only a shared-backbone network exports as an embedding model: "
@@ -256,23 +316,32 @@ class FineTunedFaceBodyModel(EmbeddingModel):
         if projector.fusion != "sum":
             raise ModelError(f"only 'sum' fusion exports as an embedding model, not '{projector.fusion}'")
         slot = "shared" if network.shared else network.parts[0]
-        return cls(network.backbones[slot], network.heads[slot].hidden, projector.linear)
+        return cls(network.backbones[slot], part_encoder(network, slot, cut), projector.linear,
+                   colour_weight=colour_weight)
 
     def forward_parts(self, images: Tensor) -> Tensor:
-        return self.part_head(self.backbone(images))
+        return encode_parts(images, self.backbone, self.part_head, self.colour_weight)
+
+
+def part_encoder(network: FaceBodyNetwork, slot: str, cut: str) -> nn.Sequential | None:
+    """The cut head of ``slot`` for ``cut='hidden'``, ``None`` for ``cut='backbone'``."""
+    if cut not in CUTS:
+        raise ModelError(f"unknown cut '{cut}'; choose from {list(CUTS)}")
+    return network.heads[slot].hidden if cut == "hidden" else None
 
 
 def save_finetuned_model(model: FineTunedFaceBodyModel, path: str | Path, half: bool = False) -> Path:
-    """Write the comicid-model checkpoint with the extra ``part_head`` field (atomically).
+    """Write the comicid-model checkpoint with the ``part_head``, ``cut`` and ``colour_weight`` fields.
 
     ``half=True`` stores floating-point tensors as fp16 (half the size; they are cast back to fp32
-    on load, a cosine above 0.999 to the fp32 model in practice).
+    on load, a cosine above 0.999 to the fp32 model in practice). Written atomically.
     """
     checkpoint = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "backbone": model.backbone.name, "input_size": model.input_size,
         "state_dict": _cpu_state(model.backbone, half),
-        "part_head": _cpu_state(model.part_head, half),
+        "part_head": None if model.part_head is None else _cpu_state(model.part_head, half),
+        "cut": model.cut, "colour_weight": model.colour_weight,
         "head": _cpu_state(model.head, half),
         "model_id": model.model_id,
     }
@@ -283,21 +352,33 @@ def save_finetuned_model(model: FineTunedFaceBodyModel, path: str | Path, half: 
 
 
 def finetuned_from_checkpoint(checkpoint: dict[str, Any], model_id: str, what: str) -> FineTunedFaceBodyModel:
-    """Rebuild a :class:`FineTunedFaceBodyModel` from a loaded checkpoint dict, strictly."""
+    """Rebuild a :class:`FineTunedFaceBodyModel` from a loaded checkpoint dict, strictly.
+
+    A checkpoint without ``cut`` predates the field: a ``hidden`` cut without colour.
+    """
     kwargs = {"input_size": checkpoint["input_size"]} if "input_size" in checkpoint else {}
     backbone = create_backbone(checkpoint["backbone"], pretrained=False, **kwargs)
     load_strict(backbone, checkpoint.get("state_dict") or {}, what)
+    cut = checkpoint.get("cut", "hidden")
+    colour_weight = checkpoint.get("colour_weight", 0.0)
+    if cut not in CUTS or not isinstance(colour_weight, (int, float)) or colour_weight < 0:
+        raise ModelError(f"{what} has an unknown cut '{cut}' or colour weight {colour_weight!r}")
     part_state, head_state = checkpoint.get("part_head"), checkpoint.get("head")
-    if not isinstance(part_state, dict) or not isinstance(head_state, dict) or "0.weight" not in part_state \
-            or "weight" not in head_state:
-        raise ModelError(f"{what} has no face-body part head / projector")
-    hidden_dim, in_dim = part_state["0.weight"].shape
-    part_head = cut_head(int(in_dim), int(hidden_dim))
-    load_strict(part_head, part_state, f"part head of {what}")
+    if not isinstance(head_state, dict) or "weight" not in head_state:
+        raise ModelError(f"{what} has no face-body projector")
+    part_head = None
+    if cut == "hidden":
+        if not isinstance(part_state, dict) or "0.weight" not in part_state:
+            raise ModelError(f"{what} is a 'hidden' cut without its part head")
+        hidden_dim, in_dim = part_state["0.weight"].shape
+        part_head = cut_head(int(in_dim), int(hidden_dim))
+        load_strict(part_head, part_state, f"part head of {what}")
+    elif part_state is not None:
+        raise ModelError(f"{what} is a 'backbone' cut but carries a part head")
     out_dim, head_in = head_state["weight"].shape
     head = nn.Linear(int(head_in), int(out_dim), bias="bias" in head_state)
     load_strict(head, head_state, f"projector of {what}")
-    return FineTunedFaceBodyModel(backbone, part_head, head, model_id)
+    return FineTunedFaceBodyModel(backbone, part_head, head, model_id, float(colour_weight))
 
 
 def load_finetuned_model(path: str | Path, device: str | torch.device = "cpu") -> FineTunedFaceBodyModel:

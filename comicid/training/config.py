@@ -20,8 +20,12 @@ import yaml
 
 from comicid.data.augment import AugmentConfig
 from comicid.errors import ConfigError
+from comicid.models.facebody import CUTS
 
 T = TypeVar("T")
+
+#: Stage-2 projector starts (see :class:`FinetuneConfig`).
+PROJECTOR_INITS = ("pca", "orthogonal", "random")
 
 
 @dataclass
@@ -138,13 +142,27 @@ class ExportConfig:
 class FinetuneConfig:
     """Stage 2 (``comicid train finetune``): frozen stage-1 network, trained fusion + projector.
 
+    ``ssl_checkpoint``: the stage-1 network; ``null`` is the control without stage 1, the registry
+    ``backbone`` at ``input_size`` with its pretrained weights (only with ``cut: backbone``).
+    ``cut``: ``hidden`` (the paper: before the stage-1 head's last projection) or ``backbone`` (the
+    backbone's pooled features; the stage-1 head is dropped). ``colour_weight``: 0 = off; above 0
+    the part features are ``cat(normalise(cnn), colour_weight * normalise(color-hist histogram))``.
+    ``projector_init``: ``pca`` (rows = the top principal directions of the training part features,
+    bias 0: the start keeps as much of its input as 256 dimensions can), ``orthogonal`` (a random
+    orthonormal map, bias 0) or ``random`` (PyTorch's default ``Linear`` init). A random start fitted
+    on ~1,000 labels loses more ImageNet information than it learns (docs/TRAINING.md).
     ``feature_views``: augmented views per part embedded once by the frozen network (plus one
     clean view); training then samples among them instead of running the backbone every step.
     """
 
     output_dir: Path
-    ssl_checkpoint: Path
+    ssl_checkpoint: Path | None
     data: DataConfig = field(default_factory=lambda: DataConfig(val_fraction=0.2))
+    backbone: str = "effnet-lite0-imagenet"
+    input_size: int = 128
+    cut: str = "hidden"
+    colour_weight: float = 0.0
+    projector_init: str = "random"
     fusion: str = "sum"
     out_dim: int = 256
     feature_views: int = 4
@@ -251,6 +269,15 @@ def _check(config: SSLConfig | FinetuneConfig) -> None:
             raise ConfigError(f"loss.name must be 'contrastive' or 'triplet', got '{config.loss.name}'")
         if config.feature_views < 0:
             raise ConfigError("feature_views must not be negative")
+        if config.cut not in CUTS:
+            raise ConfigError(f"cut must be one of {list(CUTS)}, got '{config.cut}'")
+        if config.ssl_checkpoint is None and config.cut != "backbone":
+            raise ConfigError("ssl_checkpoint: null (no stage 1) needs cut: backbone; "
+                              "the 'hidden' cut is part of the stage-1 network")
+        if config.colour_weight < 0:
+            raise ConfigError(f"colour_weight must not be negative, got {config.colour_weight}")
+        if config.projector_init not in PROJECTOR_INITS:
+            raise ConfigError(f"projector_init must be one of {list(PROJECTOR_INITS)}, got '{config.projector_init}'")
 
 
 def load_config(path: str | Path, cls: type[T], overrides: dict[str, Any] | None = None) -> T:

@@ -18,6 +18,12 @@ Because the network is frozen, its features are computed once: a clean view plus
 augmented views of every crop. Training then samples one view per part and step and never runs the
 backbone again, which turns stage 2 from hours into seconds on a CPU. Validation MAP@R (per label
 scope, leave-one-out, clean views) selects the best projector and stops early.
+
+Three switches keep ImageNet information that sprites need (docs/TRAINING.md): ``cut: backbone``
+(the backbone's pooled features instead of the stage-1 head's hidden layer), ``colour_weight`` (a
+colour-histogram channel next to the CNN features) and ``projector_init: pca`` (the projector starts
+as the top principal directions of the training features, so it starts by keeping them).
+``ssl_checkpoint: null`` runs stage 2 on the pretrained backbone alone: the control for stage 1.
 """
 
 from __future__ import annotations
@@ -41,13 +47,17 @@ from comicid.models.facebody import (
     FaceBodyNetwork,
     FineTunedFaceBodyModel,
     FusionProjector,
+    build_facebody_network,
+    encode_parts,
     load_facebody_network,
+    part_encoder,
+    part_feature_dim,
     save_finetuned_model,
 )
 from comicid.runtime import resolve_device
 from comicid.training.config import FinetuneConfig, FinetuneLossConfig
 from comicid.training.loop import TrainResult, fit
-from comicid.training.ssl import fingerprint, prepare_training_data
+from comicid.training.ssl import TrainingData, fingerprint, prepare_training_data
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +78,13 @@ class PartFeatures:
 
 def compute_features(network: FaceBodyNetwork, instances: Sequence[Instance], cache: CropCache,
                      augmented_views: int, augment_config: object, device: torch.device, seed: int,
-                     batch_size: int = 32, progress: bool = False) -> PartFeatures:
-    """Embed a clean view and ``augmented_views`` strong views of every part with the frozen network."""
+                     batch_size: int = 32, progress: bool = False, cut: str = "hidden",
+                     colour_weight: float = 0.0) -> PartFeatures:
+    """Embed a clean view and ``augmented_views`` strong views of every part with the frozen network.
+
+    Features are :func:`~comicid.models.facebody.encode_parts` at ``cut`` with ``colour_weight``:
+    exactly what the exported model's ``forward_parts`` computes.
+    """
     size, mean, std = network.input_size, network.mean, network.std
     views = [clean_view(size, mean, std)]
     views += [strong_view(size, mean, std, augment_config) for _ in range(augmented_views)]  # type: ignore[arg-type]
@@ -77,8 +92,11 @@ def compute_features(network: FaceBodyNetwork, instances: Sequence[Instance], ca
     order = [list(range(start, min(start + batch_size, len(dataset))))
              for start in range(0, len(dataset), batch_size)]
     loader = make_loader(dataset, order, 0)  # type: ignore[arg-type]
+    slots = {part: "shared" if network.shared else part for part in network.parts}
+    encoders = {part: (network.backbones[slot], part_encoder(network, slot, cut)) for part, slot in slots.items()}
+    first_backbone, first_head = next(iter(encoders.values()))
     n_parts, n_views = len(network.parts), len(views)
-    features = torch.zeros(len(dataset), n_views, n_parts, network.hidden_dim)
+    features = torch.zeros(len(dataset), n_views, n_parts, part_feature_dim(first_backbone, first_head, colour_weight))
     present = torch.zeros(len(dataset), n_parts, dtype=torch.bool)
     channels_last = device.type == "cpu"
     network.eval()
@@ -94,10 +112,42 @@ def compute_features(network: FaceBodyNetwork, instances: Sequence[Instance], ca
                 images = batch[part][has].flatten(0, 1).to(device)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                hidden = network.hidden(images, part).float().cpu()
-                features[index[has], :, slot] = hidden.view(int(has.sum()), n_views, -1)
+                encoded = encode_parts(images, *encoders[part], colour_weight).float().cpu()
+                features[index[has], :, slot] = encoded.view(int(has.sum()), n_views, -1)
             bar.update(len(index))
     return PartFeatures(features, present)
+
+
+def init_projector(linear: nn.Linear, inputs: Tensor, how: str, seed: int) -> None:
+    """Start the projector ``linear`` (in place) as ``how`` says; ``inputs`` ``(N, D)`` are fused features.
+
+    ``pca``: the rows are the top principal directions of ``inputs`` (centred), an isometry on the
+    subspace where the data varies most, so nearest neighbours are kept as far as ``out_features``
+    dimensions allow; rows beyond the rank of ``inputs`` are filled with orthonormal directions of
+    the rest of the space. ``orthogonal``: a random orthonormal map. Both set the bias to 0, so
+    a zero input still maps to zero. ``random``: PyTorch's default init, left as it is.
+    """
+    if how == "random":
+        return
+    generator = torch.Generator().manual_seed(seed)
+    out_dim, in_dim = linear.weight.shape
+    random_rows = torch.linalg.qr(torch.randn(in_dim, max(out_dim, 1), generator=generator))[0].T[:out_dim]
+    if how == "orthogonal":
+        weight = random_rows
+    elif how == "pca":
+        centred = inputs.double() - inputs.double().mean(dim=0, keepdim=True)
+        directions = torch.linalg.svd(centred, full_matrices=False)[2][:out_dim].float()  # (k, D)
+        if len(directions) < out_dim:  # fewer samples than dimensions: complete the basis
+            rest = random_rows[len(directions):]
+            rest = rest - rest @ directions.T @ directions
+            directions = torch.cat([directions, torch.linalg.qr(rest.T)[0].T[: out_dim - len(directions)]])
+        weight = directions
+    else:
+        raise ConfigError(f"unknown projector_init '{how}'")
+    with torch.no_grad():
+        linear.weight.copy_(weight.to(linear.weight))
+        if linear.bias is not None:
+            linear.bias.zero_()
 
 
 class GroupMetricLoss:
@@ -174,31 +224,33 @@ def _label_scope(instance: Instance) -> str:
     return instance.label.rsplit("\x1f", 1)[0]
 
 
-def train_finetune(config: FinetuneConfig, device: str | torch.device = "cpu", resume: bool = False,
-                   progress: bool = True) -> tuple[TrainResult, Path | None]:
-    """Run stage 2; returns the training result and the exported embedding model's path.
-
-    The export (``export.path``, default ``output_dir/model.pt``) is written when the model fits the
-    embedding-model contract (shared backbone, ``sum`` fusion); otherwise the path is ``None`` and
-    the projector's weights stay in ``output_dir/best.pt`` / ``checkpoint.pt`` for ablation tables.
-    """
-    target = resolve_device(device)
-    network = load_facebody_network(config.ssl_checkpoint).to(target).eval()
+def load_stage1(config: FinetuneConfig, target: torch.device) -> FaceBodyNetwork:
+    """The frozen stage-1 network, or with ``ssl_checkpoint: null`` the pretrained registry backbone."""
+    if config.ssl_checkpoint is None:
+        network = build_facebody_network(config.backbone, config.data.parts, shared=True, pretrained=True,
+                                         input_size=config.input_size)
+    else:
+        network = load_facebody_network(config.ssl_checkpoint)
+    network = network.to(target).eval()
     if target.type == "cpu":
         network = network.to(memory_format=torch.channels_last)
     network.requires_grad_(False)
     if list(config.data.parts) != list(network.parts):
         raise ConfigError(f"data.parts {config.data.parts} differ from the stage-1 network's parts "
                           f"{list(network.parts)}")
-    data = prepare_training_data(config.data, config.train.seed, progress, require_labels=True)
-    for note in data.notes:
-        log.info(note)
-    train_features = compute_features(network, data.train, data.cache, config.feature_views, config.augment,
-                                      target, config.train.seed, progress=progress)
-    val_features = compute_features(network, data.val, data.cache, 0, config.augment, target,
-                                    config.train.seed, progress=progress) if data.val else None
+    return network
+
+
+def train_projector(config: FinetuneConfig, data: TrainingData, train_features: PartFeatures,
+                    val_features: PartFeatures | None, target: torch.device,
+                    progress: bool = True, resume: bool = False) -> tuple[TrainResult, FusionProjector]:
+    """Fit the fusion + projector on frozen features (the part of stage 2 that learns)."""
+    n_parts, part_dim = train_features.features.shape[2:]
     torch.manual_seed(config.train.seed)
-    projector = FusionProjector(network.hidden_dim, len(network.parts), config.out_dim, config.fusion).to(target)
+    projector = FusionProjector(part_dim, n_parts, config.out_dim, config.fusion).to(target)
+    with torch.no_grad():
+        clean = projector.fuse(train_features.features[:, 0].to(target), train_features.present.to(target))
+    init_projector(projector.linear, clean.cpu(), config.projector_init, config.train.seed)
     labels = _codes([i.label for i in data.train])
     groups = _codes([i.group for i in data.train])
     books = _codes([i.book for i in data.train])
@@ -216,7 +268,7 @@ def train_finetune(config: FinetuneConfig, device: str | torch.device = "cpu", r
     def step(index: Tensor) -> dict[str, Tensor]:
         rows = index.to(target)
         view = torch.randint(features.shape[1], (len(rows), features.shape[2]), device=target)
-        chosen = features[rows.unsqueeze(1), view, torch.arange(features.shape[2], device=target)]  # (B, P, H)
+        chosen = features[rows.unsqueeze(1), view, torch.arange(features.shape[2], device=target)]  # (B, P, D)
         embeddings = projector(chosen, present[rows])
         cpu_rows = index.cpu()
         return {"loss": criterion(embeddings, labels[cpu_rows].to(target), groups[cpu_rows].to(target),
@@ -233,12 +285,37 @@ def train_finetune(config: FinetuneConfig, device: str | torch.device = "cpu", r
             embeddings = projector(val_parts, val_present).cpu().numpy()
             return scoped_retrieval(embeddings, val_labels, val_scopes)
 
+        with torch.no_grad():
+            start = validate()
+        log.info("validation MAP@R of the projector's start (%s): %.4f", config.projector_init, start["map_at_r"])
     result = fit(projector, batches, step, config.train, config.output_dir, target, validate,
-                 monitor="map_at_r", mode="max", resume=resume, progress=progress,
-                 fingerprint=fingerprint(config))
+                 monitor="map_at_r", mode="max", resume=resume,
+                 progress=progress, fingerprint=fingerprint(config))
+    return result, projector
+
+
+def train_finetune(config: FinetuneConfig, device: str | torch.device = "cpu", resume: bool = False,
+                   progress: bool = True) -> tuple[TrainResult, Path | None]:
+    """Run stage 2; returns the training result and the exported embedding model's path.
+
+    The export (``export.path``, default ``output_dir/model.pt``) is written when the model fits the
+    embedding-model contract (shared backbone, ``sum`` fusion); otherwise the path is ``None`` and
+    the projector's weights stay in ``output_dir/best.pt`` / ``checkpoint.pt`` for ablation tables.
+    """
+    target = resolve_device(device)
+    network = load_stage1(config, target)
+    data = prepare_training_data(config.data, config.train.seed, progress, require_labels=True)
+    for note in data.notes:
+        log.info(note)
+    encode = {"cut": config.cut, "colour_weight": config.colour_weight}
+    train_features = compute_features(network, data.train, data.cache, config.feature_views, config.augment,
+                                      target, config.train.seed, progress=progress, **encode)
+    val_features = compute_features(network, data.val, data.cache, 0, config.augment, target,
+                                    config.train.seed, progress=progress, **encode) if data.val else None
+    result, projector = train_projector(config, data, train_features, val_features, target, progress, resume)
     if not network.shared and len(network.parts) > 1 or config.fusion != "sum":
         log.info("fusion '%s' / separate backbones: no embedding-model export", config.fusion)
         return result, None
-    model = FineTunedFaceBodyModel.from_stages(network.cpu(), projector.cpu())
+    model = FineTunedFaceBodyModel.from_stages(network.cpu(), projector.cpu(), config.cut, config.colour_weight)
     path = config.export.path or Path(config.output_dir) / MODEL_NAME
     return result, save_finetuned_model(model, path, half=config.export.half)

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from comicid.errors import ModelError
+from comicid.models.backbones import create_backbone
 from comicid.models.embed import fuse_parts
+from comicid.models.embedding_model import load_embedding_model
 from comicid.models.facebody import (
     FineTunedFaceBodyModel,
     FusionProjector,
@@ -96,3 +98,67 @@ def test_a_checkpoint_without_part_head_is_refused(tmp_path: Path) -> None:
                 "head": None}, path)
     with pytest.raises(ModelError):
         load_finetuned_model(path)
+
+
+def _pixels(n: int = 4, size: int = 32) -> torch.Tensor:
+    """[0, 1] crops on a white page: a coloured square in each, so the histograms differ."""
+    pixels = torch.ones(n, 3, size, size)
+    colours = torch.rand(n, 3, generator=torch.Generator().manual_seed(1)) * 0.8
+    pixels[:, :, 8:24, 8:24] = colours.view(n, 3, 1, 1)
+    return pixels
+
+
+def _normalised(pixels: torch.Tensor, model: FineTunedFaceBodyModel) -> torch.Tensor:
+    mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def test_backbone_cut_with_colour_concatenates_the_color_hist_features() -> None:
+    network = build_facebody_network("tiny-cnn", pretrained=False, hidden_dim=16).eval()
+    backbone_dim = network.feature_dim
+    projector = FusionProjector(backbone_dim + 64, 2, out_dim=12)
+    model = FineTunedFaceBodyModel.from_stages(network, projector, cut="backbone", colour_weight=0.5).eval()
+    assert model.part_head is None and model.part_dim == backbone_dim + 64
+    pixels = _pixels()
+    with torch.no_grad():
+        parts = model.forward_parts(_normalised(pixels, model))
+        cnn = network.backbones["shared"](_normalised(pixels, model))
+        colour = create_backbone("color-hist", pretrained=False)(pixels)  # the registry baseline itself
+    assert parts.shape == (4, backbone_dim + 64)
+    assert torch.allclose(parts[:, :backbone_dim], torch.nn.functional.normalize(cnn, dim=1), atol=1e-6)
+    assert torch.allclose(parts[:, backbone_dim:], 0.5 * torch.nn.functional.normalize(colour, dim=1), atol=1e-6)
+    assert not torch.allclose(parts[0, backbone_dim:], parts[1, backbone_dim:])
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_backbone_colour_checkpoint_round_trips_strictly(tmp_path: Path, half: bool) -> None:
+    network = build_facebody_network("tiny-cnn", pretrained=False, hidden_dim=16).eval()
+    model = FineTunedFaceBodyModel.from_stages(network, FusionProjector(network.feature_dim + 64, 2, 12),
+                                               cut="backbone", colour_weight=1.5).eval()
+    path = save_finetuned_model(model, tmp_path / "m.pt", half=half)
+    loaded = load_embedding_model(path)  # the generic loader, as --model uses
+    assert isinstance(loaded, FineTunedFaceBodyModel)
+    assert (loaded.cut, loaded.colour_weight, loaded.part_head) == ("backbone", 1.5, None)
+    images = _normalised(_pixels(), model)
+    with torch.no_grad():
+        expected, got = model.forward_parts(images), loaded.forward_parts(images)
+    assert torch.allclose(expected, got, atol=2e-3 if half else 1e-6)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["part_head"] = {"0.weight": torch.zeros(16, network.feature_dim)}
+    torch.save(checkpoint, tmp_path / "bad.pt")
+    with pytest.raises(ModelError, match="'backbone' cut but carries a part head"):
+        load_finetuned_model(tmp_path / "bad.pt")
+    checkpoint["part_head"], checkpoint["head"] = None, {"weight": torch.zeros(12, network.feature_dim)}
+    torch.save(checkpoint, tmp_path / "wrong_dim.pt")
+    with pytest.raises(ModelError, match="projector expects"):
+        load_finetuned_model(tmp_path / "wrong_dim.pt")
+
+
+def test_checkpoints_from_before_the_cut_field_load_as_hidden_cuts(tmp_path: Path) -> None:
+    network = build_facebody_network("tiny-cnn", pretrained=False, hidden_dim=16).eval()
+    model = FineTunedFaceBodyModel.from_stages(network, FusionProjector(16, 2, 12))
+    checkpoint = torch.load(save_finetuned_model(model, tmp_path / "m.pt"), weights_only=True)
+    del checkpoint["cut"], checkpoint["colour_weight"]
+    torch.save(checkpoint, tmp_path / "old.pt")
+    loaded = load_finetuned_model(tmp_path / "old.pt")
+    assert (loaded.cut, loaded.colour_weight, loaded.part_dim) == ("hidden", 0.0, 16)

@@ -57,3 +57,24 @@ def test_finetune_loss_name_is_checked(tmp_path: Path) -> None:
     text = "output_dir: o\nssl_checkpoint: s.pt\ndata: {manifests: [a.csv]}\nloss: {name: arcface}\n"
     with pytest.raises(ConfigError, match="'contrastive' or 'triplet'"):
         load_config(_write(tmp_path, text), FinetuneConfig)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("cut: middle\n", "cut must be one of ['backbone', 'hidden']"),
+    ("projector_init: zeros\n", "projector_init must be one of ['pca', 'orthogonal', 'random']"),
+    ("colour_weight: -1\n", "colour_weight must not be negative"),
+    ("colour_weight: much\n", "colour_weight: expected a number"),
+])
+def test_finetune_feature_keys_are_checked(tmp_path: Path, extra: str, message: str) -> None:
+    text = "output_dir: o\nssl_checkpoint: s.pt\ndata: {manifests: [a.csv]}\n" + extra
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, text), FinetuneConfig)
+    assert message in str(error.value)
+
+
+def test_no_stage1_control_needs_the_backbone_cut(tmp_path: Path) -> None:
+    text = "output_dir: o\nssl_checkpoint: null\ndata: {manifests: [a.csv]}\n"
+    with pytest.raises(ConfigError, match="needs cut: backbone"):
+        load_config(_write(tmp_path, text), FinetuneConfig)
+    config = load_config(_write(tmp_path, text + "cut: backbone\n"), FinetuneConfig)
+    assert config.ssl_checkpoint is None and config.projector_init == "random" and config.colour_weight == 0.0

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning import losses
 
 from comicid.training.config import FinetuneLossConfig
-from comicid.training.finetune import GroupMetricLoss, scoped_retrieval
+from comicid.training.finetune import GroupMetricLoss, init_projector, scoped_retrieval
 
 
 def _embeddings(n: int, seed: int = 0) -> torch.Tensor:
@@ -56,3 +56,28 @@ def test_scoped_retrieval_ranks_each_scope_on_its_own() -> None:
     # the same name in two scopes is not a match: each scope then has no positive pair for 'a'
     split = scoped_retrieval(emb, ["a", "b", "a", "b"], ["s1", "s1", "s2", "s2"])
     assert split["queries"] == 0.0 and np.isnan(split["map_at_r"])
+
+
+def test_pca_init_keeps_distances_of_data_in_its_top_subspace() -> None:
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(40, 6, generator=generator))[0].T  # 6 orthonormal directions in 40-d
+    data = torch.randn(200, 6, generator=generator) @ basis + 0.01 * torch.randn(200, 40, generator=generator)
+    linear = torch.nn.Linear(40, 8)
+    init_projector(linear, data, "pca", seed=0)
+    with torch.no_grad():
+        projected = linear(data)
+    before, after = torch.cdist(data, data), torch.cdist(projected, projected)
+    assert torch.allclose(after, before, atol=0.05 * float(before.max()))
+    assert torch.allclose(linear.weight @ linear.weight.T, torch.eye(8), atol=1e-5)  # orthonormal rows
+    assert float(linear.bias.abs().max()) == 0.0
+    random = torch.nn.Linear(40, 8)
+    with torch.no_grad():
+        spread = torch.cdist(random(data), random(data))
+    assert float((spread - before).abs().mean()) > float((after - before).abs().mean())
+
+
+@pytest.mark.parametrize("how", ["orthogonal", "pca"])
+def test_projector_starts_are_orthonormal_even_with_few_samples(how: str) -> None:
+    linear = torch.nn.Linear(30, 10)
+    init_projector(linear, torch.randn(4, 30, generator=torch.Generator().manual_seed(1)), how, seed=0)
+    assert torch.allclose(linear.weight @ linear.weight.T, torch.eye(10), atol=1e-5)
