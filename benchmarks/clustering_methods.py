@@ -29,6 +29,9 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import DATASETS, DOC, write_section  # noqa: E402
 
 from comicid.data.crops import Box, crop_part  # noqa: E402
 from comicid.data.images import load_image  # noqa: E402
@@ -37,9 +40,7 @@ from comicid.evaluation.clustering import clustering_metrics  # noqa: E402
 from comicid.identity import AgglomerativeClusterer, Constraints, HDBSCANClusterer  # noqa: E402
 from comicid.identity.adaptive import AdaptiveClusterer  # noqa: E402
 from comicid.identity.calibration import calibrate_threshold  # noqa: E402
-from comicid.store.atomic import atomic_write_text  # noqa: E402
 
-DATASETS = REPO.parent / "shared" / "datasets"
 MANIFESTS = {
     "tuxemon-monsters": DATASETS / "tuxemon" / "monsters_back_to_front.csv",
     "tuxemon-npcs": DATASETS / "tuxemon" / "npcs_portrait_to_overworld.csv",
@@ -47,8 +48,7 @@ MANIFESTS = {
     "dicebear": DATASETS / "dicebear" / "expressions.csv",
 }
 SYNTH = "synthetic"
-DOC = REPO / "docs" / "BENCHMARKS.md"
-START, END = "<!-- clustering-methods:start -->", "<!-- clustering-methods:end -->"
+SECTION = "clustering-methods"
 
 
 @dataclass
@@ -197,18 +197,6 @@ def markdown(rows: list[dict[str, object]], view_costs: dict[str, float], n_view
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace the clustering-methods section of ``path`` (or append it; create the file if absent)."""
-    section = f"{START}\n{text}\n{END}"
-    current = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        updated = head + section + rest.split(END, 1)[1]
-    else:
-        updated = current.rstrip("\n") + "\n\n" + section + "\n"
-    atomic_write_text(path, updated)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", nargs="*", default=[*MANIFESTS, SYNTH], help="which sets to run")
@@ -230,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         view_costs[name] = 1000 * features.view_seconds / len(features.table)
         rows += run_set(name, features)
     if rows and not args.no_write:
-        write_section(markdown(rows, view_costs, args.views, args.model))
+        write_section(SECTION, markdown(rows, view_costs, args.views, args.model))
         print(f"wrote {DOC}")
     return 0
 
