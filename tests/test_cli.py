@@ -113,3 +113,11 @@ def test_usage_errors_exit_two(capsys: pytest.CaptureFixture[str]) -> None:
         main(["cluster"])
     assert caught.value.code == 2
     assert main([]) == 2
+
+
+def test_adaptive_clusters_without_a_threshold_and_keeps_its_adapters(collection: Path) -> None:
+    assert main(["-q", "cluster", str(collection), *MODEL, "--method", "adaptive"]) == 0
+    meta = json.loads((collection / "collection.json").read_text())
+    assert meta["assignments"]["method"] == "adaptive" and meta["assignments"]["threshold"] is None
+    assert sorted(path.name for path in (collection / "models" / "adapters").iterdir()) == [
+        "b0.adapter.pt", "b0.centre.npy"]

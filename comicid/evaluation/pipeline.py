@@ -25,7 +25,7 @@ from comicid.errors import ConfigError
 from comicid.evaluation.clustering import clustering_metrics_by_group
 from comicid.evaluation.protocols import global_protocol, local_protocol
 from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics
-from comicid.identity.assign import assign_identities
+from comicid.identity.assign import assign_identities, save_learnt_state, views_needed
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings, embed_collection
@@ -113,7 +113,7 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
         report = ingest(frame, collection, skip_bad=options.skip_bad, progress=options.progress)
         embed_start = time.perf_counter()
         embedded = embed_collection(collection, model, device=options.device, batch_size=options.batch_size,
-                                    progress=options.progress)
+                                    progress=options.progress, n_views=views_needed(options.method))
         embed_seconds = time.perf_counter() - embed_start
         scored, dev, split = choose_rows(embedded, options.split)
         evaluated = embedded.subset(scored)
@@ -127,7 +127,8 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
         cluster_start = time.perf_counter()
         assignment = assign_identities(evaluated, method=options.method, scope=options.scope,
                                        threshold=options.threshold, calibration=embedded.subset(dev),
-                                       progress=options.progress)
+                                       progress=options.progress,
+                                       on_fitted=save_learnt_state(collection.models_dir / "adapters"))
         cluster_seconds = time.perf_counter() - cluster_start
         labelled = (evaluated.table["identity"] != "").to_numpy()
         predicted = assignment.table["identity_id"].to_numpy(dtype=object)

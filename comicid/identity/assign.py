@@ -8,7 +8,10 @@ are never used to choose it.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +30,33 @@ class Assignment:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def views_needed(method: str) -> int:
+    """Augmented views per crop that ``method`` learns from (0 for most methods)."""
+    return int(getattr(CLUSTERERS.get(method), "image_views", 0))
+
+
+def save_learnt_state(folder: Path) -> Callable[[str, object], None]:
+    """An ``on_fitted`` callback keeping what a clusterer learnt per scope under ``folder``.
+
+    For the adaptive method that is its adapter and centring vector (``<scope>.adapter.pt``,
+    ``<scope>.centre.npy``); other methods learn nothing and write nothing.
+    """
+
+    def save(key: str, clusterer: object) -> None:
+        adapter = getattr(clusterer, "adapter_", None)
+        if adapter is None:
+            return
+        from comicid.identity.adaptive.clusterer import save_adapter
+        from comicid.store.atomic import atomic_write
+
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", key) or "collection"
+        save_adapter(adapter, folder / f"{name}.adapter.pt")
+        with atomic_write(folder / f"{name}.centre.npy", "wb") as handle:
+            np.save(handle, np.asarray(getattr(clusterer, "centre_", np.zeros(0)), dtype=np.float32))
+
+    return save
+
+
 def parse_threshold(value: str | float | None) -> float | None:
     """``auto``/None -> None (calibrate), else a float; a clear error for anything else."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
@@ -42,7 +72,8 @@ def parse_threshold(value: str | float | None) -> float | None:
 
 def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative", scope: str = "book",
                       threshold: str | float | None = "auto", params: dict[str, Any] | None = None,
-                      calibration: InstanceEmbeddings | None = None, progress: bool = True) -> Assignment:
+                      calibration: InstanceEmbeddings | None = None, progress: bool = True,
+                      on_fitted: Callable[[str, object], None] | None = None) -> Assignment:
     """Cluster instances into identities.
 
     Args:
@@ -53,6 +84,7 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
         threshold: ``auto`` or a number for the method's threshold parameter.
         params: other hyper-parameters of the method.
         calibration: instances whose ``split=dev`` labels calibrate ``auto`` (default: ``embedded``).
+        on_fitted: called with ``(scope key, fitted clusterer)`` after each scope (to save adapters).
     """
     if method not in CLUSTERERS:
         raise ConfigError(f"unknown clustering method {method!r}; choose one of {', '.join(sorted(CLUSTERERS))}")
@@ -78,7 +110,8 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
     if evidence.any():
         kept = embedded.subset(evidence)
         identity[evidence], confidence[evidence] = cluster_by_scope(kept.vectors, kept.table, clusterer,
-                                                                    scope=scope, progress=progress)
+                                                                    scope=scope, progress=progress,
+                                                                    views=kept.views, on_fitted=on_fitted)
     table = pd.DataFrame({"instance_key": embedded.table["instance_key"].to_numpy(),
                           "book": embedded.table["book"].to_numpy(),
                           "identity_id": identity.astype(str), "confidence": confidence})

@@ -9,7 +9,9 @@ are made globally unique by prefixing the scope key: ``"<book>/c0003"`` for book
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +41,8 @@ def scope_keys(table: pd.DataFrame, scope: str) -> np.ndarray:
 
 
 def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: object, scope: str = "book",
-                     must_link: object = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     must_link: object = None, progress: bool = False, views: np.ndarray | None = None,
+                     on_fitted: Callable[[str, object], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cluster each scope separately with cannot-links from its panels; name identities globally.
 
     Args:
@@ -51,6 +54,10 @@ def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: obj
         must_link: optional ``(M, 2)`` instance index pairs known to be one character; a pair that
             spans two scopes is refused (it could not be honoured).
         progress: show a tqdm bar over scopes.
+        views: optional ``(V, N, D)`` embeddings of augmented views of each instance, passed (sliced
+            to the scope) to clusterers whose ``fit_predict`` takes ``views`` (the adaptive method).
+        on_fitted: called with ``(scope key, clusterer)`` after each scope, e.g. to save what the
+            clusterer learnt there.
 
     Returns:
         ``identity`` (object array of str ids, "" where the clusterer said -1/unknown) and
@@ -73,11 +80,19 @@ def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: obj
     scopes = pd.Series(keys, dtype=object).groupby(keys, sort=True).indices  # key -> sorted row positions
     for key, members in tqdm(scopes.items(), total=len(scopes), desc=f"clustering per {scope}", unit=scope,
                              disable=not progress):
-        labels = np.asarray(clusterer.fit_predict(unit[members], constraints.subset(members)), dtype=np.int64)
+        extra = {"views": views[:, members]} if views is not None and _takes_views(clusterer) else {}
+        labels = np.asarray(clusterer.fit_predict(unit[members], constraints.subset(members), **extra),
+                            dtype=np.int64)
+        if on_fitted is not None:
+            on_fitted(str(key), clusterer)
         prefix = f"{key}/" if scope != "collection" else ""
         identity[members] = [f"{prefix}c{label:04d}" if label >= 0 else "" for label in labels]
         scores[members] = confidence(unit[members], labels)
     return identity, scores
+
+
+def _takes_views(clusterer: object) -> bool:
+    return "views" in inspect.signature(clusterer.fit_predict).parameters  # type: ignore[attr-defined]
 
 
 def assignment_table(instances: Sequence[str], identity: np.ndarray, scores: np.ndarray) -> pd.DataFrame:

@@ -28,18 +28,22 @@ class InstanceEmbeddings:
     """Instances of a collection and their embeddings, row for row.
 
     ``table`` has :data:`INSTANCE_COLUMNS` (``parts`` is e.g. ``"face+body"``); ``vectors`` is
-    ``(N, D)`` float32, L2-normalised; ``model_id`` names the model that made them.
+    ``(N, D)`` float32, L2-normalised; ``model_id`` names the model that made them. ``views``, when
+    computed, holds ``(V, N, D)`` embeddings of augmented views of each instance (the adaptive method
+    learns from them).
     """
 
     table: pd.DataFrame
     vectors: np.ndarray
     model_id: str
+    views: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.table)
 
     def subset(self, mask: np.ndarray) -> InstanceEmbeddings:
-        return InstanceEmbeddings(self.table[mask].reset_index(drop=True), self.vectors[mask], self.model_id)
+        views = None if self.views is None else self.views[:, mask]
+        return InstanceEmbeddings(self.table[mask].reset_index(drop=True), self.vectors[mask], self.model_id, views)
 
 
 def _first_non_empty(values: pd.Series) -> str:
@@ -61,8 +65,12 @@ def instance_table(parts: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def embed_collection(collection: Collection, model: EmbeddingModel, device: str = "cpu", batch_size: int = 64,
-                     progress: bool = True, num_workers: int | None = None) -> InstanceEmbeddings:
-    """Embed every part of ``collection`` (cached, resumable) and fuse parts into instances."""
+                     progress: bool = True, num_workers: int | None = None, n_views: int = 0) -> InstanceEmbeddings:
+    """Embed every part of ``collection`` (cached, resumable) and fuse parts into instances.
+
+    With ``n_views > 0`` also embeds that many seeded augmented views of every crop (not cached: they
+    are cheap next to what they feed, and reproducible from their seeds) and fuses each view.
+    """
     parts = collection.instances()
     cache = FeatureCache(collection.features_dir, model.model_id)
     crop_paths = [collection.crop_path(key) for key in parts["crop_hash"]]
@@ -72,4 +80,10 @@ def embed_collection(collection: Collection, model: EmbeddingModel, device: str 
     head = model.head.to("cpu").eval()
     vectors = fuse_parts(features, instance_index, len(table), head=head)
     collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=len(cache))
-    return InstanceEmbeddings(table, vectors, model.model_id)
+    views = None
+    if n_views > 0:
+        from comicid.training.adapt import embed_views
+
+        part_views = embed_views(crop_paths, model, n_views=n_views, batch_size=batch_size, progress=progress)
+        views = np.stack([fuse_parts(view, instance_index, len(table), head=head) for view in part_views])
+    return InstanceEmbeddings(table, vectors, model.model_id, views)
