@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                         "with --quick: OUT/default.pt)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-eval", action="store_true", help="skip the comparison with the baseline")
+    parser.add_argument("--no-ssl", action="store_true",
+                        help="control: skip stage 1, stage 2 on the ImageNet backbone (ssl_checkpoint: null)")
     args = parser.parse_args(argv)
     tune_allocator()
     out = (args.out or ROOT / "out" / ("train_quick" if args.quick else "train_default")).resolve()
@@ -166,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         for over, quick in ((ssl_over, QUICK_SSL), (ft_over, QUICK_FINETUNE)):
             for key, value in quick.items():
                 over[key] = {**over.get(key, {}), **value} if isinstance(value, dict) else value
-    ssl_config = load_config(ROOT / "configs" / "ssl_default.yaml", SSLConfig, ssl_over)
-    ssl_result = train_ssl(ssl_config, args.device, progress=True)
+    if args.no_ssl:
+        ft_over["ssl_checkpoint"] = None
+    else:
+        ssl_config = load_config(ROOT / "configs" / "ssl_default.yaml", SSLConfig, ssl_over)
+        ssl_result = train_ssl(ssl_config, args.device, progress=True)
     ssl_seconds = time.perf_counter() - started
     ft_config = load_config(ROOT / "configs" / "finetune_default.yaml", FinetuneConfig, ft_over)
     ft_result, path = train_finetune(ft_config, args.device, progress=True)
@@ -178,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {path} is {size / 2**20:.1f} MB, over the 25 MB limit", file=sys.stderr)
         return 1
     model = load_finetuned_model(path)
-    summary = (f"stage 1: {ssl_result.steps} steps, best val loss {ssl_result.best}; stage 2: {ft_result.steps} "
-               f"steps, best val MAP@R {ft_result.best} at step {ft_result.best_step}; {model.model_id}, "
+    stage1 = "no stage 1" if args.no_ssl else f"stage 1: {ssl_result.steps} steps, best val loss {ssl_result.best:.3f}"
+    summary = (f"{stage1}; stage 2: {ft_result.steps} "
+               f"steps, best val MAP@R {ft_result.best:.4f} at step {ft_result.best_step}; {model.model_id}, "
                f"{size / 2**20:.1f} MB; {ssl_seconds / 60:.1f} + {(train_seconds - ssl_seconds) / 60:.1f} min")
     print(summary)
     if args.no_eval:

@@ -144,6 +144,20 @@ class FaceBodyNetwork(nn.Module):
         self.train(self.training)
         return frozen
 
+    def freeze_backbone_norms(self) -> int:
+        """Keep every BatchNorm of the backbone(s) in eval mode through :meth:`train`; returns how many.
+
+        In train mode a BatchNorm replaces its running statistics with those of the training batches
+        within a few dozen steps (momentum 0.1), whatever the learning rate: strongly augmented
+        synthetic views then shift ImageNet statistics that the frozen stage 2 relies on. Their
+        affine parameters still train where not frozen.
+        """
+        norms = [module for backbone in self.backbones.values() for module in backbone.modules()
+                 if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+        self._frozen_modules = [*getattr(self, "_frozen_modules", []), *norms]
+        self.train(self.training)
+        return len(norms)
+
     def train(self, mode: bool = True) -> FaceBodyNetwork:
         super().train(mode)
         for module in getattr(self, "_frozen_modules", []):

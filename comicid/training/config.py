@@ -57,7 +57,9 @@ class ModelConfig:
     tensors, earliest first (stem and early blocks: generic edges that need no re-learning and
     whose backward pass is the most expensive on CPU); their BatchNorm layers stay in eval mode.
     ``backbone_lr_scale`` multiplies the learning rate of the (unfrozen) backbone parameters: below 1
-    it keeps pretrained features from being washed out by the randomly initialised head."""
+    it keeps pretrained features from being washed out by the randomly initialised head.
+    ``freeze_backbone_norm`` keeps every backbone BatchNorm in eval mode (its running statistics
+    stay the pretrained ones, which a few dozen steps of augmented batches would otherwise replace)."""
 
     backbone: str = "effnet-lite0-imagenet"
     pretrained: bool = True
@@ -67,6 +69,7 @@ class ModelConfig:
     out_dim: int = 128
     freeze_fraction: float = 0.0
     backbone_lr_scale: float = 1.0
+    freeze_backbone_norm: bool = False
 
 
 @dataclass

@@ -231,6 +231,8 @@ def train_ssl(config: SSLConfig, device: str | torch.device = "cpu", resume: boo
                                      model_cfg.input_size)
     if model_cfg.freeze_fraction > 0:
         network.freeze_early(model_cfg.freeze_fraction)
+    if model_cfg.freeze_backbone_norm:
+        network.freeze_backbone_norms()
     channels_last = config.train.channels_last and target.type == "cpu"
     network = network.to(target)
     if channels_last:

@@ -162,3 +162,14 @@ def test_checkpoints_from_before_the_cut_field_load_as_hidden_cuts(tmp_path: Pat
     torch.save(checkpoint, tmp_path / "old.pt")
     loaded = load_finetuned_model(tmp_path / "old.pt")
     assert (loaded.cut, loaded.colour_weight, loaded.part_dim) == ("hidden", 0.0, 16)
+
+
+def test_freeze_backbone_norms_keeps_running_statistics() -> None:
+    network = build_facebody_network("tiny-cnn", pretrained=False, hidden_dim=16, out_dim=8)
+    assert network.freeze_backbone_norms() > 0
+    network.train()
+    norm = network.backbones["shared"].trunk[1]
+    before = norm.running_mean.clone()
+    network.embed(_images(8) * 3 + 1, "body")
+    assert not norm.training and torch.equal(norm.running_mean, before)
+    assert network.heads["shared"].hidden[1].training  # the head's BatchNorms still learn

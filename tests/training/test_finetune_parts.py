@@ -69,7 +69,7 @@ def test_pca_init_keeps_distances_of_data_in_its_top_subspace() -> None:
     before, after = torch.cdist(data, data), torch.cdist(projected, projected)
     assert torch.allclose(after, before, atol=0.05 * float(before.max()))
     assert torch.allclose(linear.weight @ linear.weight.T, torch.eye(8), atol=1e-5)  # orthonormal rows
-    assert float(linear.bias.abs().max()) == 0.0
+    assert float(linear.bias.detach().abs().max()) == 0.0
     random = torch.nn.Linear(40, 8)
     with torch.no_grad():
         spread = torch.cdist(random(data), random(data))

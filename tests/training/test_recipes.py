@@ -12,7 +12,8 @@ import torch
 from comicid.cli import main
 from comicid.data.synth import generate_books
 from comicid.models.embed import fuse_parts
-from comicid.models.facebody import load_facebody_network, load_finetuned_model
+from comicid.models.embedding_model import load_embedding_model
+from comicid.models.facebody import FineTunedFaceBodyModel, load_facebody_network, load_finetuned_model
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
 from comicid.training.finetune import train_finetune
 from comicid.training.ssl import train_ssl
@@ -70,6 +71,19 @@ def test_finetune_loss_falls_and_exports_an_embedding_model(
     fused = fuse_parts(parts, np.array([0, 0, 1]), 2, model.head)
     assert fused.shape == (2, model.out_dim)
     assert np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)
+
+
+def test_finetune_without_stage1_exports_the_backbone_cut_with_colour(book: Path, tmp_path: Path) -> None:
+    """The no-stage-1 control with the shipped switches, end to end into ``load_embedding_model``."""
+    config = load_config(CONFIGS / "finetune_synth_tiny.yaml", FinetuneConfig,
+                         {"output_dir": str(tmp_path), "ssl_checkpoint": None, "backbone": "tiny-cnn",
+                          "input_size": 32, "cut": "backbone", "colour_weight": 0.5, "projector_init": "pca",
+                          "data": {"manifests": [str(book)]}, "train": {"steps": 5}})
+    _, path = train_finetune(config, progress=False)
+    model = load_embedding_model(path)
+    assert isinstance(model, FineTunedFaceBodyModel)
+    assert (model.cut, model.colour_weight) == ("backbone", 0.5)
+    assert model.part_dim == model.backbone.feature_dim + 64 and model.head.in_features == model.part_dim
 
 
 def test_cli_runs_both_stages_and_resumes(book: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
