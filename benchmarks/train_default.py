@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                         "with --quick: OUT/default.pt)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-eval", action="store_true", help="skip the comparison with the baseline")
+    parser.add_argument("--no-docs", action="store_true", help="print the table, write no doc (controls)")
     parser.add_argument("--no-ssl", action="store_true",
                         help="control: skip stage 1, stage 2 on the ImageNet backbone (ssl_checkpoint: null)")
     args = parser.parse_args(argv)
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_eval:
         return 0
     rows = evaluate(path, synth_eval, args.quick)
-    if not args.quick:
+    if not args.quick and not args.no_docs:
         body = (f"## Default model vs its starting point\n\n`python benchmarks/train_default.py` "
                 f"({summary}).\nRetrieval on identities never trained on.\n\n{_table(rows)}\n")
         write_section("train_default", body)
