@@ -111,7 +111,8 @@ def evaluate(model_path: Path, synth_eval: Path, quick: bool) -> list[dict[str, 
     models = {"default (trained)": load_finetuned_model(model_path), BASELINE: load_embedding_model(BASELINE)}
     trained_on = {dev_set.name for dev_set in TRAIN_SETS}
     sets = [(f"{d.name} (test)", d.manifest, "test") for d in available_dev_sets() if d.name in trained_on]
-    sets.append((f"synthetic books (seed {HELD_OUT_SYNTH['seed']}, unseen)", synth_eval, "all"))
+    seed = (SYNTH_QUICK if quick else SYNTH)["eval"][3]
+    sets.append((f"synthetic books (seed {seed}, unseen)", synth_eval, "all"))
     rows = []
     for name, manifest, split in sets:
         row: dict[str, Any] = {"set": name}
