@@ -66,9 +66,9 @@ MODEL_NAME = "model.pt"
 
 @dataclass
 class PartFeatures:
-    """Frozen cut features of a set of instances.
+    """Frozen part features (:func:`~comicid.models.facebody.encode_parts`) of a set of instances.
 
-    ``features``: ``(N, V, P, H)`` (V views, view 0 the clean one; P part slots in network order),
+    ``features``: ``(N, V, P, D)`` (V views, view 0 the clean one; P part slots in network order),
     ``present``: ``(N, P)`` bool.
     """
 
