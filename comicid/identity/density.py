@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from sklearn.cluster import HDBSCAN
+import hdbscan
 
 from comicid.identity.agglomerative import confidence
 from comicid.identity.constraints import (
@@ -25,7 +25,11 @@ NOISE_MODES = ("singleton", "unknown")
 
 
 class HDBSCANClusterer:
-    """``sklearn.cluster.HDBSCAN`` on L2-normalised embeddings, honouring constraints.
+    """HDBSCAN (the ``hdbscan`` package) on L2-normalised embeddings, honouring constraints.
+
+    The ``hdbscan`` package rather than ``sklearn.cluster.HDBSCAN``: scikit-learn 1.9.1 under NumPy
+    2.4 crashes as soon as ``cluster_selection_epsilon`` has to climb the cluster tree (scikit-learn
+    issue #33219), which made ``--threshold auto`` fail on real books.
 
     Distances are euclidean between unit vectors, ``sqrt(2 * cosine distance)``: monotone in cosine,
     and it keeps HDBSCAN's fast tree-based neighbour search.
@@ -38,8 +42,6 @@ class HDBSCANClusterer:
             ``umap_components + 2``; smaller inputs are clustered without it.
         cluster_selection_epsilon: clusters closer than this are merged, in the space HDBSCAN sees
             (euclidean between unit vectors, or UMAP space); this is the ``--threshold`` of the method.
-            With scikit-learn 1.9.1 and NumPy 2.4 a large epsilon can fail (scikit-learn #33219); that
-            failure is raised as :class:`IdentityInputError`.
         noise: ``"singleton"`` (default) gives every noise point its own cluster, so metrics count it
             as a one-instance identity; ``"unknown"`` keeps label -1.
         allow_single_cluster: let HDBSCAN return one cluster for all points (a one-character scope).
@@ -93,19 +95,11 @@ class HDBSCANClusterer:
         if len(unit) < self.min_cluster_size:
             return np.full(len(unit), -1, dtype=np.int64)
         points = self._project(unit)
-        model = HDBSCAN(min_cluster_size=self.min_cluster_size, min_samples=min(self.min_samples, len(unit)),
-                        cluster_selection_epsilon=self.cluster_selection_epsilon, metric="euclidean",
-                        allow_single_cluster=self.allow_single_cluster, copy=True)
-        try:
-            return model.fit_predict(points).astype(np.int64)
-        except TypeError as error:
-            if self.cluster_selection_epsilon == 0:
-                raise
-            # scikit-learn 1.9.1 under NumPy >= 2.4 fails when epsilon has to climb the cluster tree
-            # (scikit-learn issue #33219, fix pending); say so instead of showing a Cython traceback.
-            raise IdentityInputError(
-                f"HDBSCAN failed with cluster_selection_epsilon={self.cluster_selection_epsilon} (a known "
-                "scikit-learn 1.9.1 bug with NumPy 2.4, issue #33219); use a smaller epsilon or 0") from error
+        model = hdbscan.HDBSCAN(min_cluster_size=self.min_cluster_size,
+                                min_samples=min(self.min_samples, len(unit)),
+                                cluster_selection_epsilon=float(self.cluster_selection_epsilon), metric="euclidean",
+                                allow_single_cluster=self.allow_single_cluster)
+        return model.fit_predict(points.astype(np.float64)).astype(np.int64)
 
     def _project(self, unit: np.ndarray) -> np.ndarray:
         if self.umap_components is None or len(unit) < self.umap_components + 3:
