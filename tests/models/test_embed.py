@@ -96,3 +96,17 @@ def test_fuse_parts_applies_the_head_to_the_sum() -> None:
 def test_fuse_parts_rejects_out_of_range_instances() -> None:
     with pytest.raises(ValueError, match="instance_index"):
         fuse_parts(np.ones((2, 3)), np.array([0, 2]), 2)
+
+
+def test_traced_inference_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    from comicid.models import embed as embed_module
+    from comicid.models.embedding_model import load_embedding_model
+
+    model = load_embedding_model("tiny-cnn")
+    crops = [Image.new("RGB", (20 + i, 30), (i * 20, 100, 200 - i * 20)) for i in range(6)]
+    eager = embed_module.embed_crops(crops, model, num_workers=0, progress=False)
+    monkeypatch.setattr(embed_module, "MIN_CROPS_FOR_TRACING", 1)
+    traced_forward = embed_module._compiled_forward(model, 6)
+    assert isinstance(traced_forward, torch.jit.ScriptModule)
+    traced = embed_module.embed_crops(crops, model, num_workers=0, progress=False)
+    assert np.allclose(eager, traced, atol=1e-5)
