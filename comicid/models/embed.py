@@ -198,20 +198,30 @@ class _PartFeatures(nn.Module):
 def _compiled_forward(model: EmbeddingModel, n_crops: int) -> Callable[[Tensor], Tensor]:
     """A frozen trace of ``model.forward_parts`` for large CPU jobs, else the eager method.
 
-    Tracing can fail for a model with data-dependent control flow; eager inference is then used, which
-    gives the same numbers, only slower.
+    A trace is only used after it reproduces eager outputs on a batch of another size and other
+    pixels; a model with shape- or data-dependent behaviour (the `random` baseline seeds by content)
+    fails that check and runs eagerly, with the same numbers, only slower.
     """
     if n_crops < MIN_CROPS_FOR_TRACING:
         return model.forward_parts
     if model in _TRACED:
         return _TRACED[model]
-    example = torch.zeros(2, 3, model.input_size, model.input_size).contiguous(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(0)
+    size = model.input_size
+
+    def example(batch: int) -> Tensor:
+        return torch.randn(batch, 3, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
+
     try:
         with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about constants: shapes here are fixed per model
-            traced = torch.jit.freeze(torch.jit.trace(_PartFeatures(model).eval(), example))
+            warnings.simplefilter("ignore")  # tracer warnings: whatever they warn about is checked below
+            traced = torch.jit.freeze(torch.jit.trace(_PartFeatures(model).eval(), example(2)))
+            probe = example(3)  # another batch size and other pixels than the trace saw
+            expected, got = model.forward_parts(probe), traced(probe)
     except Exception:  # noqa: BLE001 - any tracing failure means "use eager", never a wrong result
         return model.forward_parts
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
+        return model.forward_parts  # the trace froze a shape or a data-dependent branch
     _TRACED[model] = traced
     return traced
 

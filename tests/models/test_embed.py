@@ -110,3 +110,14 @@ def test_traced_inference_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None
     assert isinstance(traced_forward, torch.jit.ScriptModule)
     traced = embed_module.embed_crops(crops, model, num_workers=0, progress=False)
     assert np.allclose(eager, traced, atol=1e-5)
+
+
+def test_models_that_cannot_be_traced_faithfully_run_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from comicid.models import embed as embed_module
+    from comicid.models.embedding_model import load_embedding_model
+
+    monkeypatch.setattr(embed_module, "MIN_CROPS_FOR_TRACING", 1)
+    model = load_embedding_model("random")  # features seeded by crop content: not traceable as a graph
+    assert embed_module._compiled_forward(model, 100) == model.forward_parts
+    crops = [Image.new("RGB", (16, 16), (i * 40, 0, 0)) for i in range(5)]
+    assert embed_module.embed_crops(crops, model, num_workers=0, progress=False, batch_size=3).shape == (5, 128)
