@@ -121,3 +121,13 @@ def test_adaptive_clusters_without_a_threshold_and_keeps_its_adapters(collection
     assert meta["assignments"]["method"] == "adaptive" and meta["assignments"]["threshold"] is None
     assert sorted(path.name for path in (collection / "models" / "adapters").iterdir()) == [
         "b0.adapter.pt", "b0.centre.npy"]
+
+
+@pytest.mark.parametrize("protocol", ["local", "global"])
+def test_evaluate_scores_the_papers_protocols(book: Path, tmp_path: Path, protocol: str) -> None:
+    out = tmp_path / "r.json"
+    assert main(["-q", "evaluate", str(book), *MODEL, "--protocol", protocol, "--json", str(out)]) == 0
+    scores = json.loads(out.read_text())["protocol"]
+    assert scores["name"] == protocol
+    assert {"map_at_r", "precision_at_1", "mrr", "r_precision"} <= set(scores)
+    assert scores["queries"] > 0 and 0.0 <= scores["map_at_r"] <= 1.0

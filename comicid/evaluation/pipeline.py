@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from comicid.data.manifest import read_manifest
 from comicid.errors import ConfigError
@@ -85,13 +86,26 @@ def retrieval_scores(embedded: InstanceEmbeddings) -> dict[str, Any]:
     return scores
 
 
+def protocol_groups(table: pd.DataFrame) -> np.ndarray:
+    """Groups of mutually distinct characters for the local protocol.
+
+    The sequence when identities are scoped to sequences (no identity appears in two sequences, as in
+    the COMICS sequence annotations, where one person has a different id in each sequence and a wider
+    group would count them as different characters); otherwise the book, whose identities are distinct
+    by definition and where characters recur often enough to have 5 instances.
+    """
+    has_sequence = table["sequence"] != ""
+    if has_sequence.all() and (table.groupby("identity")["sequence"].nunique() == 1).all():
+        return (table["book"] + "/" + table["sequence"]).to_numpy()
+    return table["book"].to_numpy()
+
+
 def protocol_scores(embedded: InstanceEmbeddings, protocol: str) -> dict[str, Any]:
-    """The identity-aware re-ID paper's local (per sequence, else per book) or global protocol."""
+    """The identity-aware re-ID paper's local (within groups of distinct characters) or global protocol."""
     table = embedded.table[embedded.table["identity"] != ""]
     vectors = embedded.vectors[table.index.to_numpy()]
-    groups = np.where(table["sequence"] != "", table["book"] + "/" + table["sequence"], table["book"])
     if protocol == "local":
-        return local_protocol(vectors, table["identity"].to_numpy(), groups)
+        return local_protocol(vectors, table["identity"].to_numpy(), protocol_groups(table))
     return global_protocol(vectors, table["identity"].to_numpy(), table["book"].to_numpy())
 
 
