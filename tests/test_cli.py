@@ -121,6 +121,10 @@ def test_adaptive_clusters_without_a_threshold_and_keeps_its_adapters(collection
     assert meta["assignments"]["method"] == "adaptive" and meta["assignments"]["threshold"] is None
     assert sorted(path.name for path in (collection / "models" / "adapters").iterdir()) == [
         "b0.adapter.pt", "b0.centre.npy"]
+    checkpoints = sorted((collection / "models" / "adaptive-state").rglob("*"))
+    assert checkpoints  # stage checkpoints: a rerun on the same inputs resumes from them
+    assert main(["-q", "cluster", str(collection), *MODEL, "--method", "adaptive"]) == 0
+    assert sorted((collection / "models" / "adaptive-state").rglob("*")) == checkpoints
 
 
 @pytest.mark.parametrize("protocol", ["local", "global"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from comicid.cli.common import add_cluster_options, add_model_options
 from comicid.data.manifest import display_key
 from comicid.identity import write_assignments
-from comicid.identity.assign import assign_identities, save_learnt_state, views_needed
+from comicid.identity.assign import assign_identities, collection_params, save_learnt_state, views_needed
 from comicid.models.embedding_model import load_embedding_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import embed_collection
@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     embedded = embed_collection(collection, model, device=args.device, batch_size=args.batch_size,
                                 progress=not args.quiet, n_views=views_needed(args.method))
     assignment = assign_identities(embedded, method=args.method, scope=args.scope, threshold=args.threshold,
+                                   params=collection_params(args.method, collection.models_dir),
                                    progress=not args.quiet,
                                    on_fitted=save_learnt_state(collection.models_dir / "adapters"))
     collection.write_assignments(assignment.table, assignment.info)

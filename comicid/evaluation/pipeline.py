@@ -26,7 +26,7 @@ from comicid.errors import ConfigError
 from comicid.evaluation.clustering import clustering_metrics_by_group
 from comicid.evaluation.protocols import global_protocol, local_protocol
 from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics
-from comicid.identity.assign import assign_identities, save_learnt_state, views_needed
+from comicid.identity.assign import assign_identities, collection_params, save_learnt_state, views_needed
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings, embed_collection
@@ -141,6 +141,7 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
         cluster_start = time.perf_counter()
         assignment = assign_identities(evaluated, method=options.method, scope=options.scope,
                                        threshold=options.threshold, calibration=embedded.subset(dev),
+                                       params=collection_params(options.method, collection.models_dir),
                                        progress=options.progress,
                                        on_fitted=save_learnt_state(collection.models_dir / "adapters"))
         cluster_seconds = time.perf_counter() - cluster_start

@@ -8,6 +8,7 @@ are never used to choose it.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,13 @@ class Assignment:
 
     table: pd.DataFrame  # instance_key, book, identity_id, confidence
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def collection_params(method: str, models_dir: Path) -> dict[str, Any]:
+    """Parameters a method gets from the collection: a ``state_dir`` for methods that checkpoint their
+    stages (adaptive), so an interrupted run resumes where it stopped."""
+    takes_state = "state_dir" in inspect.signature(CLUSTERERS[method]).parameters if method in CLUSTERERS else False
+    return {"state_dir": str(models_dir / f"{method}-state")} if takes_state else {}
 
 
 def views_needed(method: str) -> int:
