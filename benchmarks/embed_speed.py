@@ -110,6 +110,28 @@ def run_variant(extra: list[str], args: argparse.Namespace, crops: Path) -> dict
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+QUIET_LOAD = 0.5  # 1-minute load average under which the machine counts as quiet
+
+
+def wait_for_quiet(timeout_s: float = 120.0) -> tuple[float, float, float]:
+    """Wait (up to ``timeout_s``) for the load left by earlier work to decay; return the load then."""
+    deadline = time.monotonic() + timeout_s
+    while os.getloadavg()[0] > QUIET_LOAD and time.monotonic() < deadline:
+        time.sleep(5)
+    return os.getloadavg()
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (speed depends on it: AVX2 vs AVX-512, bf16), or 'unknown CPU'."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="number of PNG crops")
@@ -129,7 +151,7 @@ def main() -> None:
         return
 
     rows = []
-    load_before = os.getloadavg()
+    load_before = wait_for_quiet()
     with tempfile.TemporaryDirectory() as folder:
         make_crops(Path(folder), args.n)
         for label, extra in VARIANTS:
@@ -146,10 +168,10 @@ def main() -> None:
         "",
         f"`{command}` on {time.strftime('%Y-%m-%d')}: {args.n} PNG crops of 64-256 px, letterboxed to "
         f"{args.size} px, batch {args.batch}, `{args.model}`, {args.threads} torch threads in the main "
-        f"process, {os.cpu_count()} cores. The cores are shared with other work: load average "
-        f"{load_before[0]:.2f} before and {load_after[0]:.2f} after, so these are lower bounds.",
+        f"process, {os.cpu_count()} cores ({cpu_name()}). 1-minute load average {load_before[0]:.2f} before "
+        f"the run (the run itself loads both cores: {load_after[0]:.2f} after).",
     ]
-    if max(load_before[0], load_after[0]) > 1.0:
+    if load_before[0] > QUIET_LOAD:
         lines.append("**The machine was busy during this run: these numbers do not check the 500 crops/s "
                      "target; rerun on a quiet machine.**")
     lines += [
