@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from comicid.errors import ManifestError
-from comicid.store.atomic import atomic_write
+from comicid.store.atomic import write_table
 
 BOX_COLUMNS: tuple[str, ...] = ("x0", "y0", "x1", "y1")
 TEXT_COLUMNS: tuple[str, ...] = (
@@ -192,13 +192,7 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     out = frame.copy()
     folder = path.parent.resolve()
     out["image"] = [os.path.relpath(image, folder) if os.path.isabs(image) else image for image in out["image"]]
-    if path.suffix.lower() in (".parquet", ".pq"):
-        with atomic_write(path, "wb") as handle:
-            out.to_parquet(handle, index=False)
-    else:
-        with atomic_write(path, "w") as handle:
-            out.to_csv(handle, index=False, float_format="%.10g")
-    return path
+    return write_table(out, path)
 
 
 def instance_keys(frame: pd.DataFrame) -> pd.Series:

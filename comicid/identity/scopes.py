@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from comicid.identity.agglomerative import confidence
 from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings
-from comicid.store.atomic import atomic_write
+from comicid.store.atomic import write_table
 
 SCOPES = ("sequence", "page", "book", "collection")
 ASSIGNMENT_COLUMNS = ("instance", "identity", "confidence")
@@ -111,11 +111,4 @@ def write_assignments(table: pd.DataFrame, path: str | Path) -> Path:
     missing = [column for column in ASSIGNMENT_COLUMNS if column not in table.columns]
     if missing:
         raise IdentityInputError(f"an assignment table needs columns {', '.join(missing)}")
-    frame = table[list(ASSIGNMENT_COLUMNS)]
-    if path.suffix.lower() in (".parquet", ".pq"):
-        with atomic_write(path, "wb") as handle:
-            frame.to_parquet(handle, index=False)
-    else:
-        with atomic_write(path, "w") as handle:
-            frame.to_csv(handle, index=False, float_format="%.6g")
-    return path
+    return write_table(table[list(ASSIGNMENT_COLUMNS)], path, float_format="%.6g")

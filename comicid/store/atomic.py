@@ -12,7 +12,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _mode_for(path: Path) -> int:
@@ -54,3 +57,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_write(path, "w") as handle:
         handle.write(text)
+
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def write_table(frame: "pd.DataFrame", path: str | Path, float_format: str = "%.10g") -> Path:
+    """Write a table atomically: Parquet for ``.parquet``/``.pq``, CSV otherwise."""
+    path = Path(path)
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        with atomic_write(path, "wb") as handle:
+            frame.to_parquet(handle, index=False)
+    else:
+        with atomic_write(path, "w") as handle:
+            frame.to_csv(handle, index=False, float_format=float_format)
+    return path

@@ -8,7 +8,6 @@ attribute such as ``attributes.character_id``). Each COCO image is one page.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from comicid.data.manifest import KINDS, from_records
+from comicid.data.importers.jsonfile import load_json
 from comicid.errors import ConfigError, ManifestError
 
 #: Category names that name a part rather than a character.
@@ -48,17 +48,7 @@ def _text(value: Any) -> str:
 def _load_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ManifestError([f"COCO file '{path}' not found"])
-    try:
-        with path.open(encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ManifestError([f"'{path}' is not valid JSON (line {error.lineno}, column {error.colno}: "
-                             f"{error.msg})"]) from None
-    except UnicodeDecodeError as error:
-        raise ManifestError([f"'{path}' is not UTF-8 text ({error.reason})"]) from None
-    if not isinstance(data, dict):
-        raise ManifestError([f"'{path}' holds a JSON {type(data).__name__}, expected an object with "
-                             "'images' and 'annotations'"])
+    data = load_json(path, dict, "an object with 'images' and 'annotations'")
     for key in ("images", "annotations"):
         if not isinstance(data.get(key), list):
             raise ManifestError([f"'{path}' has no '{key}' list; is it a COCO annotation file?"])

@@ -19,7 +19,6 @@ panels; the same hero in two sequences has two unrelated ids), so the manifest i
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from comicid.data.manifest import from_records
+from comicid.data.importers.jsonfile import load_json
 from comicid.errors import ManifestError
 
 CSV_NAME = "merged_face_body.csv"
@@ -144,15 +144,7 @@ def _sequence_files(root: Path, splits: Sequence[str] | None) -> list[tuple[Path
 
 
 def _load_sequences(path: Path) -> list[Any]:
-    try:
-        with path.open(encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ManifestError([f"'{path}' is not valid JSON (line {error.lineno}, column {error.colno}: "
-                             f"{error.msg})"]) from None
-    if not isinstance(data, list):
-        raise ManifestError([f"'{path}' holds a JSON {type(data).__name__}, expected a list of sequences"])
-    return data
+    return load_json(path, list, "a list of sequences")
 
 
 class _SequenceReader:
