@@ -127,6 +127,20 @@ def test_adaptive_clusters_without_a_threshold_and_keeps_its_adapters(collection
     assert sorted((collection / "models" / "adaptive-state").rglob("*")) == checkpoints
 
 
+def test_search_reuses_the_adapted_metric_after_adaptive_clustering(collection: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "cluster", str(collection), *MODEL, "--method", "adaptive"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(collection), "--instance", "b0/p000-k0-i0", "--top", "4", "--json", *MODEL]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [hit["space"] for hit in hits] == ["adapted"] * 4
+    assert [hit["score"] for hit in hits] == sorted((hit["score"] for hit in hits), reverse=True)
+    assert main(["-q", "cluster", str(collection), *MODEL, "--threshold", "0.3"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(collection), "--instance", "b0/p000-k0-i0", "--json", *MODEL]) == 0
+    assert {hit["space"] for hit in json.loads(capsys.readouterr().out)} == {"cosine"}
+
+
 @pytest.mark.parametrize("protocol", ["local", "global"])
 def test_evaluate_scores_the_papers_protocols(book: Path, tmp_path: Path, protocol: str) -> None:
     out = tmp_path / "r.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,54 @@ def embed_query_image(path: str | Path, model: EmbeddingModel, device: str = "cp
     return fuse_parts(features, np.zeros(1, dtype=np.int64), 1, head=model.head.to("cpu").eval())
 
 
+def adapted_space(collection: Collection, embedded: InstanceEmbeddings) -> dict[str, tuple[object, np.ndarray]]:
+    """Per book, the adapter and centre learnt by adaptive clustering, when they fit ``embedded``.
+
+    They apply only when the collection's last assignment was ``adaptive`` per book with the same model
+    (an adapter is a metric on that model's embeddings); otherwise the mapping is empty.
+    """
+    info = collection.meta().get("assignments") or {}
+    folder = collection.models_dir / "adapters"
+    if info.get("method") != "adaptive" or info.get("scope") != "book" or info.get("model") != embedded.model_id:
+        return {}
+    from comicid.identity.adaptive.clusterer import load_adapter
+
+    spaces = {}
+    for book in sorted(set(embedded.table["book"])):
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", book) or "collection"
+        adapter_path, centre_path = folder / f"{name}.adapter.pt", folder / f"{name}.centre.npy"
+        if adapter_path.is_file() and centre_path.is_file():
+            spaces[book] = (load_adapter(adapter_path), np.load(centre_path))
+    return spaces
+
+
+def _adapted_scores(query: np.ndarray, embedded: InstanceEmbeddings,
+                    spaces: dict[str, tuple[object, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity of ``query (1, D)`` to every instance, in its book's learnt metric where there is one."""
+    from comicid.training.adapt import apply_adapter
+
+    def learnt(adapter: object, centre: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        moved = apply_adapter(adapter, vectors) - centre  # type: ignore[arg-type]
+        return moved / np.maximum(np.linalg.norm(moved, axis=1, keepdims=True), 1e-12)
+
+    scores = (embedded.vectors @ query[0]).astype(np.float64)
+    adapted = np.zeros(len(embedded), dtype=bool)
+    books = embedded.table["book"].to_numpy()
+    for book, (adapter, centre) in spaces.items():
+        rows = np.flatnonzero(books == book)
+        scores[rows] = learnt(adapter, centre, embedded.vectors[rows]) @ learnt(adapter, centre, query)[0]
+        adapted[rows] = True
+    return scores, adapted
+
+
 def search_collection(collection: Collection, model: EmbeddingModel, image: str | Path | None = None,
                       instance: str | None = None, top: int = 10, backend: str = "exact", device: str = "cpu",
                       progress: bool = False) -> pd.DataFrame:
-    """The ``top`` nearest instances, best first, with their labels and predicted identities."""
+    """The ``top`` nearest instances, best first, with their labels and predicted identities.
+
+    Ranking is by cosine similarity; after ``cluster --method adaptive`` each book's instances are
+    compared in the metric learnt for that book (column ``space`` says which was used).
+    """
     if (image is None) == (instance is None):
         raise ConfigError("give either a query IMAGE or --instance ID, not both or neither")
     embedded = embed_collection(collection, model, device=device, progress=progress)
@@ -51,15 +96,23 @@ def search_collection(collection: Collection, model: EmbeddingModel, image: str 
     else:
         exclude = find_instance(embedded, str(instance))
         query = embedded.vectors[exclude:exclude + 1]
-    index = create_index(embedded.vectors, backend)
-    scores, rows = index.search(query, min(top + (exclude >= 0), len(embedded)))
-    keep = rows[0] != exclude
-    scores, rows = scores[0][keep][:top], rows[0][keep][:top]
+    spaces = adapted_space(collection, embedded)
+    if spaces:  # each book ranked in its own learnt metric: exact scores, no shared index
+        all_scores, adapted = _adapted_scores(query, embedded, spaces)
+        order = np.lexsort((np.arange(len(all_scores)), -all_scores))
+        order = order[order != exclude][:top]
+        scores, rows, space = all_scores[order], order, np.where(adapted[order], "adapted", "cosine")
+    else:
+        index = create_index(embedded.vectors, backend)
+        scores, rows = index.search(query, min(top + (exclude >= 0), len(embedded)))
+        keep = rows[0] != exclude
+        scores, rows = scores[0][keep][:top], rows[0][keep][:top]
+        space = np.full(len(rows), "cosine")
     table = embedded.table.iloc[rows]
     result = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "instance": table["instance_key"].map(display_key),
                            "score": np.round(scores.astype(float), 4), "identity": table["identity"].to_numpy(),
                            "book": table["book"].to_numpy(), "page": table["page"].to_numpy(),
-                           "panel": table["panel"].to_numpy()})
+                           "panel": table["panel"].to_numpy(), "space": space})
     if collection.assignments_path.is_file():
         predicted = collection.assignments().set_index("instance_key")["identity_id"]
         result["predicted"] = table["instance_key"].map(predicted).fillna("").to_numpy()
