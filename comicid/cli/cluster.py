@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     assignment = assign_identities(embedded, method=args.method, scope=args.scope, threshold=args.threshold,
                                    params=collection_params(args.method, collection.models_dir),
                                    progress=not args.quiet,
-                                   on_fitted=save_learnt_state(collection.models_dir / "adapters"))
+                                   on_fitted=save_learnt_state(collection.adapters_dir))
     collection.write_assignments(assignment.table, assignment.info)
     if args.out:
         table = assignment.table.rename(columns={"instance_key": "instance", "identity_id": "identity"})

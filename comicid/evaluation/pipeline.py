@@ -143,7 +143,7 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
                                        threshold=options.threshold, calibration=embedded.subset(dev),
                                        params=collection_params(options.method, collection.models_dir),
                                        progress=options.progress,
-                                       on_fitted=save_learnt_state(collection.models_dir / "adapters"))
+                                       on_fitted=save_learnt_state(collection.adapters_dir))
         cluster_seconds = time.perf_counter() - cluster_start
         labelled = (evaluated.table["identity"] != "").to_numpy()
         predicted = assignment.table["identity_id"].to_numpy(dtype=object)

@@ -43,6 +43,13 @@ def views_needed(method: str) -> int:
     return int(getattr(CLUSTERERS.get(method), "image_views", 0))
 
 
+def learnt_state_paths(folder: Path, scope_key: str) -> tuple[Path, Path]:
+    """Where the adapter and centring vector learnt for one scope live: written by
+    :func:`save_learnt_state`, read back by search."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", scope_key) or "collection"
+    return folder / f"{name}.adapter.pt", folder / f"{name}.centre.npy"
+
+
 def save_learnt_state(folder: Path) -> Callable[[str, object], None]:
     """An ``on_fitted`` callback keeping what a clusterer learnt per scope under ``folder``.
 
@@ -57,9 +64,9 @@ def save_learnt_state(folder: Path) -> Callable[[str, object], None]:
         from comicid.identity.adaptive.clusterer import save_adapter
         from comicid.store.atomic import atomic_write
 
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", key) or "collection"
-        save_adapter(adapter, folder / f"{name}.adapter.pt")
-        with atomic_write(folder / f"{name}.centre.npy", "wb") as handle:
+        adapter_path, centre_path = learnt_state_paths(folder, key)
+        save_adapter(adapter, adapter_path)
+        with atomic_write(centre_path, "wb") as handle:
             np.save(handle, np.asarray(getattr(clusterer, "centre_", np.zeros(0)), dtype=np.float32))
 
     return save

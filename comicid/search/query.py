@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pandas as pd
 from comicid.data.images import load_image
 from comicid.data.manifest import display_key
 from comicid.errors import ConfigError
+from comicid.identity.assign import learnt_state_paths
 from comicid.models.embed import embed_crops, fuse_parts
 from comicid.models.embedding_model import EmbeddingModel
 from comicid.search.index import create_index
@@ -46,15 +46,13 @@ def adapted_space(collection: Collection, embedded: InstanceEmbeddings) -> dict[
     (an adapter is a metric on that model's embeddings); otherwise the mapping is empty.
     """
     info = collection.meta().get("assignments") or {}
-    folder = collection.models_dir / "adapters"
     if info.get("method") != "adaptive" or info.get("scope") != "book" or info.get("model") != embedded.model_id:
         return {}
     from comicid.identity.adaptive.clusterer import load_adapter
 
     spaces = {}
     for book in sorted(set(embedded.table["book"])):
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", book) or "collection"
-        adapter_path, centre_path = folder / f"{name}.adapter.pt", folder / f"{name}.centre.npy"
+        adapter_path, centre_path = learnt_state_paths(collection.adapters_dir, book)
         if adapter_path.is_file() and centre_path.is_file():
             spaces[book] = (load_adapter(adapter_path), np.load(centre_path))
     return spaces

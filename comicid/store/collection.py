@@ -171,3 +171,8 @@ class Collection:
     @property
     def models_dir(self) -> Path:
         return self.root / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        """What adaptive clustering learnt per scope (see :func:`comicid.identity.assign.learnt_state_paths`)."""
+        return self.models_dir / "adapters"
