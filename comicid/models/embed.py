@@ -125,13 +125,17 @@ class FeatureCache:
 
 def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: int = 64,
                 device: str | torch.device = "cpu", num_workers: int | None = None,
-                progress: bool = True, cache: FeatureCache | None = None) -> np.ndarray:
+                progress: bool = True, cache: FeatureCache | None = None,
+                keys: Sequence[str] | None = None) -> np.ndarray:
     """Part features ``(N, part_dim)`` float32 of ``crops`` (PIL images or image paths), in order.
 
     Paths are decoded with :func:`comicid.data.images.load_image` in ``num_workers`` DataLoader
     workers (``None``: :func:`default_num_workers`). With a ``cache`` (which must belong to
     ``model.model_id``), cached crops are not recomputed and new features are added as they come.
-    ``model`` is moved to ``device`` and switched to eval mode (and channels_last on CPU) in place.
+    ``keys`` are the crops' content keys for the cache when the caller already has them (a collection
+    knows its crops' hashes), so that cached crops are not read again just to be hashed; by default
+    :func:`crop_key` computes them. ``model`` is moved to ``device`` and switched to eval mode (and
+    channels_last on CPU) in place.
 
     Raises:
         ImageReadError: a crop file cannot be read (raised from the worker, naming the file).
@@ -141,13 +145,16 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
         raise ValueError(f"cache of '{cache.model_id}' used with model '{model.model_id}'")
     features = np.zeros((len(crops), model.part_dim), dtype=np.float32)
     todo = list(range(len(crops)))
-    keys: list[str] = []
+    if keys is not None and len(keys) != len(crops):
+        raise ValueError(f"{len(keys)} keys for {len(crops)} crops")
     if cache is not None:
-        keys = [crop_key(crop) for crop in crops]
-        todo = [i for i, key in enumerate(keys) if key not in cache]
+        keys = list(keys) if keys is not None else [crop_key(crop) for crop in crops]
+        todo = []
         for i, key in enumerate(keys):
             if key in cache:
                 features[i] = cache.get(key)
+            else:
+                todo.append(i)
     if not todo:
         return features
 

@@ -75,7 +75,7 @@ def embed_collection(collection: Collection, model: EmbeddingModel, device: str 
     cache = FeatureCache(collection.features_dir, model.model_id)
     crop_paths = [collection.crop_path(key) for key in parts["crop_hash"]]
     features = embed_crops(crop_paths, model, batch_size=batch_size, device=device, progress=progress,
-                           cache=cache, num_workers=num_workers)
+                           cache=cache, num_workers=num_workers, keys=parts["crop_hash"].tolist())
     table, instance_index = instance_table(parts)
     head = model.head.to("cpu").eval()
     vectors = fuse_parts(features, instance_index, len(table), head=head)
