@@ -45,6 +45,7 @@ from comicid.report.thumbnails import (
 )
 from comicid.store.atomic import atomic_write_text
 from comicid.store.collection import Collection
+from comicid.store.embeddings import instance_table as instances_of
 
 #: The part that stands for an instance in a gallery: the face identifies a drawn character best.
 PART_PREFERENCE = {"face": 0, "character": 1, "body": 2}
@@ -106,11 +107,6 @@ def mark_mistakes(truth: Sequence[str], predicted: Sequence[str]) -> np.ndarray:
                      for label, identity in zip(truth, predicted, strict=True)], dtype=bool)
 
 
-def _first_non_empty(parts: pd.DataFrame, column: str) -> pd.Series:
-    values = parts.loc[parts[column] != "", ["instance_key", column]]
-    return values.drop_duplicates("instance_key").set_index("instance_key")[column]
-
-
 def instance_table(parts: pd.DataFrame, assignments: pd.DataFrame | None) -> pd.DataFrame:
     """One row per instance, in reading order (book, page, instance), indexed by ``instance_key``.
 
@@ -120,11 +116,12 @@ def instance_table(parts: pd.DataFrame, assignments: pd.DataFrame | None) -> pd.
     predicted id, or the label when there are no assignments), ``majority`` (the majority label of
     the predicted identity, "" when none) and ``mistake``.
     """
+    labels = instances_of(parts)[0].set_index("instance_key")
+    table = labels[["book", "page"]].copy()
+    table["truth"], table["text"] = labels["identity"], labels["text"]
     rank = parts["kind"].map(PART_PREFERENCE).fillna(len(PART_PREFERENCE))
     chosen = parts.assign(_rank=rank).sort_values(["instance_key", "_rank"], kind="stable")
-    table = chosen.drop_duplicates("instance_key").set_index("instance_key")[["book", "page", "crop_hash"]]
-    table["truth"] = _first_non_empty(parts, "identity").reindex(table.index).fillna("")
-    table["text"] = _first_non_empty(parts, "text").reindex(table.index).fillna("")
+    table["crop_hash"] = chosen.drop_duplicates("instance_key").set_index("instance_key")["crop_hash"]
     if assignments is None:
         table["predicted"] = ""
         table["confidence"] = np.nan
