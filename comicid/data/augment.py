@@ -159,19 +159,24 @@ def _to_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Callable]:
     return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
-def strong_view(size: int, mean: Sequence[float], std: Sequence[float],
-                config: AugmentConfig = AugmentConfig()) -> Callable[[Image.Image], Tensor]:
-    """Random crop, flip, colour jitter, grayscale, blur and a drawing style: PIL crop -> (3, S, S)."""
-    canvas = round(size * _CANVAS_SCALE)
+def _framing(size: int, style_p: float, scale: tuple[float, float], ratio: tuple[float, float],
+             config: AugmentConfig) -> list[Callable]:
+    """What every view starts with: letterbox on a canvas, maybe a drawing style, a random crop, a flip."""
     ops: list[Callable] = [
-        _Letterbox(canvas),
-        RandomStyle(config.style_ops, config.style_p),
-        v2.RandomResizedCrop(size, scale=config.strong_scale, ratio=(0.75, 1.333), antialias=True),
+        _Letterbox(round(size * _CANVAS_SCALE)),
+        RandomStyle(config.style_ops, style_p),
+        v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True),
     ]
     if config.flip:
         ops.append(v2.RandomHorizontalFlip())
+    return ops
+
+
+def strong_view(size: int, mean: Sequence[float], std: Sequence[float],
+                config: AugmentConfig = AugmentConfig()) -> Callable[[Image.Image], Tensor]:
+    """Random crop, flip, colour jitter, grayscale, blur and a drawing style: PIL crop -> (3, S, S)."""
     j = config.jitter
-    ops += [
+    ops = _framing(size, config.style_p, config.strong_scale, (0.75, 1.333), config) + [
         v2.RandomApply([v2.ColorJitter(j, j, j, min(0.1, j / 4))], p=config.jitter_p),
         v2.RandomGrayscale(config.grayscale_p),
         v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=config.blur_p),
@@ -182,14 +187,7 @@ def strong_view(size: int, mean: Sequence[float], std: Sequence[float],
 def weak_view(size: int, mean: Sequence[float], std: Sequence[float],
               config: AugmentConfig = AugmentConfig()) -> Callable[[Image.Image], Tensor]:
     """A mild crop and a flip: the face and body of one instance stay recognisably the same picture."""
-    canvas = round(size * _CANVAS_SCALE)
-    ops: list[Callable] = [
-        _Letterbox(canvas),
-        RandomStyle(config.style_ops, config.weak_style_p),
-        v2.RandomResizedCrop(size, scale=config.weak_scale, ratio=(0.9, 1.111), antialias=True),
-    ]
-    if config.flip:
-        ops.append(v2.RandomHorizontalFlip())
+    ops = _framing(size, config.weak_style_p, config.weak_scale, (0.9, 1.111), config)
     return v2.Compose(ops + _to_tensor(mean, std))
 
 
