@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "report": "report",
     "train": "train",
+    "quantize": "quantize",
     "demo": "demo",
 }
 

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     collection = Collection.open(args.collection)
-    model = load_embedding_model(args.model, device=args.device)
+    model = load_embedding_model(args.model, device=args.device, precision=args.precision)
     embedded = embed_collection(collection, model, device=args.device, batch_size=args.batch_size,
                                 progress=not args.quiet, n_views=views_needed(args.method))
     assignment = assign_identities(embedded, method=args.method, scope=args.scope, threshold=args.threshold,

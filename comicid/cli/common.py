@@ -12,6 +12,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="registry name (see `comicid embed --list-models`) or checkpoint file; "
                              "default: the shipped model")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8"),
+                        help="auto: the model's int8 graph on the CPU when it has one (the shipped model "
+                             "does; see `comicid quantize`), else fp32 (default: auto)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="crops per batch (default: 64)")
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from comicid.cli.common import DEFAULT_MODEL, positive_int
+from comicid.cli.common import add_model_options, positive_int
 from comicid.cli.evaluate import format_summary
 from comicid.data.synth import generate_books
 from comicid.evaluation.pipeline import EvaluationOptions, evaluate_manifest
@@ -26,9 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--characters", type=positive_int, default=10, help="characters per book (default: 10)")
     parser.add_argument("--pages", type=positive_int, default=8, help="pages per book (default: 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="embedding model (default: the shipped model)")
     parser.add_argument("--method", default="agglomerative", help="clustering method (default: agglomerative)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = generate_books(args.out / "books", books=args.books, characters=args.characters, pages=args.pages,
                               seed=args.seed, progress=progress)
     collection_dir = args.out / "collection"
-    options = EvaluationOptions(model=args.model, method=args.method, device=args.device, progress=progress)
+    options = EvaluationOptions(model=args.model, method=args.method, device=args.device,
+                                precision=args.precision, batch_size=args.batch_size, progress=progress)
     result = evaluate_manifest(manifest, options, workdir=collection_dir)
     atomic_write_text(args.out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
     report = write_report(Collection.open(collection_dir), args.out / "report.html", progress=progress)

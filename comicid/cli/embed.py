@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     collection = Collection.open(args.collection)
-    model = load_embedding_model(args.model, device=args.device)
+    model = load_embedding_model(args.model, device=args.device, precision=args.precision)
     embedded = embed_collection(collection, model, device=args.device, batch_size=args.batch_size,
                                 progress=not args.quiet)
     if not args.quiet:

@@ -48,7 +48,7 @@ def format_summary(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     options = EvaluationOptions(model=args.model, method=args.method, scope=args.scope, threshold=args.threshold,
-                                split=args.split, protocol=args.protocol, device=args.device,
+                                split=args.split, protocol=args.protocol, device=args.device, precision=args.precision,
                                 batch_size=args.batch_size, skip_bad=args.skip_bad, progress=not args.quiet)
     result = evaluate_manifest(args.manifest, options, workdir=args.collection)
     if args.json:

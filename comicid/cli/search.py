@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     collection = Collection.open(args.collection)
-    model = load_embedding_model(args.model, device=args.device)
+    model = load_embedding_model(args.model, device=args.device, precision=args.precision)
     result = search_collection(collection, model, image=args.image, instance=args.instance, top=args.top,
                                backend=args.index, device=args.device, progress=not args.quiet)
     if args.json:

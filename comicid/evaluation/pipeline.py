@@ -47,6 +47,7 @@ class EvaluationOptions:
     split: str = "auto"
     protocol: str = "standard"
     device: str = "cpu"
+    precision: str = "auto"
     batch_size: int = 64
     skip_bad: bool = False
     progress: bool = True
@@ -121,7 +122,8 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
         raise ConfigError(f"unknown protocol {options.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     started = time.perf_counter()
     frame = read_manifest(manifest, check_files=not options.skip_bad)
-    model = model if model is not None else load_embedding_model(options.model, device=options.device)
+    model = model if model is not None else load_embedding_model(options.model, device=options.device,
+                                                                     precision=options.precision)
     with tempfile.TemporaryDirectory(prefix="comicid-eval-") as scratch:
         collection = Collection.create(Path(workdir) if workdir else Path(scratch) / "collection")
         report = ingest(frame, collection, skip_bad=options.skip_bad, progress=options.progress)

@@ -64,6 +64,26 @@ class _CropDataset(Dataset[Tensor]):
         return letterbox_uint8(image, self.size)
 
 
+class _InferenceInWorker:
+    """A ``collate_fn`` that embeds each batch in the worker that decoded it (int8 graphs on CPU).
+
+    Every worker then decodes and embeds its own batches on one thread, and no multi-threaded
+    parallel region waits for a core that a decoding process holds: on 2 cores that is about 1.2x
+    the throughput of decoding in workers and embedding on two threads in the main process
+    (docs/BENCHMARKS.md, ``embed-speed``). The int8 session is opened in each worker (see
+    :class:`comicid.models.int8.Int8Backbone`); a torch fp32 model stays in the main process, where
+    its trace lives.
+    """
+
+    def __init__(self, model: EmbeddingModel) -> None:
+        self.model = model
+
+    def __call__(self, crops: list[Tensor]) -> Tensor:
+        with torch.inference_mode():
+            return torch.from_numpy(_forward(self.model, self.model.forward_parts, torch.stack(crops),
+                                             torch.device("cpu")))
+
+
 def _one_thread_worker(_: int) -> None:
     torch.set_num_threads(1)  # the main process's threads already use every core
 
@@ -163,17 +183,19 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
     model = _prepare(model, target)
     forward_parts = _compiled_forward(model, len(todo)) if target.type == "cpu" else model.forward_parts
     workers = default_num_workers(len(todo)) if num_workers is None else num_workers
+    in_workers = workers > 0 and model.precision == "int8"
     loader = DataLoader(_CropDataset([crops[i] for i in todo], model.input_size),
                         batch_size=batch_size, shuffle=False, num_workers=workers,
                         worker_init_fn=_one_thread_worker if workers else None,
+                        collate_fn=_InferenceInWorker(model) if in_workers else None,
                         pin_memory=target.type == "cuda")
     pending: list[int] = []
     done = 0
     with torch.inference_mode(), tqdm(total=len(crops), initial=len(crops) - len(todo),
                                       disable=not progress, unit="crop", desc="embed") as bar:
-        for pixels in loader:  # (B, 3, S, S) uint8
-            rows = todo[done:done + len(pixels)]
-            features[rows] = _forward(model, forward_parts, pixels, target)
+        for batch in loader:  # (B, 3, S, S) uint8 pixels, or (B, part_dim) features made in a worker
+            rows = todo[done:done + len(batch)]
+            features[rows] = batch.numpy() if in_workers else _forward(model, forward_parts, batch, target)
             done += len(rows)
             pending += rows
             if cache is not None and (done == len(todo) or
@@ -209,7 +231,7 @@ def _compiled_forward(model: EmbeddingModel, n_crops: int) -> Callable[[Tensor],
     pixels; a model with shape- or data-dependent behaviour (the `random` baseline seeds by content)
     fails that check and runs eagerly, with the same numbers, only slower.
     """
-    if n_crops < MIN_CROPS_FOR_TRACING:
+    if n_crops < MIN_CROPS_FOR_TRACING or model.precision == "int8":  # an int8 graph is compiled already
         return model.forward_parts
     if model in _TRACED:
         return _TRACED[model]
@@ -237,7 +259,7 @@ def _forward(model: EmbeddingModel, forward_parts: Callable[[Tensor], Tensor], p
              target: torch.device) -> np.ndarray:
     pixels = pixels.to(target, non_blocking=True)
     images = normalise_batch(pixels, model.mean, model.std)
-    if target.type == "cpu":
+    if target.type == "cpu" and model.precision == "fp32":
         images = images.contiguous(memory_format=torch.channels_last)
     return forward_parts(images).float().cpu().numpy()
 

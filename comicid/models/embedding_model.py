@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from comicid.errors import ModelError
+from comicid.errors import ConfigError, ModelError
 from comicid.models.backbones import Backbone, create_backbone, list_backbones
 from comicid.models.weights import load_strict
 from comicid.runtime import resolve_device
@@ -42,6 +42,8 @@ CHECKPOINT_VERSION = 1
 #: ``--model default``: the model trained by benchmarks/train_default.py and shipped in the package.
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "weights" / "default.pt"
+#: ``--precision``: ``auto`` is int8 on the CPU when the model has an int8 graph, fp32 otherwise.
+PRECISIONS = ("auto", "fp32", "int8")
 
 
 class EmbeddingModel(nn.Module):
@@ -53,7 +55,11 @@ class EmbeddingModel(nn.Module):
         input_size, mean, std: the backbone's input contract (square side; RGB normalisation).
         part_dim: length of ``forward_parts`` features.
         out_dim: length of the instance embedding (``head`` output).
+        precision: ``fp32`` (torch) or ``int8`` (the backbone runs an ONNX Runtime graph, CPU only;
+            see :mod:`comicid.models.int8`).
     """
+
+    precision: str = "fp32"
 
     def __init__(self, backbone: Backbone, head: nn.Module | None = None,
                  model_id: str | None = None) -> None:
@@ -109,37 +115,80 @@ def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
     return {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
 
 
-def load_embedding_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> EmbeddingModel:
+def load_embedding_model(name_or_path: str | Path, device: str | torch.device = "cpu",
+                         precision: str = "auto") -> EmbeddingModel:
     """A registry name (ImageNet weights where shipped) or a checkpoint file, ready for inference.
 
     The model is in eval mode on ``device``, channels_last on CPU (about 1.7x faster there).
+    ``precision`` (:data:`PRECISIONS`): ``int8`` runs the backbone from the checkpoint's int8 graph
+    (``<stem>.int8.onnx``, made by ``comicid quantize``; the shipped default model has one) and has
+    its own ``model_id``, so fp32 and int8 features are never mixed in a cache; ``auto`` takes it
+    on the CPU when it exists.
 
     Raises:
-        ModelError: neither a known name nor an existing file, or a checkpoint that does not match.
-        ConfigError: CUDA requested but not available.
+        ModelError: neither a known name nor an existing file, a checkpoint that does not match, or
+            ``int8`` asked of a model without an int8 graph (or with one made from another checkpoint).
+        ConfigError: CUDA requested but not available, an unknown precision, or int8 on CUDA.
     """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
     target = resolve_device(device)
     text = str(name_or_path)
     path = Path(text)
+    checkpoint: Path | None = None
     if text == DEFAULT_MODEL:
         if not DEFAULT_MODEL_PATH.is_file():
             raise ModelError(f"the shipped default model is missing ({DEFAULT_MODEL_PATH}); reinstall comicid, "
                              "rebuild it with `python benchmarks/train_default.py`, or pass --model "
                              "effnet-lite0-imagenet")
+        checkpoint = DEFAULT_MODEL_PATH
         model = _load_checkpoint(DEFAULT_MODEL_PATH, name=DEFAULT_MODEL)
     elif text in list_backbones():
         model = EmbeddingModel(create_backbone(text, pretrained=True))
     elif path.is_file():
+        checkpoint = path
         model = _load_checkpoint(path)
     elif path.suffix or "/" in text or "\\" in text:
         raise ModelError(f"checkpoint '{path}' not found")
     else:
         raise ModelError(f"unknown model '{text}'; give a checkpoint path or one of: "
                          f"{', '.join([DEFAULT_MODEL, *list_backbones()])}")
+    if _wants_int8(precision, target, checkpoint, text):
+        assert checkpoint is not None  # _wants_int8 says no int8 without a checkpoint
+        _use_int8_graph(model, checkpoint, DEFAULT_MODEL if checkpoint == DEFAULT_MODEL_PATH else None)
     model = model.to(target).eval()
     if target.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def _wants_int8(precision: str, target: torch.device, checkpoint: Path | None, text: str) -> bool:
+    from comicid.models.int8 import int8_graph_path
+
+    graph = int8_graph_path(checkpoint) if checkpoint is not None else None
+    if precision == "fp32":
+        return False
+    if precision == "auto":
+        return target.type == "cpu" and graph is not None and graph.is_file()
+    if target.type != "cpu":
+        raise ConfigError("--precision int8 runs on the CPU only; use --precision fp32 (or auto) with CUDA")
+    if graph is None or not graph.is_file():
+        where = f" (looked for '{graph}')" if graph is not None else ""
+        raise ModelError(f"model '{text}' has no int8 graph{where}; make one with `comicid quantize`")
+    return True
+
+
+def _use_int8_graph(model: EmbeddingModel, checkpoint: Path, name: str | None) -> None:
+    """Swap ``model``'s backbone for the checkpoint's int8 graph, in place, and give it its own id."""
+    from comicid.models.int8 import Int8Backbone, file_sha256, int8_graph_path
+
+    backbone = Int8Backbone(int8_graph_path(checkpoint), source_sha256=file_sha256(checkpoint))
+    if (backbone.input_size, backbone.feature_dim) != (model.input_size, model.backbone.feature_dim):
+        raise ModelError(f"int8 graph '{backbone.path}' does not match its checkpoint "
+                         f"(input {backbone.input_size} px, {backbone.feature_dim}-d)")
+    model.backbone = backbone
+    model.precision = "int8"
+    model.model_id = f"{name or backbone.name}-int8@{backbone.sha256[:12]}"
 
 
 def _load_checkpoint(path: Path, name: str | None = None) -> EmbeddingModel:
