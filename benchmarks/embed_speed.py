@@ -24,14 +24,17 @@ from common import ROOT, write_section  # noqa: E402
 
 #: (label, child arguments). End-to-end variants embed PNG files; "network" ones time the model only.
 VARIANTS = [
-    ("end to end: mallopt, channels_last, decode workers = cores (the default)", []),
-    ("end to end: without mallopt", ["--no-mallopt"]),
-    ("end to end: decoding in the main process (0 workers)", ["--workers", "0"]),
-    ("end to end: 1 decode worker", ["--workers", "1"]),
-    ("end to end: 1 torch thread, 1 decode worker", ["--threads", "1", "--workers", "1"]),
-    ("network only: channels_last fp32", ["--network", "channels_last"]),
-    ("network only: contiguous (NCHW) fp32", ["--network", "contiguous"]),
-    ("network only: channels_last bf16 autocast", ["--network", "bf16"]),
+    ("end to end, int8 graph (`--precision auto`, the CPU default): each worker decodes and embeds", []),
+    ("end to end, int8 graph, decoding and embedding in the main process (0 workers)", ["--workers", "0"]),
+    ("end to end, fp32 (`--precision fp32`): frozen trace, channels_last, decode workers = cores",
+     ["--precision", "fp32"]),
+    ("end to end, fp32 without mallopt", ["--precision", "fp32", "--no-mallopt"]),
+    ("end to end, fp32, decoding in the main process (0 workers)", ["--precision", "fp32", "--workers", "0"]),
+    ("decoding and letterboxing only (no network), decode workers = cores", ["--network", "none"]),
+    ("network only: int8 graph", ["--network", "graph"]),
+    ("network only: fp32 channels_last (eager)", ["--precision", "fp32", "--network", "channels_last"]),
+    ("network only: fp32 contiguous (NCHW, eager)", ["--precision", "fp32", "--network", "contiguous"]),
+    ("network only: fp32 channels_last bf16 autocast", ["--precision", "fp32", "--network", "bf16"]),
 ]
 
 
@@ -68,10 +71,12 @@ def child(args: argparse.Namespace) -> dict[str, float]:
 
     from comicid.models import embed_crops, load_embedding_model
 
-    model = load_embedding_model(args.model)
+    model = load_embedding_model(args.model, precision=args.precision)
     paths = sorted(Path(args.crops).glob("*.png"))
+    if args.network == "none":
+        return _decode_only(paths, model.input_size, args.batch)
     if args.network:
-        return _network_only(model, args, torch)
+        return _network_only(model, args, torch, paths[: args.batch])
     workers = None if args.workers < 0 else args.workers
     embed_crops(paths[: 2 * args.batch], model, args.batch, num_workers=workers, progress=False)
     start = time.perf_counter()
@@ -79,19 +84,40 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     return {"crops_per_s": len(paths) / (time.perf_counter() - start)}
 
 
-def _network_only(model, args: argparse.Namespace, torch) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    images = torch.randn(args.batch, 3, args.size, args.size)
+def _decode_only(paths: list[Path], size: int, batch: int) -> dict[str, float]:
+    """The input pipeline alone: the ceiling that decoding puts on end-to-end speed."""
+    from torch.utils.data import DataLoader
+
+    from comicid.models.embed import _CropDataset, _one_thread_worker, default_num_workers
+
+    workers = default_num_workers(len(paths))
+    loader = DataLoader(_CropDataset(paths, size), batch_size=batch, num_workers=workers,
+                        worker_init_fn=_one_thread_worker if workers else None)
+    start = time.perf_counter()
+    count = sum(len(pixels) for pixels in loader)
+    return {"crops_per_s": count / (time.perf_counter() - start)}
+
+
+def _network_only(model, args: argparse.Namespace, torch, paths: list[Path]) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The model alone on one batch of the crops; for int8 and bf16 also the lowest cosine to fp32."""
+    from comicid.data.images import load_image
+    from comicid.models import load_embedding_model
+    from comicid.models.preprocess import letterbox_uint8, normalise_batch
+
+    pixels = torch.stack([letterbox_uint8(load_image(path), model.input_size) for path in paths])
+    images = normalise_batch(pixels, model.mean, model.std)
     if args.network == "contiguous":
         model = model.to(memory_format=torch.contiguous_format)
-    else:
+    elif args.network != "graph":
         images = images.contiguous(memory_format=torch.channels_last)
     bf16 = args.network == "bf16"
     result: dict[str, float] = {}
     with torch.inference_mode():
-        reference = model.forward_parts(images)
+        reference = (load_embedding_model(args.model, precision="fp32").forward_parts(images)
+                     if model.precision == "int8" else model.forward_parts(images))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             output = model.forward_parts(images).float()
-            if bf16:
+            if bf16 or model.precision == "int8":
                 result["min_cosine"] = float(torch.nn.functional.cosine_similarity(output, reference).min())
             batches, start = 0, time.perf_counter()
             while batches < 2 or time.perf_counter() - start < 5:
@@ -135,7 +161,7 @@ def cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="number of PNG crops")
-    parser.add_argument("--model", default="effnet-lite0-imagenet")
+    parser.add_argument("--model", default="default")
     parser.add_argument("--size", type=int, default=128, help="must match the model's input size")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the main process")
@@ -144,7 +170,9 @@ def main() -> None:
     parser.add_argument("--crops", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--no-mallopt", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--network", choices=["channels_last", "contiguous", "bf16"], help=argparse.SUPPRESS)
+    parser.add_argument("--network", choices=["graph", "channels_last", "contiguous", "bf16", "none"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args)))

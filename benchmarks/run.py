@@ -1,6 +1,9 @@
 """Evaluate every backbone with every clustering method on every development set and on synthetic books.
 
-    .venv/bin/python benchmarks/run.py [--models default,effnet-lite0-imagenet,...] [--methods ...]
+    .venv/bin/python benchmarks/run.py [--models default,default:fp32,effnet-lite0-imagenet,...] [--methods ...]
+
+A model is ``NAME`` (at the precision every command takes by default: ``auto``, which is the int8
+graph on the CPU for the shipped model) or ``NAME:PRECISION`` (``fp32`` or ``int8``).
 
 Writes the ``evaluate`` section of docs/BENCHMARKS.md: one table per dataset (test identities when the
 manifest has dev/test splits; dev identities calibrate the threshold), and the embedding and clustering
@@ -25,7 +28,7 @@ from comicid.evaluation.pipeline import EvaluationOptions, evaluate_manifest  # 
 from comicid.models.embedding_model import load_embedding_model  # noqa: E402
 from comicid.runtime import tune_allocator  # noqa: E402
 
-DEFAULT_MODELS = "default,effnet-lite0-imagenet,mobilenetv2-imagenet,color-hist,random"
+DEFAULT_MODELS = "default,default:fp32,effnet-lite0-imagenet,mobilenetv2-imagenet,color-hist,random"
 DEFAULT_METHODS = "agglomerative,hdbscan"
 SYNTH = {"books": 4, "characters": 12, "pages": 10, "seed": 101}  # held-out seed: never used for training
 
@@ -64,12 +67,13 @@ def main() -> None:
     for name, manifest, note in datasets:
         rows = []
         for model_name in args.models.split(","):
-            model = load_embedding_model(model_name)
+            name_only, _, precision = model_name.partition(":")
+            model = load_embedding_model(name_only, precision=precision or "auto")
             with tempfile.TemporaryDirectory(prefix="comicid-bench-") as scratch:
                 cold_embed = None  # the first method embeds from scratch; the others reuse its cache
                 for method in args.methods.split(","):
                     started = time.perf_counter()
-                    result = evaluate_manifest(manifest, EvaluationOptions(model=model_name, method=method,
+                    result = evaluate_manifest(manifest, EvaluationOptions(model=name_only, method=method,
                                                                            progress=False),
                                                model=model, workdir=Path(scratch) / "collection")
                     cold_embed = result["seconds"]["embed"] if cold_embed is None else cold_embed

@@ -2,13 +2,15 @@
 
     python benchmarks/train_default.py            # the real recipe (about 15-25 minutes on 2 CPU cores)
     python benchmarks/train_default.py --quick    # a 1-2 minute end-to-end check into out/, not shipped
+    python benchmarks/train_default.py --int8-only   # only rebuild default.int8.onnx from default.pt (20 s)
 
 Steps: draw synthetic training, validation and evaluation books (fixed seeds); build the training
 manifest from the synthetic training books (``split=train``) plus the ``split=dev`` identities of the
 sprite sets in ../shared/datasets (skipped with a message when absent; ``split=test`` identities are
 never trained on); run ``configs/ssl_default.yaml`` then ``configs/finetune_default.yaml``; write the
 fp16 embedding model to ``comicid/models/weights/default.pt`` (checked < 25 MB and reloaded
-strictly); then score it against ``effnet-lite0-imagenet`` on the ``split=test`` identities of the
+strictly) and its int8 CPU graph ``default.int8.onnx`` (``comicid.models.int8``, calibrated on 512
+crops of the training manifest, checked on 128 others); then score it against ``effnet-lite0-imagenet`` on the ``split=test`` identities of the
 dev sets and on the held-out synthetic books of ``benchmarks/run.py`` (seed 101, never trained on),
 writing the table (rank-1, mAP, clustering AMI) to docs/BENCHMARKS.md and docs/MODEL_CARD.md.
 
@@ -39,6 +41,7 @@ from comicid.data.synth import generate_books  # noqa: E402
 from comicid.evaluation.pipeline import EvaluationOptions, evaluate_manifest  # noqa: E402
 from comicid.models.embedding_model import load_embedding_model  # noqa: E402
 from comicid.models.facebody import load_finetuned_model  # noqa: E402
+from comicid.models.int8 import QuantizeReport, quantize_checkpoint  # noqa: E402
 from comicid.runtime import tune_allocator  # noqa: E402
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config  # noqa: E402
 from comicid.training.finetune import train_finetune  # noqa: E402
@@ -143,6 +146,14 @@ def _replace_block(path: Path, name: str, body: str) -> None:
         path.write_text(before + f"{start}\n{body.rstrip()}\n{end}" + rest.split(end, 1)[1], encoding="utf-8")
 
 
+def build_int8(weights: Path, train_manifest: Path) -> QuantizeReport:
+    """The int8 graph beside ``weights``, calibrated on crops of the training manifest (seed 0)."""
+    report = quantize_checkpoint(weights, [train_manifest], n_crops=512, n_check=128, seed=0, progress=True)
+    print(f"int8 graph {report.path}: cosine to fp32 on {report.check_crops} other training crops "
+          f"mean {report.mean_cosine:.4f}, min {report.min_cosine:.4f}")
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny data and few steps: checks the pipeline only")
@@ -150,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, help="where the model goes (default: the shipped default.pt; "
                         "with --quick: OUT/default.pt)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--int8-only", action="store_true",
+                        help="only rebuild the int8 graph of the existing weights (needs OUT/train_manifest.csv "
+                             "from an earlier run, or builds it)")
     parser.add_argument("--no-eval", action="store_true", help="skip the comparison with the baseline")
     parser.add_argument("--no-docs", action="store_true", help="print the table, write no doc (controls)")
     parser.add_argument("--no-ssl", action="store_true",
@@ -162,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     train, val, synth_eval, sources = build_manifests(out, args.quick)
     print("training data:", "; ".join(sources))
+    if args.int8_only:
+        build_int8(weights, train)
+        return 0
     data = {"manifests": [str(train)], "val_manifests": [str(val)], "cache_dir": str(out / "crops")}
     ssl_over: dict[str, Any] = {"output_dir": str(out / "ssl"), "data": data}
     ft_over: dict[str, Any] = {"output_dir": str(out / "finetune"), "ssl_checkpoint": str(out / "ssl" / "ssl_model.pt"),
@@ -185,10 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {path} is {size / 2**20:.1f} MB, over the 25 MB limit", file=sys.stderr)
         return 1
     model = load_finetuned_model(path)
+    int8 = build_int8(path, train)
     stage1 = "no stage 1" if args.no_ssl else f"stage 1: {ssl_result.steps} steps, best val loss {ssl_result.best:.3f}"
     summary = (f"{stage1}; stage 2: {ft_result.steps} "
                f"steps, best val MAP@R {ft_result.best:.4f} at step {ft_result.best_step}; {model.model_id}, "
-               f"{size / 2**20:.1f} MB; {ssl_seconds / 60:.1f} + {(train_seconds - ssl_seconds) / 60:.1f} min")
+               f"{size / 2**20:.1f} MB; {ssl_seconds / 60:.1f} + {(train_seconds - ssl_seconds) / 60:.1f} min; "
+               f"int8 graph {int8.path.stat().st_size / 2**20:.1f} MB, cosine to fp32 {int8.mean_cosine:.4f}")
     print(summary)
     if args.no_eval:
         return 0

@@ -149,3 +149,13 @@ def test_evaluate_scores_the_papers_protocols(book: Path, tmp_path: Path, protoc
     assert scores["name"] == protocol
     assert {"map_at_r", "precision_at_1", "mrr", "r_precision"} <= set(scores)
     assert scores["queries"] > 0 and 0.0 <= scores["map_at_r"] <= 1.0
+
+
+def test_precision_picks_the_int8_graph_on_cpu_and_keeps_caches_apart(collection: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["embed", str(collection)]) == 0
+    assert "instances embedded with default-int8@" in capsys.readouterr().out
+    assert main(["embed", str(collection), "--precision", "fp32"]) == 0
+    assert "instances embedded with default@" in capsys.readouterr().out
+    code = main(["embed", str(collection), "--model", "tiny-cnn", "--precision", "int8"])
+    one_error_line(capsys, code, "has no int8 graph")
