@@ -57,9 +57,12 @@ class EmbeddingModel(nn.Module):
         out_dim: length of the instance embedding (``head`` output).
         precision: ``fp32`` (torch) or ``int8`` (the backbone runs an ONNX Runtime graph, CPU only;
             see :mod:`comicid.models.int8`).
+        checkpoint_sha256: sha256 of the checkpoint file it was loaded from (``None`` otherwise);
+            an int8 graph must name the same one.
     """
 
     precision: str = "fp32"
+    checkpoint_sha256: str | None = None
 
     def __init__(self, backbone: Backbone, head: nn.Module | None = None,
                  model_id: str | None = None) -> None:
@@ -180,9 +183,9 @@ def _wants_int8(precision: str, target: torch.device, checkpoint: Path | None, t
 
 def _use_int8_graph(model: EmbeddingModel, checkpoint: Path, name: str | None) -> None:
     """Swap ``model``'s backbone for the checkpoint's int8 graph, in place, and give it its own id."""
-    from comicid.models.int8 import Int8Backbone, file_sha256, int8_graph_path
+    from comicid.models.int8 import Int8Backbone, int8_graph_path
 
-    backbone = Int8Backbone(int8_graph_path(checkpoint), source_sha256=file_sha256(checkpoint))
+    backbone = Int8Backbone(int8_graph_path(checkpoint), source_sha256=model.checkpoint_sha256)
     if (backbone.input_size, backbone.feature_dim) != (model.input_size, model.backbone.feature_dim):
         raise ModelError(f"int8 graph '{backbone.path}' does not match its checkpoint "
                          f"(input {backbone.input_size} px, {backbone.feature_dim}-d)")
@@ -206,16 +209,20 @@ def _load_checkpoint(path: Path, name: str | None = None) -> EmbeddingModel:
     backbone_name = checkpoint.get("backbone")
     if not isinstance(backbone_name, str):
         raise ModelError(f"checkpoint '{path}' names no backbone")
-    model_id = f"{name or backbone_name}@{hashlib.sha256(data).hexdigest()[:12]}"
+    sha256 = hashlib.sha256(data).hexdigest()
+    model_id = f"{name or backbone_name}@{sha256[:12]}"
+    model: EmbeddingModel
     if "part_head" in checkpoint:  # a stage-2 face-body model (see comicid.models.facebody)
         from comicid.models.facebody import finetuned_from_checkpoint
 
-        return finetuned_from_checkpoint(checkpoint, model_id, f"checkpoint '{path}'")
-    kwargs = {"input_size": checkpoint["input_size"]} if "input_size" in checkpoint else {}
-    backbone = create_backbone(backbone_name, pretrained=False, **kwargs)
-    load_strict(backbone, checkpoint.get("state_dict") or {}, f"checkpoint '{path}'")
-    head = _head_from_state(checkpoint.get("head"), path)
-    return EmbeddingModel(backbone, head, model_id)
+        model = finetuned_from_checkpoint(checkpoint, model_id, f"checkpoint '{path}'")
+    else:
+        kwargs = {"input_size": checkpoint["input_size"]} if "input_size" in checkpoint else {}
+        backbone = create_backbone(backbone_name, pretrained=False, **kwargs)
+        load_strict(backbone, checkpoint.get("state_dict") or {}, f"checkpoint '{path}'")
+        model = EmbeddingModel(backbone, _head_from_state(checkpoint.get("head"), path), model_id)
+    model.checkpoint_sha256 = sha256
+    return model
 
 
 def _head_from_state(state: dict[str, Tensor] | None, path: Path) -> nn.Module | None:

@@ -65,10 +65,6 @@ def int8_graph_path(checkpoint: str | Path) -> Path:
     return checkpoint.with_name(checkpoint.stem + INT8_SUFFIX)
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 class _StaticSameConv(nn.Sequential):
     """A TF "same" convolution for one fixed input size: constant zero padding, then an unpadded conv."""
 
@@ -260,7 +256,8 @@ def quantize_checkpoint(checkpoint: str | Path, manifests: Sequence[str | Path],
         return normalise_batch(pixels, model.mean, model.std)
 
     path = Path(out) if out is not None else int8_graph_path(checkpoint)
-    quantize_backbone(model.backbone, normalised(calibrate_rows), path, file_sha256(checkpoint))
+    assert model.checkpoint_sha256 is not None  # loaded from a file
+    quantize_backbone(model.backbone, normalised(calibrate_rows), path, model.checkpoint_sha256)
     if not check_rows:  # a small manifest: every row calibrated, nothing left to check on
         return QuantizeReport(path, len(calibrate_rows), 0, float("nan"), float("nan"))
     images = normalised(check_rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from comicid.data.synth import generate_books
 from comicid.models import embed_crops, load_embedding_model
 from comicid.models.embedding_model import DEFAULT_MODEL
 from comicid.models.facebody import save_finetuned_model
-from comicid.models.int8 import (Int8Backbone, file_sha256, int8_graph_path, quantize_backbone,
+from comicid.models.int8 import (Int8Backbone, int8_graph_path, quantize_backbone,
                                  quantize_checkpoint, with_static_padding)
 from comicid.models.preprocess import letterbox_uint8, normalise_batch
 
@@ -43,6 +44,10 @@ def drawings(n: int, size: int = 48, seed: int = 0) -> list[Image.Image]:
 def normalised(model: torch.nn.Module, images: list[Image.Image]) -> torch.Tensor:
     pixels = torch.stack([letterbox_uint8(image, model.input_size) for image in images])
     return normalise_batch(pixels, model.mean, model.std)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
