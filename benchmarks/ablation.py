@@ -35,8 +35,8 @@ from common import ROOT, markdown_table, write_section  # noqa: E402
 from comicid.data.manifest import read_manifest  # noqa: E402
 from comicid.data.synth import generate_books  # noqa: E402
 from comicid.evaluation.clustering import clustering_metrics_by_group  # noqa: E402
-from comicid.evaluation.pipeline import retrieval_scores  # noqa: E402
-from comicid.identity.assign import assign_identities  # noqa: E402
+from comicid.workflows.evaluate import retrieval_scores  # noqa: E402
+from comicid.workflows.cluster import assign_identities  # noqa: E402
 from comicid.models.embed import embed_crops, fuse_parts  # noqa: E402
 from comicid.models.embedding_model import load_embedding_model  # noqa: E402
 from comicid.models.facebody import FaceBodyNetwork, load_facebody_network  # noqa: E402

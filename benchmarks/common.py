@@ -60,7 +60,7 @@ def write_section(name: str, body: str) -> None:
         text = before + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    from comicid.store.atomic import atomic_write_text
+    from comicid.atomic import atomic_write_text
 
     atomic_write_text(DOC, text)
 

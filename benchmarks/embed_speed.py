@@ -102,7 +102,7 @@ def _network_only(model, args: argparse.Namespace, torch, paths: list[Path]) -> 
     """The model alone on one batch of the crops; for int8 and bf16 also the lowest cosine to fp32."""
     from comicid.data.images import load_image
     from comicid.models import load_embedding_model
-    from comicid.models.preprocess import letterbox_uint8, normalise_batch
+    from comicid.data.preprocess import letterbox_uint8, normalise_batch
 
     pixels = torch.stack([letterbox_uint8(load_image(path), model.input_size) for path in paths])
     images = normalise_batch(pixels, model.mean, model.std)

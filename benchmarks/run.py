@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, available_dev_sets, markdown_table, write_section  # noqa: E402
 
 from comicid.data.synth import generate_books  # noqa: E402
-from comicid.evaluation.pipeline import EvaluationOptions, evaluate_manifest  # noqa: E402
+from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest  # noqa: E402
 from comicid.models.embedding_model import load_embedding_model  # noqa: E402
 from comicid.runtime import tune_allocator  # noqa: E402
 

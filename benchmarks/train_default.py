@@ -38,7 +38,7 @@ from run import SYNTH as HELD_OUT_SYNTH  # noqa: E402  (the benchmark's held-out
 
 from comicid.data.manifest import read_manifest, write_manifest  # noqa: E402
 from comicid.data.synth import generate_books  # noqa: E402
-from comicid.evaluation.pipeline import EvaluationOptions, evaluate_manifest  # noqa: E402
+from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest  # noqa: E402
 from comicid.models.embedding_model import load_embedding_model  # noqa: E402
 from comicid.models.facebody import load_finetuned_model  # noqa: E402
 from comicid.models.int8 import QuantizeReport, quantize_checkpoint  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 from comicid.cli.common import add_cluster_options, add_model_options
 from comicid.data.manifest import display_key
 from comicid.identity import write_assignments
-from comicid.identity.assign import assign_identities, collection_params, save_learnt_state, views_needed
+from comicid.workflows.cluster import assign_identities, collection_params, save_learnt_state, views_needed
 from comicid.models.embedding_model import load_embedding_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import embed_collection

@@ -14,9 +14,9 @@ from pathlib import Path
 from comicid.cli.common import add_model_options, positive_int
 from comicid.cli.evaluate import format_summary
 from comicid.data.synth import generate_books
-from comicid.evaluation.pipeline import EvaluationOptions, evaluate_manifest
+from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest
 from comicid.report import write_report
-from comicid.store.atomic import atomic_write_text
+from comicid.atomic import atomic_write_text
 from comicid.store.collection import Collection
 
 

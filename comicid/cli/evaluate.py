@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from comicid.cli.common import add_cluster_options, add_model_options
-from comicid.evaluation.pipeline import PROTOCOLS, SPLITS, EvaluationOptions, evaluate_manifest
-from comicid.store.atomic import atomic_write_text
+from comicid.workflows.evaluate import PROTOCOLS, SPLITS, EvaluationOptions, evaluate_manifest
+from comicid.atomic import atomic_write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

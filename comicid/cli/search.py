@@ -12,7 +12,7 @@ from pathlib import Path
 from comicid.cli.common import add_model_options, positive_int
 from comicid.models.embedding_model import load_embedding_model
 from comicid.search.index import BACKENDS
-from comicid.search.query import search_collection
+from comicid.workflows.search import search_collection
 from comicid.store.collection import Collection
 
 

@@ -7,7 +7,7 @@ recoloured. The style operations below (grayscale, posterise, pixelate, halftone
 change how a character is drawn while keeping who it is, so contrasting across them teaches the
 network to ignore the drawing style.
 
-Every view starts from the same letterbox as inference (:func:`comicid.models.preprocess.letterbox`:
+Every view starts from the same letterbox as inference (:func:`comicid.data.preprocess.letterbox`:
 the crop centred on a white square), so a training view never sees a stretched body, and ends as a
 float ``(3, S, S)`` tensor normalised with the backbone's mean/std. All randomness comes from torch's
 global generator, so seeding torch (per worker, per item) makes views reproducible.
@@ -25,7 +25,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from comicid.errors import ConfigError
-from comicid.models.preprocess import letterbox
+from comicid.data.preprocess import letterbox
 
 #: Side of the square a crop is letterboxed to before random cropping, relative to the output size.
 #: A margin above 1 keeps detail for crops that zoom in.

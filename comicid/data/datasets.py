@@ -35,7 +35,7 @@ from comicid.data.crops import Box, crop_part
 from comicid.data.images import load_image
 from comicid.data.manifest import has_box, instance_keys, read_manifest
 from comicid.errors import ConfigError
-from comicid.store.atomic import atomic_write_bytes
+from comicid.atomic import atomic_write_bytes
 
 PARTS: tuple[str, ...] = ("face", "body")
 #: manifest ``kind`` -> the slot of the face-body network it feeds

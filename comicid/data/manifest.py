@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from comicid.errors import ManifestError
-from comicid.store.atomic import write_table
+from comicid.atomic import write_table
 
 BOX_COLUMNS: tuple[str, ...] = ("x0", "y0", "x1", "y1")
 TEXT_COLUMNS: tuple[str, ...] = (

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from comicid.identity.agglomerative import confidence
 from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings
-from comicid.store.atomic import write_table
+from comicid.atomic import write_table
 
 SCOPES = ("sequence", "page", "book", "collection")
 ASSIGNMENT_COLUMNS = ("instance", "identity", "confidence")

@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 from comicid.data.images import load_image
 from comicid.models.embedding_model import EmbeddingModel
-from comicid.models.preprocess import letterbox_uint8, normalise_batch
+from comicid.data.preprocess import letterbox_uint8, normalise_batch
 from comicid.runtime import available_cpus, resolve_device, tune_allocator
-from comicid.store.atomic import atomic_write
+from comicid.atomic import atomic_write
 
 CropSource = Image.Image | str | os.PathLike[str]
 

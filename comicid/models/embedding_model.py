@@ -35,7 +35,7 @@ from comicid.errors import ConfigError, ModelError
 from comicid.models.backbones import Backbone, create_backbone, list_backbones
 from comicid.models.weights import load_strict
 from comicid.runtime import resolve_device
-from comicid.store.atomic import atomic_write
+from comicid.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "comicid-model"
 CHECKPOINT_VERSION = 1

@@ -48,7 +48,7 @@ from comicid.models.backbones import Backbone, ColorHistogram, create_backbone
 from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EmbeddingModel
 from comicid.models.weights import load_strict
 from comicid.runtime import resolve_device
-from comicid.store.atomic import atomic_write
+from comicid.atomic import atomic_write
 
 PARTS = ("face", "body")
 FUSIONS = ("sum", "cat", "mean", "weighted")

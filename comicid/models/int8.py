@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from comicid.errors import ConfigError, ModelError
 from comicid.models.backbones import Backbone
-from comicid.store.atomic import atomic_write
+from comicid.atomic import atomic_write
 
 #: Suffix replacing a checkpoint's own: ``default.pt`` -> ``default.int8.onnx``.
 INT8_SUFFIX = ".int8.onnx"
@@ -239,7 +239,7 @@ def quantize_checkpoint(checkpoint: str | Path, manifests: Sequence[str | Path],
     from comicid.data.datasets import CropCache
     from comicid.data.manifest import read_manifest
     from comicid.models.embedding_model import load_embedding_model
-    from comicid.models.preprocess import letterbox_uint8, normalise_batch
+    from comicid.data.preprocess import letterbox_uint8, normalise_batch
 
     checkpoint = Path(checkpoint)
     model = load_embedding_model(checkpoint, precision="fp32")

@@ -43,7 +43,7 @@ from comicid.report.thumbnails import (
     page_thumbnail,
     palette,
 )
-from comicid.store.atomic import atomic_write_text
+from comicid.atomic import atomic_write_text
 from comicid.store.collection import Collection
 from comicid.store.embeddings import instance_table as instances_of
 

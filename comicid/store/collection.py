@@ -1,6 +1,6 @@
 """A collection folder: everything comicid knows about one set of character instances.
 
-Layout (all writes atomic, see :mod:`comicid.store.atomic`)::
+Layout (all writes atomic, see :mod:`comicid.atomic`)::
 
     COLLECTION/
       collection.json          format, comicid version, sources, embedding models, last assignment
@@ -29,7 +29,7 @@ from PIL import Image
 from comicid import __version__
 from comicid.data.images import load_image
 from comicid.errors import CollectionError
-from comicid.store.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from comicid.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 
 FORMAT = "comicid-collection"
 FORMAT_VERSION = 1
@@ -174,5 +174,5 @@ class Collection:
 
     @property
     def adapters_dir(self) -> Path:
-        """What adaptive clustering learnt per scope (see :func:`comicid.identity.assign.learnt_state_paths`)."""
+        """What adaptive clustering learnt per scope (see :func:`comicid.workflows.cluster.learnt_state_paths`)."""
         return self.models_dir / "adapters"

@@ -206,7 +206,7 @@ def embed_views(crops: Sequence[object], model: nn.Module, n_views: int = 4, see
 
     from comicid.data.augment import AugmentConfig, strong_view
     from comicid.data.images import load_image
-    from comicid.models.preprocess import letterbox
+    from comicid.data.preprocess import letterbox
 
     images = [crop if isinstance(crop, Image.Image) else load_image(crop) for crop in crops]
     # Crops are shrunk once to the canvas the view transform letterboxes to anyway.

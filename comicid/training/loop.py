@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from comicid.errors import ConfigError
 from comicid.runtime import configure_threads
-from comicid.store.atomic import atomic_write, atomic_write_text
+from comicid.atomic import atomic_write, atomic_write_text
 from comicid.training.config import TrainConfig
 
 #: ``data(epoch, skip)``: the batches of ``epoch`` after the first ``skip`` ones.

@@ -20,7 +20,7 @@ from comicid.models.embedding_model import DEFAULT_MODEL
 from comicid.models.facebody import save_finetuned_model
 from comicid.models.int8 import (Int8Backbone, int8_graph_path, quantize_backbone,
                                  quantize_checkpoint, with_static_padding)
-from comicid.models.preprocess import letterbox_uint8, normalise_batch
+from comicid.data.preprocess import letterbox_uint8, normalise_batch
 
 from .test_model_names import tiny_finetuned
 

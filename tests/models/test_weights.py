@@ -12,7 +12,7 @@ from PIL import Image
 
 from comicid.errors import ModelError
 from comicid.models import create_backbone
-from comicid.models.preprocess import preprocess
+from comicid.data.preprocess import preprocess
 from comicid.models.weights import (
     MOBILENETV2_FILE,
     MOBILENETV2_PACKAGE,

@@ -124,7 +124,7 @@ def test_tiny_boxes_are_kept_and_reported(source: Path, tmp_path: Path) -> None:
 def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
     import os
 
-    from comicid.store.atomic import atomic_write_text
+    from comicid.atomic import atomic_write_text
 
     atomic_write_text(tmp_path / "new.txt", "x")
     umask = os.umask(0)

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from comicid.data.synth.characters import INK, Identity, draw_figure, sample_appearance, sample_identities
 from comicid.data.synth.styles import apply_style, sample_style
-from comicid.store.atomic import atomic_write
+from comicid.atomic import atomic_write
 
 Rect = tuple[int, int, int, int]
 

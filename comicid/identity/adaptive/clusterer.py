@@ -39,7 +39,7 @@ from comicid.identity.adaptive.groups import canonical, grow_groups
 from comicid.identity.adaptive.matching import soft_match
 from comicid.identity.adaptive.quality import dropout_views, low_quality_mask, quality_scores
 from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings, first_appearance_labels
-from comicid.store.atomic import atomic_write_bytes
+from comicid.atomic import atomic_write_bytes
 from comicid.training.adapt import AdaptConfig, Adapter, DistillNetwork, apply_adapter, train_adapter
 
 ADAPTER_FORMAT = "comicid-adapter"

@@ -62,7 +62,7 @@ def save_learnt_state(folder: Path) -> Callable[[str, object], None]:
         if adapter is None:
             return
         from comicid.identity.adaptive.clusterer import save_adapter
-        from comicid.store.atomic import atomic_write
+        from comicid.atomic import atomic_write
 
         adapter_path, centre_path = learnt_state_paths(folder, key)
         save_adapter(adapter, adapter_path)

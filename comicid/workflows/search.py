@@ -10,7 +10,7 @@ import pandas as pd
 from comicid.data.images import load_image
 from comicid.data.manifest import display_key
 from comicid.errors import ConfigError
-from comicid.identity.assign import learnt_state_paths
+from comicid.workflows.cluster import learnt_state_paths
 from comicid.models.embed import embed_crops, fuse_parts
 from comicid.models.embedding_model import EmbeddingModel
 from comicid.search.index import create_index

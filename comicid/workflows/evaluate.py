@@ -26,7 +26,7 @@ from comicid.errors import ConfigError
 from comicid.evaluation.clustering import clustering_metrics_by_group
 from comicid.evaluation.protocols import global_protocol, local_protocol
 from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics
-from comicid.identity.assign import assign_identities, collection_params, save_learnt_state, views_needed
+from comicid.workflows.cluster import assign_identities, collection_params, save_learnt_state, views_needed
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings, embed_collection

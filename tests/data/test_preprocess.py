@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from comicid.models.preprocess import letterbox, letterbox_uint8, normalise_batch
+from comicid.data.preprocess import letterbox, letterbox_uint8, normalise_batch
 
 
 def _red_extent(image: Image.Image) -> tuple[int, int]:

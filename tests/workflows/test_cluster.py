@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from comicid.errors import ConfigError
-from comicid.identity.assign import assign_identities, parse_threshold
+from comicid.workflows.cluster import assign_identities, parse_threshold
 from comicid.store.embeddings import InstanceEmbeddings
 
 
