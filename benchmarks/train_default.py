@@ -41,7 +41,7 @@ from comicid.data.synth import generate_books  # noqa: E402
 from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest  # noqa: E402
 from comicid.models.embedding_model import load_embedding_model  # noqa: E402
 from comicid.models.facebody import load_finetuned_model  # noqa: E402
-from comicid.models.int8 import QuantizeReport, quantize_checkpoint  # noqa: E402
+from comicid.models.quantize import QuantizeReport, quantize_checkpoint  # noqa: E402
 from comicid.runtime import tune_allocator  # noqa: E402
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config  # noqa: E402
 from comicid.training.finetune import train_finetune  # noqa: E402

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from comicid import __version__
 from comicid.errors import ComicidError
+from comicid.runtime import tune_allocator
 
 #: command name -> module under comicid.cli (``import`` is a Python keyword, hence ``import_``).
 COMMANDS: dict[str, str] = {
@@ -62,8 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from comicid.runtime import tune_allocator
-
     tune_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from comicid.identity import write_assignments
 from comicid.workflows.cluster import assign_identities, collection_params, save_learnt_state, views_needed
 from comicid.models.embedding_model import load_embedding_model
 from comicid.store.collection import Collection
-from comicid.store.embeddings import embed_collection
+from comicid.workflows.embed import embed_collection
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from comicid.cli.common import add_model_options
 from comicid.models.backbones import list_backbones
 from comicid.models.embedding_model import load_embedding_model
 from comicid.store.collection import Collection
-from comicid.store.embeddings import embed_collection
+from comicid.workflows.embed import embed_collection
 
 
 class _ListModels(argparse.Action):

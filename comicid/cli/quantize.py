@@ -14,7 +14,7 @@ from pathlib import Path
 from comicid.cli.common import positive_int
 from comicid.errors import ModelError
 from comicid.models.embedding_model import DEFAULT_MODEL, DEFAULT_MODEL_PATH
-from comicid.models.int8 import quantize_checkpoint
+from comicid.models.quantize import quantize_checkpoint
 
 #: Below this mean cosine to fp32 the graph is written but flagged: rankings may change noticeably.
 LOW_COSINE = 0.97

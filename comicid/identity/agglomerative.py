@@ -18,10 +18,12 @@ from comicid.identity.constraints import (
     check_embeddings,
     first_appearance_labels,
 )
+from comicid.identity.registry import CLUSTERERS
 
 LINKAGES = ("average", "complete")
 
 
+@CLUSTERERS.register("agglomerative")
 class AgglomerativeClusterer:
     """Average- (or complete-) linkage clustering on cosine distance, honouring constraints.
 

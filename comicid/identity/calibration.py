@@ -19,6 +19,7 @@ import pandas as pd
 
 from comicid.evaluation.clustering import clustering_metrics
 from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings
+from comicid.identity.registry import CLUSTERERS, create_clusterer
 from comicid.identity.scopes import scope_keys
 
 #: Thresholds used by ``--threshold auto`` when no dev rows are labelled. Agglomerative: a cosine
@@ -132,8 +133,6 @@ def auto_threshold(embeddings: np.ndarray, table: pd.DataFrame, method: str = "a
     not listed there, its constructor's default; its grid then spans 0.5x to 1.5x that default).
     ``params`` are the clusterer's other hyper-parameters, held fixed during the search.
     """
-    from comicid.identity import CLUSTERERS, create_clusterer  # the registry imports this module
-
     if method not in CLUSTERERS:
         raise IdentityInputError(f"unknown clustering method {method!r}; choose one of {', '.join(sorted(CLUSTERERS))}")
     if len(table) != len(embeddings):
@@ -165,8 +164,6 @@ def _default_threshold(method: str) -> float:
     """The documented default, or for a method not listed here its constructor's default."""
     if method in DEFAULT_THRESHOLDS:
         return DEFAULT_THRESHOLDS[method]
-    from comicid.identity import CLUSTERERS  # the registry imports this module
-
     parameter = CLUSTERERS[method].threshold_parameter
     return float(inspect.signature(CLUSTERERS[method]).parameters[parameter].default)
 

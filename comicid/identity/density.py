@@ -20,10 +20,12 @@ from comicid.identity.constraints import (
     check_embeddings,
     first_appearance_labels,
 )
+from comicid.identity.registry import CLUSTERERS
 
 NOISE_MODES = ("singleton", "unknown")
 
 
+@CLUSTERERS.register("hdbscan")
 class HDBSCANClusterer:
     """HDBSCAN (the ``hdbscan`` package) on L2-normalised embeddings, honouring constraints.
 

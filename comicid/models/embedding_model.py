@@ -11,7 +11,7 @@ are cheap and run afterwards (:func:`comicid.models.embed.fuse_parts`). A plain 
 
 Checkpoints are ``torch.save`` dicts::
 
-    {"format": "comicid-model", "version": 1,
+    {"format": "comicid-model", "kind": "plain" (or a registered kind such as "facebody"), "version": 1,
      "backbone": registry name, "input_size": int,
      "state_dict": backbone state dict,
      "head": state dict of an nn.Linear head, or None for the identity,
@@ -33,7 +33,9 @@ from torch import Tensor, nn
 
 from comicid.errors import ConfigError, ModelError
 from comicid.models.backbones import Backbone, create_backbone, list_backbones
+from comicid.models.int8 import Int8Backbone, int8_graph_path
 from comicid.models.weights import load_strict
+from comicid.registry import Registry
 from comicid.runtime import resolve_device
 from comicid.atomic import atomic_write
 
@@ -44,6 +46,19 @@ DEFAULT_MODEL = "default"
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "weights" / "default.pt"
 #: ``--precision``: ``auto`` is int8 on the CPU when the model has an int8 graph, fp32 otherwise.
 PRECISIONS = ("auto", "fp32", "int8")
+#: Checkpoint kinds other than the plain backbone + linear head, by name -> ``builder(checkpoint dict,
+#: model_id, what) -> EmbeddingModel``; a module defining a kind registers it (see ``models/facebody.py``).
+CHECKPOINT_KINDS: Registry = Registry("checkpoint kind", ModelError)
+PLAIN_KIND = "plain"
+
+
+def checkpoint_kind(checkpoint: dict[str, Any]) -> str:
+    """The kind of a comicid-model checkpoint: its ``kind`` field, or for files written before that field
+    existed, ``facebody`` when it has a ``part_head`` and ``plain`` otherwise."""
+    kind = checkpoint.get("kind")
+    if isinstance(kind, str):
+        return kind
+    return "facebody" if "part_head" in checkpoint else PLAIN_KIND
 
 
 class EmbeddingModel(nn.Module):
@@ -100,7 +115,7 @@ def save_embedding_model(model: EmbeddingModel, path: str | Path) -> Path:
     """Write ``model`` as a comicid checkpoint (atomically); returns the path."""
     head = None if isinstance(model.head, nn.Identity) else _cpu_state(model.head)
     checkpoint = {
-        "format": CHECKPOINT_FORMAT,
+        "format": CHECKPOINT_FORMAT, "kind": PLAIN_KIND,
         "version": CHECKPOINT_VERSION,
         "backbone": model.backbone.name,
         "input_size": model.input_size,
@@ -166,8 +181,6 @@ def load_embedding_model(name_or_path: str | Path, device: str | torch.device = 
 
 
 def _wants_int8(precision: str, target: torch.device, checkpoint: Path | None, text: str) -> bool:
-    from comicid.models.int8 import int8_graph_path
-
     graph = int8_graph_path(checkpoint) if checkpoint is not None else None
     if precision == "fp32":
         return False
@@ -183,8 +196,6 @@ def _wants_int8(precision: str, target: torch.device, checkpoint: Path | None, t
 
 def _use_int8_graph(model: EmbeddingModel, checkpoint: Path, name: str | None) -> None:
     """Swap ``model``'s backbone for the checkpoint's int8 graph, in place, and give it its own id."""
-    from comicid.models.int8 import Int8Backbone, int8_graph_path
-
     backbone = Int8Backbone(int8_graph_path(checkpoint), source_sha256=model.checkpoint_sha256)
     if (backbone.input_size, backbone.feature_dim) != (model.input_size, model.backbone.feature_dim):
         raise ModelError(f"int8 graph '{backbone.path}' does not match its checkpoint "
@@ -212,10 +223,9 @@ def _load_checkpoint(path: Path, name: str | None = None) -> EmbeddingModel:
     sha256 = hashlib.sha256(data).hexdigest()
     model_id = f"{name or backbone_name}@{sha256[:12]}"
     model: EmbeddingModel
-    if "part_head" in checkpoint:  # a stage-2 face-body model (see comicid.models.facebody)
-        from comicid.models.facebody import finetuned_from_checkpoint
-
-        model = finetuned_from_checkpoint(checkpoint, model_id, f"checkpoint '{path}'")
+    kind = checkpoint_kind(checkpoint)
+    if kind != PLAIN_KIND:  # e.g. a stage-2 face-body model (registered by comicid.models.facebody)
+        model = CHECKPOINT_KINDS.lookup(kind)(checkpoint, model_id, f"checkpoint '{path}'")
     else:
         kwargs = {"input_size": checkpoint["input_size"]} if "input_size" in checkpoint else {}
         backbone = create_backbone(backbone_name, pretrained=False, **kwargs)

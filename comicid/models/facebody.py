@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from comicid.errors import ModelError
 from comicid.models.backbones import Backbone, ColorHistogram, create_backbone
-from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EmbeddingModel
+from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_KINDS, CHECKPOINT_VERSION, EmbeddingModel
 from comicid.models.weights import load_strict
 from comicid.runtime import resolve_device
 from comicid.atomic import atomic_write
@@ -351,7 +351,7 @@ def save_finetuned_model(model: FineTunedFaceBodyModel, path: str | Path, half: 
     on load, a cosine above 0.999 to the fp32 model in practice). Written atomically.
     """
     checkpoint = {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "format": CHECKPOINT_FORMAT, "kind": "facebody", "version": CHECKPOINT_VERSION,
         "backbone": model.backbone.name, "input_size": model.input_size,
         "state_dict": _cpu_state(model.backbone, half),
         "part_head": None if model.part_head is None else _cpu_state(model.part_head, half),
@@ -365,6 +365,7 @@ def save_finetuned_model(model: FineTunedFaceBodyModel, path: str | Path, half: 
     return path
 
 
+@CHECKPOINT_KINDS.register("facebody")
 def finetuned_from_checkpoint(checkpoint: dict[str, Any], model_id: str, what: str) -> FineTunedFaceBodyModel:
     """Rebuild a :class:`FineTunedFaceBodyModel` from a loaded checkpoint dict, strictly.
 

@@ -33,9 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from comicid.data.augment import AugmentConfig, strong_view
+from comicid.data.images import load_image
+from comicid.data.preprocess import letterbox
 from comicid.losses.self_distillation import SelfDistillationLoss
 
 #: Augmentation of the views used for quality and training pairs: milder crops than contrastive
@@ -202,12 +206,6 @@ def embed_views(crops: Sequence[object], model: nn.Module, n_views: int = 4, see
     :mod:`comicid.data.augment`). View ``v`` is seeded with ``seed * 1000 + v``, so views are
     reproducible. Images are decoded once and kept in memory for all views.
     """
-    from PIL import Image
-
-    from comicid.data.augment import AugmentConfig, strong_view
-    from comicid.data.images import load_image
-    from comicid.data.preprocess import letterbox
-
     images = [crop if isinstance(crop, Image.Image) else load_image(crop) for crop in crops]
     # Crops are shrunk once to the canvas the view transform letterboxes to anyway.
     canvas = round(model.input_size * 1.25)

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from comicid.atomic import atomic_write
 from comicid.errors import ConfigError
+from comicid.identity.adaptive.clusterer import save_adapter
 from comicid.identity import CLUSTERERS, SCOPES, auto_threshold, cluster_by_scope, create_clusterer
 from comicid.store.embeddings import InstanceEmbeddings
 
@@ -61,9 +63,6 @@ def save_learnt_state(folder: Path) -> Callable[[str, object], None]:
         adapter = getattr(clusterer, "adapter_", None)
         if adapter is None:
             return
-        from comicid.identity.adaptive.clusterer import save_adapter
-        from comicid.atomic import atomic_write
-
         adapter_path, centre_path = learnt_state_paths(folder, key)
         save_adapter(adapter, adapter_path)
         with atomic_write(centre_path, "wb") as handle:

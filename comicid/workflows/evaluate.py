@@ -29,7 +29,8 @@ from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics
 from comicid.workflows.cluster import assign_identities, collection_params, save_learnt_state, views_needed
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
 from comicid.store.collection import Collection
-from comicid.store.embeddings import InstanceEmbeddings, embed_collection
+from comicid.store.embeddings import InstanceEmbeddings
+from comicid.workflows.embed import embed_collection
 from comicid.store.ingest import ingest
 
 SPLITS = ("auto", "all", "dev", "test")

@@ -10,12 +10,15 @@ import pandas as pd
 from comicid.data.images import load_image
 from comicid.data.manifest import display_key
 from comicid.errors import ConfigError
+from comicid.identity.adaptive.clusterer import load_adapter
 from comicid.workflows.cluster import learnt_state_paths
 from comicid.models.embed import embed_crops, fuse_parts
 from comicid.models.embedding_model import EmbeddingModel
 from comicid.search.index import create_index
 from comicid.store.collection import Collection
-from comicid.store.embeddings import InstanceEmbeddings, embed_collection
+from comicid.training.adapt import apply_adapter
+from comicid.store.embeddings import InstanceEmbeddings
+from comicid.workflows.embed import embed_collection
 
 
 def find_instance(embedded: InstanceEmbeddings, wanted: str) -> int:
@@ -48,8 +51,6 @@ def adapted_space(collection: Collection, embedded: InstanceEmbeddings) -> dict[
     info = collection.meta().get("assignments") or {}
     if info.get("method") != "adaptive" or info.get("scope") != "book" or info.get("model") != embedded.model_id:
         return {}
-    from comicid.identity.adaptive.clusterer import load_adapter
-
     spaces = {}
     for book in sorted(set(embedded.table["book"])):
         adapter_path, centre_path = learnt_state_paths(collection.adapters_dir, book)
@@ -61,8 +62,6 @@ def adapted_space(collection: Collection, embedded: InstanceEmbeddings) -> dict[
 def _adapted_scores(query: np.ndarray, embedded: InstanceEmbeddings,
                     spaces: dict[str, tuple[object, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Similarity of ``query (1, D)`` to every instance, in its book's learnt metric where there is one."""
-    from comicid.training.adapt import apply_adapter
-
     def learnt(adapter: object, centre: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         moved = apply_adapter(adapter, vectors) - centre  # type: ignore[arg-type]
         return moved / np.maximum(np.linalg.norm(moved, axis=1, keepdims=True), 1e-12)

@@ -18,8 +18,8 @@ from comicid.data.synth import generate_books
 from comicid.models import embed_crops, load_embedding_model
 from comicid.models.embedding_model import DEFAULT_MODEL
 from comicid.models.facebody import save_finetuned_model
-from comicid.models.int8 import (Int8Backbone, int8_graph_path, quantize_backbone,
-                                 quantize_checkpoint, with_static_padding)
+from comicid.models.int8 import Int8Backbone, int8_graph_path, quantize_backbone, with_static_padding
+from comicid.models.quantize import quantize_checkpoint
 from comicid.data.preprocess import letterbox_uint8, normalise_batch
 
 from .test_model_names import tiny_finetuned

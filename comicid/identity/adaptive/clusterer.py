@@ -40,6 +40,7 @@ from comicid.identity.adaptive.matching import soft_match
 from comicid.identity.adaptive.quality import dropout_views, low_quality_mask, quality_scores
 from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings, first_appearance_labels
 from comicid.atomic import atomic_write_bytes
+from comicid.identity.registry import CLUSTERERS
 from comicid.training.adapt import AdaptConfig, Adapter, DistillNetwork, apply_adapter, train_adapter
 
 ADAPTER_FORMAT = "comicid-adapter"
@@ -51,6 +52,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+@CLUSTERERS.register("adaptive")
 class AdaptiveClusterer:
     """Adapt a small metric to the collection, then cluster with per-cluster thresholds.
 

@@ -12,7 +12,7 @@ from comicid.data.manifest import read_manifest
 from comicid.models import embed as embed_module
 from comicid.models.embedding_model import load_embedding_model
 from comicid.store.collection import Collection
-from comicid.store.embeddings import embed_collection
+from comicid.workflows.embed import embed_collection
 from comicid.store.ingest import ingest
 
 

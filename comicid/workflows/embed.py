@@ -1,0 +1,35 @@
+"""Embed a collection: every part through the model (cached per crop and model, resumable), fused per
+instance; optionally augmented views of every crop for methods that learn from them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from comicid.models.embed import FeatureCache, embed_crops, fuse_parts
+from comicid.models.embedding_model import EmbeddingModel
+from comicid.store.collection import Collection
+from comicid.store.embeddings import InstanceEmbeddings, instance_table
+from comicid.training.adapt import embed_views
+
+
+def embed_collection(collection: Collection, model: EmbeddingModel, device: str = "cpu", batch_size: int = 64,
+                     progress: bool = True, num_workers: int | None = None, n_views: int = 0) -> InstanceEmbeddings:
+    """Embed every part of ``collection`` (cached, resumable) and fuse parts into instances.
+
+    With ``n_views > 0`` also embeds that many seeded augmented views of every crop (not cached: they
+    are cheap next to what they feed, and reproducible from their seeds) and fuses each view.
+    """
+    parts = collection.instances()
+    cache = FeatureCache(collection.features_dir, model.model_id)
+    crop_paths = [collection.crop_path(key) for key in parts["crop_hash"]]
+    features = embed_crops(crop_paths, model, batch_size=batch_size, device=device, progress=progress,
+                           cache=cache, num_workers=num_workers, keys=parts["crop_hash"].tolist())
+    table, instance_index = instance_table(parts)
+    head = model.head.to("cpu").eval()
+    vectors = fuse_parts(features, instance_index, len(table), head=head)
+    collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=len(cache))
+    views = None
+    if n_views > 0:
+        part_views = embed_views(crop_paths, model, n_views=n_views, batch_size=batch_size, progress=progress)
+        views = np.stack([fuse_parts(view, instance_index, len(table), head=head) for view in part_views])
+    return InstanceEmbeddings(table, vectors, model.model_id, views)
