@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/comicid demo --out $(DEMO_OUT)
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) -q -p no:cacheprovider -m "not slow"
 
 benchmarks: $(STAMP)
