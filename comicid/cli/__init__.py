@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from comicid import __version__
+from comicid._version import __version__
 from comicid.errors import ComicidError
 from comicid.runtime import tune_allocator
 

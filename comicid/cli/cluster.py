@@ -13,10 +13,9 @@ from pathlib import Path
 from comicid.cli.common import add_cluster_options, add_model_options
 from comicid.data.manifest import display_key
 from comicid.identity import write_assignments
-from comicid.workflows.cluster import assign_identities, collection_params, save_learnt_state, views_needed
+from comicid.workflows.cluster import cluster_collection
 from comicid.models.embedding_model import load_embedding_model
 from comicid.store.collection import Collection
-from comicid.workflows.embed import embed_collection
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,13 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     collection = Collection.open(args.collection)
     model = load_embedding_model(args.model, device=args.device, precision=args.precision)
-    embedded = embed_collection(collection, model, device=args.device, batch_size=args.batch_size,
-                                progress=not args.quiet, n_views=views_needed(args.method))
-    assignment = assign_identities(embedded, method=args.method, scope=args.scope, threshold=args.threshold,
-                                   params=collection_params(args.method, collection.models_dir),
-                                   progress=not args.quiet,
-                                   on_fitted=save_learnt_state(collection.adapters_dir))
-    collection.write_assignments(assignment.table, assignment.info)
+    assignment = cluster_collection(collection, model, method=args.method, scope=args.scope,
+                                    threshold=args.threshold, device=args.device, batch_size=args.batch_size,
+                                    progress=not args.quiet)
     if args.out:
         table = assignment.table.rename(columns={"instance_key": "instance", "identity_id": "identity"})
         table["instance"] = table["instance"].map(display_key)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from comicid.data.importers import IMPORTERS, load_source
-from comicid.store.collection import Collection
-from comicid.store.ingest import ingest
+from comicid.data.importers import IMPORTERS
+from comicid.workflows.imports import import_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    frame = load_source(args.source, args.format, check_files=not args.skip_bad)
-    left_out = list(frame.attrs.get("skipped", []))  # entries the importer listed rather than imported
-    collection = Collection.create(args.out)
-    report = ingest(frame, collection, skip_bad=args.skip_bad, progress=not args.quiet,
-                    source=str(args.source.resolve()))
+    result = import_source(args.source, args.out, args.format, skip_bad=args.skip_bad, progress=not args.quiet)
+    collection, report, left_out = result.collection, result.report, result.left_out
     if not args.quiet:
         print(f"{collection.root}: {report.summary()}")
         if left_out:

@@ -19,6 +19,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,10 +29,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from comicid.data.images import load_image
-from comicid.models.embedding_model import EmbeddingModel
 from comicid.data.preprocess import letterbox_uint8, normalise_batch
 from comicid.runtime import available_cpus, resolve_device, tune_allocator
 from comicid.atomic import atomic_write
+
+if TYPE_CHECKING:  # the engine only reads a model's contract; EmbeddingModel.embed_images calls the engine
+    from comicid.models.embedding_model import EmbeddingModel
 
 CropSource = Image.Image | str | os.PathLike[str]
 

@@ -25,14 +25,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from comicid.errors import ConfigError, ModelError
 from comicid.models.backbones import Backbone, create_backbone, list_backbones
+from comicid.models.embed import embed_crops, fuse_parts
 from comicid.models.int8 import Int8Backbone, int8_graph_path
 from comicid.models.weights import load_strict
 from comicid.registry import Registry
@@ -98,6 +102,20 @@ class EmbeddingModel(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Same as :meth:`forward_parts`, so the model can be called like any module."""
         return self.forward_parts(images)
+
+    def embed_images(self, images: Sequence[str | Path | Image.Image], batch_size: int = 64,
+                     num_workers: int | None = 0, progress: bool = False) -> np.ndarray:
+        """Embeddings ``(N, out_dim)`` float32, L2-normalised, of character images (paths or PIL images).
+
+        Each image is taken as one whole-character part, exactly as `comicid search` embeds a query image,
+        through the one engine (:func:`comicid.models.embed.embed_crops`) on the device the model was
+        loaded on. ``num_workers`` decoding processes (0: decode here; ``None``: one per core).
+        """
+        parameter = next(self.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        features = embed_crops(list(images), self, batch_size=batch_size, device=device,
+                               num_workers=num_workers, progress=progress)
+        return fuse_parts(features, np.arange(len(features)), len(features), head=self.head)
 
 
 def _head_out_dim(head: nn.Module, part_dim: int) -> int:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from comicid import __version__
+from comicid._version import __version__
 from comicid.data.images import load_image
 from comicid.data.manifest import BOX_COLUMNS, has_box
 from comicid.errors import ConfigError, ImageReadError

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from comicid import __version__
+from comicid._version import __version__
 from comicid.data.images import load_image
 from comicid.errors import CollectionError
 from comicid.atomic import atomic_write, atomic_write_bytes, atomic_write_text

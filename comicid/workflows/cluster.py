@@ -22,7 +22,10 @@ from comicid.atomic import atomic_write
 from comicid.errors import ConfigError
 from comicid.identity.adaptive.clusterer import save_adapter
 from comicid.identity import CLUSTERERS, SCOPES, auto_threshold, cluster_by_scope, create_clusterer
+from comicid.models.embedding_model import EmbeddingModel
+from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
+from comicid.workflows.embed import embed_collection
 
 
 @dataclass
@@ -133,3 +136,22 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
             "threshold_source": source if parameter is not None else "none", "params": params,
             "instances": int(len(table)), "without_evidence": int((~evidence).sum()), "identities": int(pd.Series(identity)[identity != ""].nunique())}
     return Assignment(table=table, info=info)
+
+
+def cluster_collection(collection: Collection, model: EmbeddingModel, method: str = "agglomerative",
+                       scope: str = "book", threshold: str | float | None = "auto",
+                       params: dict[str, Any] | None = None, device: str = "cpu", batch_size: int = 64,
+                       progress: bool = True) -> Assignment:
+    """Embed ``collection`` (cached), cluster it, and keep the result: the job behind `comicid cluster`.
+
+    Writes ``assignments.parquet`` (atomically, with how it was made in the collection's meta) and what
+    the method learnt per scope (the adaptive method's adapters, read back by search); a method that
+    checkpoints its stages resumes from ``COLLECTION/models/<method>-state``.
+    """
+    embedded = embed_collection(collection, model, device=device, batch_size=batch_size, progress=progress,
+                                n_views=views_needed(method))
+    assignment = assign_identities(embedded, method=method, scope=scope, threshold=threshold,
+                                   params={**collection_params(method, collection.models_dir), **(params or {})},
+                                   progress=progress, on_fitted=save_learnt_state(collection.adapters_dir))
+    collection.write_assignments(assignment.table, assignment.info)
+    return assignment

@@ -1,0 +1,33 @@
+"""Import a source (manifest, folder, COCO, COMICS, Manga109) into a collection: the job behind
+`comicid import` and :func:`comicid.import_source`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from comicid.data.importers import load_source
+from comicid.store.collection import Collection
+from comicid.store.ingest import IngestReport, ingest
+
+
+@dataclass
+class ImportResult:
+    """The collection written to, what ingest did, and the source entries the importer left out."""
+
+    collection: Collection
+    report: IngestReport
+    left_out: list[str] = field(default_factory=list)
+
+
+def import_source(src: str | Path, collection: str | Path | Collection, format: str = "auto",
+                  skip_bad: bool = False, progress: bool = False, **options: Any) -> ImportResult:
+    """Read ``src`` in ``format`` (``auto``: detected) and ingest it into ``collection`` (created when it
+    is a folder that is not one yet). Idempotent and incremental; ``skip_bad`` skips unreadable rows
+    (counted in the report) instead of failing. ``options`` go to the format's importer."""
+    frame = load_source(src, format, check_files=not skip_bad, **options)
+    left_out = [str(entry) for entry in frame.attrs.get("skipped", [])]
+    target = collection if isinstance(collection, Collection) else Collection.create(collection)
+    report = ingest(frame, target, skip_bad=skip_bad, progress=progress, source=str(Path(src).resolve()))
+    return ImportResult(target, report, left_out)
