@@ -14,7 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from comicid.identity.agglomerative import AgglomerativeClusterer, confidence
+from comicid.identity.agglomerative import AgglomerativeClusterer
+from comicid.identity.base import ConstrainedClusterer, confidence
 from comicid.identity.calibration import (
     DEFAULT_THRESHOLDS,
     Calibration,

@@ -1,4 +1,4 @@
-"""Agglomerative identity assignment with a cosine distance threshold, and the shared confidence.
+"""Agglomerative identity assignment with a cosine distance threshold.
 
 Average linkage merges the two clusters whose members are, on average, closest, and stops when the
 closest pair is ``distance_threshold`` apart or more: the threshold, not a cluster count, decides how
@@ -12,19 +12,15 @@ from typing import ClassVar
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
-from comicid.identity.constraints import (
-    Constraints,
-    IdentityInputError,
-    check_embeddings,
-    first_appearance_labels,
-)
+from comicid.identity.base import ConstrainedClusterer
+from comicid.identity.constraints import Constraints, IdentityInputError, first_appearance_labels
 from comicid.identity.registry import CLUSTERERS
 
 LINKAGES = ("average", "complete")
 
 
 @CLUSTERERS.register("agglomerative")
-class AgglomerativeClusterer:
+class AgglomerativeClusterer(ConstrainedClusterer):
     """Average- (or complete-) linkage clustering on cosine distance, honouring constraints.
 
     Args:
@@ -38,30 +34,30 @@ class AgglomerativeClusterer:
     threshold_parameter: ClassVar[str] = "distance_threshold"
 
     def __init__(self, distance_threshold: float = 0.5, linkage: str = "average") -> None:
-        if linkage not in LINKAGES:
-            raise IdentityInputError(f"linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
-        if not np.isfinite(distance_threshold) or distance_threshold <= 0:
-            raise IdentityInputError(f"distance_threshold must be a positive number, got {distance_threshold!r}")
-        self.distance_threshold = float(distance_threshold)
+        self.distance_threshold = distance_threshold
         self.linkage = linkage
 
-    def fit_predict(self, embeddings: np.ndarray, constraints: Constraints | None = None) -> np.ndarray:
-        """Cluster ``(N, D)`` embeddings; return int64 labels ``(N,)`` numbered by first appearance."""
-        unit = check_embeddings(embeddings)  # (N, D), L2-normalised
+    def _validate(self) -> None:
+        if self.linkage not in LINKAGES:
+            raise IdentityInputError(f"linkage must be one of {', '.join(LINKAGES)}, got {self.linkage!r}")
+        if not np.isfinite(self.distance_threshold) or self.distance_threshold <= 0:
+            raise IdentityInputError(f"distance_threshold must be a positive number, got {self.distance_threshold!r}")
+
+    def _fit_labels(self, unit: np.ndarray, constraints: Constraints, views: np.ndarray | None) -> np.ndarray:
+        """Constraints honoured inside the linkage (a cannot-link holds through every merge), which is
+        better than repairing afterwards, so the shared must-link/repair wrapper is not used here."""
         n = len(unit)
-        if constraints is not None:
-            constraints.check(n)
         if n < 2:
             return np.zeros(n, dtype=np.int64)
-        unconstrained = constraints is None or (len(constraints.cannot_link) == 0 and len(constraints.must_link) == 0)
+        unconstrained = len(constraints.cannot_link) == 0 and len(constraints.must_link) == 0
         if unconstrained:
             model = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage=self.linkage,
-                                            distance_threshold=self.distance_threshold)
+                                            distance_threshold=float(self.distance_threshold))
             return first_appearance_labels(model.fit_predict(unit))
         groups = constraints.must_link_groups(n)
         distance = _group_distances(cosine_distances(unit), groups, self.linkage)
         forbid_pairs(distance, groups[constraints.cannot_link])
-        group_labels = constrained_linkage(distance, self.distance_threshold, self.linkage)
+        group_labels = constrained_linkage(distance, float(self.distance_threshold), self.linkage)
         return first_appearance_labels(group_labels[groups])
 
 
@@ -138,35 +134,3 @@ def constrained_linkage(distance: np.ndarray, threshold: float, linkage: str = "
         closer = row < nearest_distance
         nearest[closer] = a
         nearest_distance[closer] = row[closer]
-
-
-def confidence(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-instance confidence in [0, 1] that it belongs to its cluster rather than the next best.
-
-    ``(1 + own - other) / 2`` clipped to [0, 1], where ``own`` is the mean cosine similarity to the
-    other members of its cluster and ``other`` the highest mean similarity to any other cluster (the
-    same averages average linkage uses). 0.5 means "as close to another cluster as to its own".
-    A singleton's ``own`` is 1, so its confidence only says how isolated it is; with one cluster
-    ``other`` is -1. Label -1 (unknown) gets 0 and is not a cluster. Cost: O(N x clusters x D).
-    """
-    unit = check_embeddings(embeddings)  # (N, D), L2-normalised
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) != len(unit):
-        raise IdentityInputError(f"{len(labels)} labels for {len(unit)} embeddings")
-    scores = np.zeros(len(unit))
-    known = np.flatnonzero(labels >= 0)
-    if len(known) == 0:
-        return scores
-    clusters, member_of = np.unique(labels[known], return_inverse=True)
-    sums = np.zeros((len(clusters), unit.shape[1]))
-    np.add.at(sums, member_of, unit[known])
-    counts = np.bincount(member_of, minlength=len(clusters)).astype(np.float64)
-    mean_similarity = (unit[known] @ sums.T) / counts  # (n_known, clusters)
-    rows = np.arange(len(known))
-    own_count = counts[member_of]
-    own_sum = mean_similarity[rows, member_of] * own_count
-    own = np.where(own_count > 1, (own_sum - 1.0) / np.maximum(own_count - 1, 1), 1.0)  # drop self-similarity 1
-    mean_similarity[rows, member_of] = -np.inf
-    other = mean_similarity.max(axis=1) if len(clusters) > 1 else np.full(len(known), -1.0)
-    scores[known] = np.clip((1.0 + own - other) / 2.0, 0.0, 1.0)
-    return scores

@@ -10,12 +10,12 @@ Without enough dev rows the documented default of the method is used.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from comicid.evaluation.clustering import clustering_metrics
 from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings
@@ -148,10 +148,10 @@ def auto_threshold(embeddings: np.ndarray, table: pd.DataFrame, method: str = "a
     if len(dev) < min_dev_instances or dev_table["identity"].nunique() < 2:
         return default
     parameter = CLUSTERERS[method].threshold_parameter
-    fixed = dict(params or {})
+    base = create_clusterer(method, **dict(params or {}))
 
     def factory(value: float) -> object:
-        return create_clusterer(method, **{**fixed, parameter: value})
+        return clone(base).set_params(**{parameter: value})
 
     calibration = calibrate_threshold(
         np.asarray(embeddings)[dev], dev_table["identity"].astype(str).to_numpy(), scope_keys(dev_table, scope),
@@ -165,7 +165,7 @@ def _default_threshold(method: str) -> float:
     if method in DEFAULT_THRESHOLDS:
         return DEFAULT_THRESHOLDS[method]
     parameter = CLUSTERERS[method].threshold_parameter
-    return float(inspect.signature(CLUSTERERS[method]).parameters[parameter].default)
+    return float(CLUSTERERS[method]().get_params()[parameter])
 
 
 def _default_grid(method: str) -> np.ndarray:

@@ -9,7 +9,6 @@ are made globally unique by prefixing the scope key: ``"<book>/c0003"`` for book
 
 from __future__ import annotations
 
-import inspect
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from comicid.identity.agglomerative import confidence
+from comicid.identity.base import confidence
 from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings
 from comicid.atomic import write_table
 
@@ -55,7 +54,7 @@ def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: obj
             spans two scopes is refused (it could not be honoured).
         progress: show a tqdm bar over scopes.
         views: optional ``(V, N, D)`` embeddings of augmented views of each instance, passed (sliced
-            to the scope) to clusterers whose ``fit_predict`` takes ``views`` (the adaptive method).
+            to the scope) to clusterers that learn from them (``image_views > 0``: the adaptive method).
         on_fitted: called with ``(scope key, clusterer)`` after each scope, e.g. to save what the
             clusterer learnt there.
 
@@ -80,7 +79,7 @@ def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: obj
     scopes = pd.Series(keys, dtype=object).groupby(keys, sort=True).indices  # key -> sorted row positions
     for key, members in tqdm(scopes.items(), total=len(scopes), desc=f"clustering per {scope}", unit=scope,
                              disable=not progress):
-        extra = {"views": views[:, members]} if views is not None and _takes_views(clusterer) else {}
+        extra = {"views": views[:, members]} if views is not None and getattr(clusterer, "image_views", 0) else {}
         labels = np.asarray(clusterer.fit_predict(unit[members], constraints.subset(members), **extra),
                             dtype=np.int64)
         if on_fitted is not None:
@@ -89,10 +88,6 @@ def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: obj
         identity[members] = [f"{prefix}c{label:04d}" if label >= 0 else "" for label in labels]
         scores[members] = confidence(unit[members], labels)
     return identity, scores
-
-
-def _takes_views(clusterer: object) -> bool:
-    return "views" in inspect.signature(clusterer.fit_predict).parameters  # type: ignore[attr-defined]
 
 
 def assignment_table(instances: Sequence[str], identity: np.ndarray, scores: np.ndarray) -> pd.DataFrame:

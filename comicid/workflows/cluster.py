@@ -8,7 +8,6 @@ are never used to choose it.
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ class Assignment:
 def collection_params(method: str, models_dir: Path) -> dict[str, Any]:
     """Parameters a method gets from the collection: a ``state_dir`` for methods that checkpoint their
     stages (adaptive), so an interrupted run resumes where it stopped."""
-    takes_state = "state_dir" in inspect.signature(CLUSTERERS[method]).parameters if method in CLUSTERERS else False
+    takes_state = method in CLUSTERERS and "state_dir" in CLUSTERERS[method]().get_params()
     return {"state_dir": str(models_dir / f"{method}-state")} if takes_state else {}
 
 

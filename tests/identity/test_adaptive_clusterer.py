@@ -118,7 +118,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
     with pytest.raises(IdentityInputError, match="views must have shape"):
         AdaptiveClusterer().fit_predict(x, views=views[:, :2])
     with pytest.raises(IdentityInputError, match="low_quality"):
-        AdaptiveClusterer(low_quality="drop")
+        AdaptiveClusterer(low_quality="drop").fit_predict(x)  # validated in fit, as in scikit-learn
     (tmp_path / "x.pt").write_bytes(b"not a torch file")
     with pytest.raises(IdentityInputError, match="cannot read adapter"):
         load_adapter(tmp_path / "x.pt")

@@ -9,12 +9,8 @@ import pytest
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import adjusted_rand_score
 
-from comicid.identity.agglomerative import (
-    AgglomerativeClusterer,
-    confidence,
-    constrained_linkage,
-    cosine_distances,
-)
+from comicid.identity.agglomerative import AgglomerativeClusterer, constrained_linkage, cosine_distances
+from comicid.identity.base import confidence
 from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings
 
 
@@ -111,7 +107,7 @@ def test_two_thousand_constrained_instances_run_in_seconds() -> None:
 ])
 def test_bad_hyper_parameters_raise(params: dict[str, object], message: str) -> None:
     with pytest.raises(IdentityInputError, match=message):
-        AgglomerativeClusterer(**params)
+        AgglomerativeClusterer(**params).fit_predict(np.eye(3))  # validated in fit, as in scikit-learn
 
 
 def test_constraint_index_out_of_range_raises() -> None:

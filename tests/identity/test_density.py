@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from comicid.identity.constraints import Constraints, IdentityInputError
-from comicid.identity.density import HDBSCANClusterer, repair_cannot_links
+from comicid.identity.base import repair_cannot_links
+from comicid.identity.density import HDBSCANClusterer
 
 
 def blobs(n_identities: int = 4, per_identity: int = 8, spread: float = 0.1, dim: int = 16,
@@ -83,7 +84,7 @@ def test_tiny_inputs(n: int) -> None:
 ])
 def test_bad_hyper_parameters_raise(params: dict[str, object], message: str) -> None:
     with pytest.raises(IdentityInputError, match=message):
-        HDBSCANClusterer(**params)
+        HDBSCANClusterer(**params).fit_predict(np.eye(3))  # validated in fit, as in scikit-learn
 
 
 @pytest.mark.slow

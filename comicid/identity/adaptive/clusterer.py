@@ -38,7 +38,8 @@ from comicid.identity.adaptive.final import attach_pending, merge_clusters
 from comicid.identity.adaptive.groups import canonical, grow_groups
 from comicid.identity.adaptive.matching import soft_match
 from comicid.identity.adaptive.quality import dropout_views, low_quality_mask, quality_scores
-from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings, first_appearance_labels
+from comicid.identity.base import ConstrainedClusterer
+from comicid.identity.constraints import Constraints, IdentityInputError, first_appearance_labels
 from comicid.atomic import atomic_write_bytes
 from comicid.identity.registry import CLUSTERERS
 from comicid.training.adapt import AdaptConfig, Adapter, DistillNetwork, apply_adapter, train_adapter
@@ -53,7 +54,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 @CLUSTERERS.register("adaptive")
-class AdaptiveClusterer:
+class AdaptiveClusterer(ConstrainedClusterer):
     """Adapt a small metric to the collection, then cluster with per-cluster thresholds.
 
     Args:
@@ -77,26 +78,32 @@ class AdaptiveClusterer:
     def __init__(self, max_rounds: int = 3, adapt: AdaptConfig | None = None, dropout_views: int = 4,
                  low_quality: str = "assign", state_dir: str | Path | None = None, progress: bool = False,
                  seed: int = 0) -> None:
-        if max_rounds < 0:
-            raise IdentityInputError(f"max_rounds must be >= 0, got {max_rounds}")
-        if dropout_views < 2:
-            raise IdentityInputError(f"dropout_views must be >= 2 to measure spread, got {dropout_views}")
-        if low_quality not in LOW_QUALITY_MODES:
-            raise IdentityInputError(f"low_quality must be one of {', '.join(LOW_QUALITY_MODES)}, got {low_quality!r}")
         self.max_rounds = max_rounds
         self.adapt = adapt
         self.dropout_views = dropout_views
         self.low_quality = low_quality
-        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.state_dir = state_dir
         self.progress = progress
         self.seed = seed
 
-    def fit_predict(self, embeddings: np.ndarray, constraints: Constraints | None = None,
-                    views: np.ndarray | None = None, instance_parts: np.ndarray | None = None) -> np.ndarray:
-        """Cluster one scope's instances; return int64 labels (N,) numbered by first appearance.
+    def _validate(self) -> None:
+        if self.max_rounds < 0:
+            raise IdentityInputError(f"max_rounds must be >= 0, got {self.max_rounds}")
+        if self.dropout_views < 2:
+            raise IdentityInputError(f"dropout_views must be >= 2 to measure spread, got {self.dropout_views}")
+        if self.low_quality not in LOW_QUALITY_MODES:
+            raise IdentityInputError(
+                f"low_quality must be one of {', '.join(LOW_QUALITY_MODES)}, got {self.low_quality!r}")
+
+    def _fit_labels(self, unit: np.ndarray, constraints: Constraints, views: np.ndarray | None,
+                    instance_parts: np.ndarray | None = None) -> np.ndarray:
+        """Cluster one scope's instances (``fit``/``fit_predict`` take the same arguments by name).
+
+        Constraints are part of the method (must-links seed the groups, cannot-links steer every
+        match), so the shared must-link/repair wrapper of :class:`ConstrainedClusterer` is not used.
 
         Args:
-            embeddings: (N, D) instance embeddings (normalised here).
+            unit: (N, D) instance embeddings, L2-normalised.
             constraints: cannot-links (same panel) and must-links between the N instances.
             views: optional (V, N, D) embeddings of V augmented views of each instance's crop through
                 the same frozen model; without them, feature-dropout passes stand in.
@@ -107,10 +114,8 @@ class AdaptiveClusterer:
         adapted embedding that the final clustering subtracts, ``quality_`` (N,), ``pending_`` (N,)
         low-quality mask, ``groups_`` (N,) matched groups and ``rounds_`` are set.
         """
-        unit = check_embeddings(embeddings).astype(np.float32)  # (N, D), L2-normalised
+        unit = unit.astype(np.float32)  # (N, D), L2-normalised
         n, dim = unit.shape
-        constraints = constraints if constraints is not None else Constraints()
-        constraints.check(n)
         cannot = constraints.cannot_link
         config = self.adapt or AdaptConfig(seed=self.seed)
         if n < 2:
@@ -119,7 +124,7 @@ class AdaptiveClusterer:
             return np.zeros(n, dtype=np.int64)
         views = self._views(unit, views)  # (V, N, D)
         bank, valid = _bank(unit, views, instance_parts)
-        state = _Checkpoints(self.state_dir, self._fingerprint(unit, views, bank, constraints, config))
+        state = _Checkpoints(None if self.state_dir is None else Path(self.state_dir), self._fingerprint(unit, views, bank, constraints, config))
 
         quality = quality_scores(views)
         pending = low_quality_mask(quality)

@@ -1,0 +1,159 @@
+"""What every clusterer shares: the scikit-learn estimator base class, constraint handling (must-links
+merged before clustering, cannot-links repaired after), and the per-instance confidence.
+
+A clusterer subclasses :class:`ConstrainedClusterer`, declares its hyper-parameters as ``__init__``
+arguments stored unchanged (so ``get_params``/``set_params``/``sklearn.base.clone`` work), checks them
+in :meth:`~ConstrainedClusterer._validate` (called by ``fit``), and implements either
+:meth:`~ConstrainedClusterer._cluster_points` (plain clustering of points; constraints are then handled
+here, the same way for every method) or, when it honours constraints natively,
+:meth:`~ConstrainedClusterer._fit_labels`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+
+from comicid.identity.constraints import (
+    Constraints,
+    IdentityInputError,
+    check_embeddings,
+    first_appearance_labels,
+)
+
+
+class ConstrainedClusterer(ClusterMixin, BaseEstimator):
+    """A scikit-learn clusterer of L2-normalised embeddings under comic constraints.
+
+    ``fit(X, constraints=None)`` sets ``labels_`` (int64, numbered by first appearance, -1 = unknown);
+    ``fit_predict(X, constraints=None)`` returns them. ``constraints`` comes second (not ``y``) because
+    that is what identity assignment passes; a scikit-learn ``Pipeline`` calling ``fit(X, None)`` still
+    works. Nothing from one call leaks into the next: every fitted attribute is set anew by ``fit``.
+
+    Class attributes: ``threshold_parameter`` names the hyper-parameter ``--threshold`` sets (or None);
+    ``image_views`` is how many augmented views per crop ``fit`` learns from (``views=``), 0 for most.
+    """
+
+    threshold_parameter: ClassVar[str | None] = None
+    image_views: ClassVar[int] = 0
+
+    def _validate(self) -> None:
+        """Check hyper-parameters (raise :class:`IdentityInputError`); called by ``fit``, as in scikit-learn."""
+
+    def fit(self, X: np.ndarray, constraints: Constraints | None = None, y: object = None,
+            views: np.ndarray | None = None, **fit_params: object) -> ConstrainedClusterer:
+        """Cluster ``X (N, D)``; ``views (V, N, D)`` are used by methods with ``image_views > 0``;
+        ``fit_params`` are method-specific data (e.g. the adaptive method's ``instance_parts``)."""
+        self._validate()
+        if constraints is not None and not isinstance(constraints, Constraints):
+            raise IdentityInputError(f"constraints must be a Constraints object or None, not {type(constraints).__name__}")
+        unit = check_embeddings(X)  # (N, D), L2-normalised
+        constraints = constraints if constraints is not None else Constraints()
+        constraints.check(len(unit))
+        self.labels_ = first_appearance_labels(np.asarray(self._fit_labels(unit, constraints, views, **fit_params), dtype=np.int64))
+        return self
+
+    def fit_predict(self, X: np.ndarray, constraints: Constraints | None = None, y: object = None,  # type: ignore[override]
+                    views: np.ndarray | None = None, **fit_params: object) -> np.ndarray:
+        """Labels ``(N,)`` of ``X``: int64, numbered by first appearance, -1 = unknown."""
+        return self.fit(X, constraints, y, views=views, **fit_params).labels_
+
+    def _fit_labels(self, unit: np.ndarray, constraints: Constraints, views: np.ndarray | None) -> np.ndarray:
+        """Labels under constraints, the same way for every method: must-linked instances are replaced by
+        their normalised mean, :meth:`_cluster_points` clusters the groups, and clusters holding a
+        cannot-linked pair are split by :func:`repair_cannot_links`."""
+        n = len(unit)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        groups = constraints.must_link_groups(n)
+        merged = group_means(unit, groups)  # (G, D), L2-normalised
+        labels = self._cluster_points(merged)
+        labels = repair_cannot_links(merged, labels, groups[constraints.cannot_link])
+        return labels[groups]
+
+    def _cluster_points(self, unit: np.ndarray) -> np.ndarray:
+        """Labels of unit vectors ``(G, D)`` without constraints (-1 = unknown)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _cluster_points nor _fit_labels")
+
+
+def group_means(unit: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    sums = np.zeros((int(groups.max()) + 1, unit.shape[1]))
+    np.add.at(sums, groups, unit)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    # Opposite vectors must-linked together cancel out; any unit vector then represents them equally badly.
+    return np.where(norms > 1e-12, sums / np.maximum(norms, 1e-12), unit[np.unique(groups, return_index=True)[1]])
+
+
+def repair_cannot_links(unit: np.ndarray, labels: np.ndarray, cannot_link: np.ndarray) -> np.ndarray:
+    """Split clusters holding a cannot-linked pair, for clusterers that cannot take constraints.
+
+    While some cluster holds a cannot-linked pair, the member of that pair with the lower
+    :func:`confidence` leaves: it joins the most similar cluster it has no cannot-link with when its
+    mean similarity there is at least its mean similarity to the members it leaves (a fit as good as
+    the clustering had accepted), and otherwise becomes a singleton. Each move removes a violation and
+    creates none, so the loop ends. Label -1 (unknown) is never in a violation.
+    """
+    labels = labels.copy()
+    while True:
+        violated = cannot_link[(labels[cannot_link[:, 0]] == labels[cannot_link[:, 1]])
+                               & (labels[cannot_link[:, 0]] >= 0)]
+        if len(violated) == 0:
+            return labels
+        pair = violated[0]
+        scores = confidence(unit[labels >= 0], labels[labels >= 0])
+        score_of = np.zeros(len(labels))
+        score_of[labels >= 0] = scores
+        leaver = int(pair[np.argmin(score_of[pair])])  # argmin: ties leave the first of the pair
+        labels[leaver] = _new_home(unit, labels, leaver, cannot_link)
+
+
+def _new_home(unit: np.ndarray, labels: np.ndarray, leaver: int, cannot_link: np.ndarray) -> int:
+    old = labels[leaver]
+    partners = np.concatenate([cannot_link[cannot_link[:, 0] == leaver, 1],
+                               cannot_link[cannot_link[:, 1] == leaver, 0]])
+    similarity = unit @ unit[leaver]  # (N,)
+    left = labels == old
+    left[leaver] = False
+    bar = similarity[left].mean()  # never empty: a cannot-linked partner is in the cluster it leaves
+    candidates = [c for c in np.unique(labels[labels >= 0])
+                  if c != old and not np.isin(labels[partners], c).any()]
+    if candidates:
+        means = [similarity[labels == c].mean() for c in candidates]
+        best = int(np.argmax(means))
+        if means[best] >= bar:
+            return int(candidates[best])
+    return int(labels.max()) + 1
+
+
+def confidence(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-instance confidence in [0, 1] that it belongs to its cluster rather than the next best.
+
+    ``(1 + own - other) / 2`` clipped to [0, 1], where ``own`` is the mean cosine similarity to the
+    other members of its cluster and ``other`` the highest mean similarity to any other cluster (the
+    same averages average linkage uses). 0.5 means "as close to another cluster as to its own".
+    A singleton's ``own`` is 1, so its confidence only says how isolated it is; with one cluster
+    ``other`` is -1. Label -1 (unknown) gets 0 and is not a cluster. Cost: O(N x clusters x D).
+    """
+    unit = check_embeddings(embeddings)  # (N, D), L2-normalised
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(unit):
+        raise IdentityInputError(f"{len(labels)} labels for {len(unit)} embeddings")
+    scores = np.zeros(len(unit))
+    known = np.flatnonzero(labels >= 0)
+    if len(known) == 0:
+        return scores
+    clusters, member_of = np.unique(labels[known], return_inverse=True)
+    sums = np.zeros((len(clusters), unit.shape[1]))
+    np.add.at(sums, member_of, unit[known])
+    counts = np.bincount(member_of, minlength=len(clusters)).astype(np.float64)
+    mean_similarity = (unit[known] @ sums.T) / counts  # (n_known, clusters)
+    rows = np.arange(len(known))
+    own_count = counts[member_of]
+    own_sum = mean_similarity[rows, member_of] * own_count
+    own = np.where(own_count > 1, (own_sum - 1.0) / np.maximum(own_count - 1, 1), 1.0)  # drop self-similarity 1
+    mean_similarity[rows, member_of] = -np.inf
+    other = mean_similarity.max(axis=1) if len(clusters) > 1 else np.full(len(known), -1.0)
+    scores[known] = np.clip((1.0 + own - other) / 2.0, 0.0, 1.0)
+    return scores
