@@ -18,7 +18,6 @@ point, not the absolute level (see the default model's card for a full-size back
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -27,8 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, markdown_table, write_section  # noqa: E402
 

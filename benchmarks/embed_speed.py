@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from common import ROOT, write_section  # noqa: E402
 
 #: (label, child arguments). End-to-end variants embed PNG files; "network" ones time the model only.

@@ -14,19 +14,15 @@ cost in seconds per 1,000 instances. Collections and feature caches are kept und
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, available_dev_sets, markdown_table, write_section  # the script's folder is on sys.path
 
-from common import ROOT, available_dev_sets, markdown_table, write_section  # noqa: E402
-
-from comicid.data.synth import generate_books  # noqa: E402
-from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest  # noqa: E402
-from comicid.models.embedding_model import load_embedding_model  # noqa: E402
-from comicid.runtime import tune_allocator  # noqa: E402
+import comicid
+from comicid.data.synth import generate_books
+from comicid.runtime import tune_allocator
 
 DEFAULT_MODELS = "default,default:fp32,effnet-lite0-imagenet,mobilenetv2-imagenet,color-hist,random"
 DEFAULT_METHODS = "agglomerative,hdbscan"
@@ -68,14 +64,13 @@ def main() -> None:
         rows = []
         for model_name in args.models.split(","):
             name_only, _, precision = model_name.partition(":")
-            model = load_embedding_model(name_only, precision=precision or "auto")
+            model = comicid.load_model(name_only, precision=precision or "auto")
             with tempfile.TemporaryDirectory(prefix="comicid-bench-") as scratch:
                 cold_embed = None  # the first method embeds from scratch; the others reuse its cache
                 for method in args.methods.split(","):
                     started = time.perf_counter()
-                    result = evaluate_manifest(manifest, EvaluationOptions(model=name_only, method=method,
-                                                                           progress=False),
-                                               model=model, workdir=Path(scratch) / "collection")
+                    result = comicid.evaluate(manifest, model=model, method=method,
+                                              collection=Path(scratch) / "collection")
                     cold_embed = result["seconds"]["embed"] if cold_embed is None else cold_embed
                     print(f"{name:36s} {model_name:24s} {method:14s} rank-1 {result['retrieval']['rank1']:.3f} "
                           f"mAP {result['retrieval']['mAP']:.3f} AMI {result['clustering']['ami']:.3f} "

@@ -31,8 +31,6 @@ from typing import Any
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from common import DEV_SETS, ROOT, available_dev_sets, markdown_table, write_section  # noqa: E402
 from run import SYNTH as HELD_OUT_SYNTH  # noqa: E402  (the benchmark's held-out books, seed 101)
 
