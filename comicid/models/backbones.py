@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from comicid.errors import ModelError
 from comicid.models import weights
+from comicid.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,7 +48,8 @@ DEFAULT_INPUT_SIZE = 128
 DEFAULT_BACKBONE = "effnet-lite0-imagenet"
 
 BackboneFactory = Callable[..., "Backbone"]
-_REGISTRY: dict[str, BackboneFactory] = {}
+#: name -> ``factory(name, pretrained, **kw) -> Backbone`` (the one registry mechanism, :mod:`comicid.registry`).
+BACKBONES: Registry[BackboneFactory] = Registry("backbone", ModelError)
 
 
 class Backbone(nn.Module):
@@ -136,17 +138,12 @@ class RandomFeatures(Backbone):
 
 def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
     """Register ``factory(name, pretrained, **kw) -> Backbone`` under ``name``."""
-    def decorate(factory: BackboneFactory) -> BackboneFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"backbone '{name}' is registered twice")
-        _REGISTRY[name] = factory
-        return factory
-    return decorate
+    return BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:
     """Registered backbone names, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(BACKBONES)
 
 
 def create_backbone(name: str, pretrained: bool = True, **kw: object) -> Backbone:
@@ -161,9 +158,7 @@ def create_backbone(name: str, pretrained: bool = True, **kw: object) -> Backbon
         ModelError: unknown name (the message lists the available ones), missing weights package,
             or a checkpoint that does not fit.
     """
-    if name not in _REGISTRY:
-        raise ModelError(f"unknown backbone '{name}'; available: {', '.join(list_backbones())}")
-    backbone = _REGISTRY[name](name, pretrained, **kw)
+    backbone = BACKBONES.lookup(name)(name, pretrained, **kw)
     return backbone.eval()
 
 

@@ -21,6 +21,7 @@ from comicid.data.importers.folder import import_folder
 from comicid.data.importers.manga109 import import_manga109, is_manga109_root
 from comicid.data.manifest import read_manifest
 from comicid.errors import ConfigError, ManifestError
+from comicid.registry import Registry
 
 __all__ = ["IMPORTERS", "Importer", "detect_format", "load_source", "import_coco", "import_comics",
            "import_folder", "import_manga109", "import_manifest"]
@@ -38,13 +39,11 @@ def import_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFra
     return read_manifest(path, check_files=check_files)
 
 
-IMPORTERS: dict[str, Importer] = {
-    "manifest": import_manifest,
-    "folder": import_folder,
-    "coco": import_coco,
-    "comics": import_comics,
-    "manga109": import_manga109,
-}
+#: name -> importer (the one registry mechanism, :mod:`comicid.registry`); a new format registers here.
+IMPORTERS: Registry[Importer] = Registry("source format")
+for _name, _importer in (("manifest", import_manifest), ("folder", import_folder), ("coco", import_coco),
+                         ("comics", import_comics), ("manga109", import_manga109)):
+    IMPORTERS.register(_name)(_importer)
 
 
 def detect_format(src: Path) -> str:
