@@ -12,7 +12,7 @@ from pathlib import Path
 
 from comicid.cli.common import add_cluster_options, add_model_options
 from comicid.data.manifest import display_key
-from comicid.identity import write_assignments
+from comicid.identity import assignment_table, write_assignments
 from comicid.workflows.cluster import cluster_collection
 from comicid.models.embedding_model import load_embedding_model
 from comicid.store.collection import Collection
@@ -32,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
                                     threshold=args.threshold, device=args.device, batch_size=args.batch_size,
                                     progress=not args.quiet)
     if args.out:
-        table = assignment.table.rename(columns={"instance_key": "instance", "identity_id": "identity"})
-        table["instance"] = table["instance"].map(display_key)
-        write_assignments(table, args.out)
+        table = assignment.table
+        write_assignments(assignment_table(table["instance_key"].map(display_key), table["identity_id"].to_numpy(),
+                                           table["confidence"].to_numpy()), args.out)
     if not args.quiet:
         info = assignment.info
         threshold = "n/a" if info["threshold"] is None else f"{info['threshold']:.3g} ({info['threshold_source']})"

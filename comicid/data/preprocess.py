@@ -49,8 +49,3 @@ def normalise_batch(pixels: Tensor, mean: Sequence[float], std: Sequence[float])
     mean_t = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
     return (pixels.float() / 255.0 - mean_t) / std_t
-
-
-def preprocess(image: Image.Image, size: int, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """One crop to a normalised float ``(3, size, size)`` tensor (for single images and tests)."""
-    return normalise_batch(letterbox_uint8(image, size).unsqueeze(0), mean, std)[0]

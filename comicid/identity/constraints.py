@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from comicid.errors import ConfigError
 
@@ -115,20 +117,9 @@ class Constraints:
         no partition can then satisfy both.
         """
         self.check(n)
-        parent = np.arange(n)
-
-        def root(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = int(parent[i])
-            return i
-
-        for a, b in self.must_link:
-            ra, rb = root(int(a)), root(int(b))
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-        roots = np.array([root(i) for i in range(n)], dtype=np.int64)
-        _, groups = np.unique(roots, return_inverse=True)  # roots are group minima: ids follow first member
+        links = coo_matrix((np.ones(len(self.must_link)), (self.must_link[:, 0], self.must_link[:, 1])), shape=(n, n))
+        # scipy numbers components as it meets their lowest member: ids follow each group's first member.
+        _, groups = connected_components(links, directed=False)
         clash = self.cannot_link[groups[self.cannot_link[:, 0]] == groups[self.cannot_link[:, 1]]]
         if len(clash):
             a, b = int(clash[0, 0]), int(clash[0, 1])
@@ -164,14 +155,16 @@ def check_embeddings(embeddings: object) -> np.ndarray:
     return array / norms[:, None]
 
 
-def first_appearance_labels(labels: np.ndarray) -> np.ndarray:
+def first_appearance_labels(labels: np.ndarray, keep_unknown: bool = True) -> np.ndarray:
     """Renumber cluster ids 0, 1, ... in order of first appearance; -1 (unknown) stays -1.
 
-    Makes output independent of the library's internal numbering, so equal partitions give equal arrays.
+    Makes output independent of the library's internal numbering, so equal partitions give equal arrays
+    (the one relabel helper of the package). With ``keep_unknown=False`` negative ids are ordinary ids
+    too: the canonical form of any partition.
     """
     labels = np.asarray(labels, dtype=np.int64)
     out = np.full(len(labels), -1, dtype=np.int64)
-    known = labels >= 0
+    known = labels >= 0 if keep_unknown else np.ones(len(labels), dtype=bool)
     _, first, inverse = np.unique(labels[known], return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(first))

@@ -34,7 +34,6 @@ last two fields existed are ``hidden`` cuts without colour and still load.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ from comicid.errors import ModelError
 from comicid.models.backbones import Backbone, ColorHistogram, create_backbone
 from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_KINDS, CHECKPOINT_VERSION, EmbeddingModel
 from comicid.models.weights import load_strict
-from comicid.runtime import resolve_device
 from comicid.atomic import atomic_write
 
 PARTS = ("face", "body")
@@ -394,20 +392,3 @@ def finetuned_from_checkpoint(checkpoint: dict[str, Any], model_id: str, what: s
     head = nn.Linear(int(head_in), int(out_dim), bias="bias" in head_state)
     load_strict(head, head_state, f"projector of {what}")
     return FineTunedFaceBodyModel(backbone, part_head, head, model_id, float(colour_weight))
-
-
-def load_finetuned_model(path: str | Path, device: str | torch.device = "cpu") -> FineTunedFaceBodyModel:
-    """Read a stage-2 checkpoint strictly; eval mode on ``device`` (channels_last on CPU).
-
-    ``model_id`` follows :func:`~comicid.models.embedding_model.load_embedding_model`: the backbone
-    name and the first 12 hex digits of the file's sha256, so cached features never go stale.
-    """
-    path = Path(path)
-    checkpoint, data = _read_checkpoint(path)
-    if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise ModelError(f"'{path}' is not a comicid model checkpoint (version {CHECKPOINT_VERSION})")
-    model_id = f"{checkpoint['backbone']}@{hashlib.sha256(data).hexdigest()[:12]}"
-    model = finetuned_from_checkpoint(checkpoint, model_id, f"checkpoint '{path}'")
-    target = resolve_device(device)
-    model = model.to(target).eval()
-    return model.to(memory_format=torch.channels_last) if target.type == "cpu" else model

@@ -17,7 +17,6 @@ from comicid.models.facebody import (
     FusionProjector,
     build_facebody_network,
     load_facebody_network,
-    load_finetuned_model,
     save_facebody_network,
     save_finetuned_model,
 )
@@ -76,7 +75,7 @@ def test_finetuned_model_meets_the_embedding_contract_after_a_round_trip(tmp_pat
     with torch.no_grad():
         expected = projector(torch.stack([network.hidden(face, "face"), network.hidden(body, "body")], 1),
                              torch.ones(2, 2, dtype=torch.bool)).numpy()
-        loaded = load_finetuned_model(save_finetuned_model(model, tmp_path / "m.pt", half=half))
+        loaded = load_embedding_model(save_finetuned_model(model, tmp_path / "m.pt", half=half), precision="fp32")
         parts = loaded.forward_parts(torch.cat([face, body])).numpy()
     fused = fuse_parts(parts, np.array([0, 1, 0, 1]), 2, loaded.head)
     assert np.allclose(fused, expected, atol=2e-3 if half else 1e-5)
@@ -92,12 +91,12 @@ def test_only_sum_fusion_on_a_shared_trunk_exports() -> None:
         FineTunedFaceBodyModel.from_stages(separate, FusionProjector(16, 2))
 
 
-def test_a_checkpoint_without_part_head_is_refused(tmp_path: Path) -> None:
+def test_a_facebody_checkpoint_without_projector_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "plain.pt"
-    torch.save({"format": "comicid-model", "version": 1, "backbone": "tiny-cnn", "state_dict": {},
-                "head": None}, path)
+    torch.save({"format": "comicid-model", "kind": "facebody", "version": 1, "backbone": "tiny-cnn",
+                "state_dict": {}, "head": None}, path)
     with pytest.raises(ModelError):
-        load_finetuned_model(path)
+        load_embedding_model(path, precision="fp32")
 
 
 def _pixels(n: int = 4, size: int = 32) -> torch.Tensor:
@@ -147,11 +146,11 @@ def test_backbone_colour_checkpoint_round_trips_strictly(tmp_path: Path, half: b
     checkpoint["part_head"] = {"0.weight": torch.zeros(16, network.feature_dim)}
     torch.save(checkpoint, tmp_path / "bad.pt")
     with pytest.raises(ModelError, match="'backbone' cut but carries a part head"):
-        load_finetuned_model(tmp_path / "bad.pt")
+        load_embedding_model(tmp_path / "bad.pt", precision="fp32")
     checkpoint["part_head"], checkpoint["head"] = None, {"weight": torch.zeros(12, network.feature_dim)}
     torch.save(checkpoint, tmp_path / "wrong_dim.pt")
     with pytest.raises(ModelError, match="projector expects"):
-        load_finetuned_model(tmp_path / "wrong_dim.pt")
+        load_embedding_model(tmp_path / "wrong_dim.pt", precision="fp32")
 
 
 def test_checkpoints_from_before_the_cut_field_load_as_hidden_cuts(tmp_path: Path) -> None:
@@ -160,7 +159,7 @@ def test_checkpoints_from_before_the_cut_field_load_as_hidden_cuts(tmp_path: Pat
     checkpoint = torch.load(save_finetuned_model(model, tmp_path / "m.pt"), weights_only=True)
     del checkpoint["cut"], checkpoint["colour_weight"]
     torch.save(checkpoint, tmp_path / "old.pt")
-    loaded = load_finetuned_model(tmp_path / "old.pt")
+    loaded = load_embedding_model(tmp_path / "old.pt", precision="fp32")
     assert (loaded.cut, loaded.colour_weight, loaded.part_dim) == ("hidden", 0.0, 16)
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from comicid.errors import ModelError
 from comicid.models import create_backbone
-from comicid.data.preprocess import preprocess
+from comicid.data.preprocess import letterbox_uint8, normalise_batch
 from comicid.models.weights import (
     MOBILENETV2_FILE,
     MOBILENETV2_PACKAGE,
@@ -65,7 +65,7 @@ def test_mobilenetv2_reproduces_the_upstream_network() -> None:
     upstream.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     ours = create_backbone("mobilenetv2-imagenet", input_size=64)
     image = Image.fromarray(skimage_data.chelsea())
-    x = preprocess(image, 64, ours.mean, ours.std)[None]
+    x = normalise_batch(letterbox_uint8(image, 64)[None], ours.mean, ours.std)
     with torch.inference_mode():
         torch.testing.assert_close(ours(x), upstream.eval()(x), atol=1e-4, rtol=1e-4)
 
@@ -79,7 +79,7 @@ def test_lite0_backbone_features_classify_natural_images(name: str, expected: se
     backbone = create_backbone("effnet-lite0-imagenet", input_size=224)
     state = lite0_imagenet_state_dict()
     image = Image.fromarray(getattr(skimage_data, name)())
-    x = preprocess(image, backbone.input_size, backbone.mean, backbone.std)[None]
+    x = normalise_batch(letterbox_uint8(image, backbone.input_size)[None], backbone.mean, backbone.std)
     with torch.inference_mode():
         logits = backbone(x) @ state["classifier.weight"].T + state["classifier.bias"]
     assert int(logits.argmax()) in expected

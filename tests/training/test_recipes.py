@@ -13,7 +13,8 @@ from comicid.cli import main
 from comicid.data.synth import generate_books
 from comicid.models.embed import fuse_parts
 from comicid.models.embedding_model import load_embedding_model
-from comicid.models.facebody import FineTunedFaceBodyModel, load_facebody_network, load_finetuned_model
+from comicid.models.embedding_model import load_embedding_model
+from comicid.models.facebody import FineTunedFaceBodyModel, load_facebody_network
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
 from comicid.training.finetune import train_finetune
 from comicid.training.ssl import train_ssl
@@ -64,7 +65,7 @@ def test_finetune_loss_falls_and_exports_an_embedding_model(
     result, path = train_finetune(config, progress=False)
     assert _falls(result.losses()), result.losses()
     assert result.best is not None and 0.0 < result.best <= 1.0
-    model = load_finetuned_model(path)
+    model = load_embedding_model(path, precision="fp32")
     crops = torch.randn(3, 3, model.input_size, model.input_size)
     with torch.no_grad():
         parts = model.forward_parts(crops).numpy()

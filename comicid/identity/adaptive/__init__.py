@@ -7,11 +7,11 @@ a parameter-free merge with per-cluster thresholds gives the final identities. S
 
 from comicid.identity.adaptive.clusterer import AdaptiveClusterer, load_adapter, save_adapter
 from comicid.identity.adaptive.final import attach_pending, merge_clusters
-from comicid.identity.adaptive.groups import ConstrainedUnion, grow_groups, seed_groups
+from comicid.identity.adaptive.groups import ConstrainedUnion, grow_groups
 from comicid.identity.adaptive.matching import fit_gaussians, soft_match
 from comicid.identity.adaptive.quality import low_quality_mask, quality_scores
 
 __all__ = [
     "AdaptiveClusterer", "ConstrainedUnion", "attach_pending", "fit_gaussians", "grow_groups", "load_adapter",
-    "low_quality_mask", "merge_clusters", "quality_scores", "save_adapter", "seed_groups", "soft_match",
+    "low_quality_mask", "merge_clusters", "quality_scores", "save_adapter", "soft_match",
 ]

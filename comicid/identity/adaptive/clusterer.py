@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from comicid.identity.adaptive.final import attach_pending, merge_clusters
-from comicid.identity.adaptive.groups import canonical, grow_groups
+from comicid.identity.adaptive.groups import grow_groups
 from comicid.identity.adaptive.matching import soft_match
 from comicid.identity.adaptive.quality import dropout_views, low_quality_mask, quality_scores
 from comicid.identity.base import ConstrainedClusterer
@@ -189,7 +189,7 @@ class AdaptiveClusterer(ConstrainedClusterer):
         self.adapter_ = adapter
         self.quality_ = quality
         self.pending_ = pending
-        self.groups_ = canonical(groups)
+        self.groups_ = first_appearance_labels(groups, keep_unknown=False)
         self.rounds_ = rounds
 
     def _fingerprint(self, unit: np.ndarray, views: np.ndarray, bank: np.ndarray, constraints: Constraints,

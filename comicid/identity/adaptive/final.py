@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from comicid.identity.adaptive.groups import canonical, union_from_labels
+from comicid.identity.adaptive.groups import union_from_labels
+from comicid.identity.constraints import first_appearance_labels
 
 
 def cluster_thresholds(embeddings: np.ndarray, labels: np.ndarray,
@@ -65,7 +66,7 @@ def merge_clusters(embeddings: np.ndarray, labels: np.ndarray, cannot_link: np.n
         max_passes: safety cap only; every pass that continues removes at least one cluster.
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
-    labels = canonical(labels)
+    labels = first_appearance_labels(labels, keep_unknown=False)
     blocked: set[tuple[int, int]] = set()  # pairs (by representative) a cannot-link forbids
     for _ in range(max_passes):
         sums, sizes, thresholds = cluster_thresholds(embeddings, labels, views)
@@ -100,10 +101,10 @@ def attach_pending(embeddings: np.ndarray, labels: np.ndarray, pending: np.ndarr
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
     pending = np.asarray(pending, dtype=bool)
-    labels = canonical(labels)
+    labels = first_appearance_labels(labels, keep_unknown=False)
     if not pending.any() or pending.all():
         return np.full(len(labels), -1) if unknown and pending.all() else labels
-    kept = canonical(labels[~pending])
+    kept = first_appearance_labels(labels[~pending], keep_unknown=False)
     kept_views = None if views is None else np.asarray(views)[:, ~pending]
     sums, sizes, thresholds = cluster_thresholds(embeddings[~pending], kept, kept_views)
     mean_similarity = embeddings[pending] @ sums.T / sizes[None, :]  # (P, C)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from comicid.identity.constraints import first_appearance_labels
+
 
 class ConstrainedUnion:
     """Union-find over instances that refuses any union joining a cannot-linked pair.
@@ -70,14 +72,7 @@ class ConstrainedUnion:
         return True
 
     def labels(self) -> np.ndarray:
-        return canonical(np.array([self.find(i) for i in range(len(self.parent))]))
-
-
-def canonical(labels: np.ndarray) -> np.ndarray:
-    """Relabel groups 0, 1, 2, ... in order of first occurrence (a partition has one canonical form)."""
-    _, first, inverse = np.unique(np.asarray(labels), return_index=True, return_inverse=True)
-    order = np.argsort(np.argsort(first))
-    return order[inverse].astype(np.int64)
+        return first_appearance_labels(np.array([self.find(i) for i in range(len(self.parent))]), keep_unknown=False)
 
 
 def union_from_labels(labels: np.ndarray, cannot_link: np.ndarray | None) -> ConstrainedUnion:
@@ -91,19 +86,6 @@ def union_from_labels(labels: np.ndarray, cannot_link: np.ndarray | None) -> Con
         else:
             first[label] = index
     return union
-
-
-def seed_groups(n: int, must_link: np.ndarray | None = None, cannot_link: np.ndarray | None = None) -> np.ndarray:
-    """Groups from must-links alone: (N,) canonical labels.
-
-    A must-link that contradicts a cannot-link is dropped (the cannot-link wins: a page says two
-    figures stand in one panel, which is stronger evidence than a shared id typed by a person).
-    """
-    union = ConstrainedUnion(n, cannot_link)
-    if must_link is not None:
-        for a, b in np.asarray(must_link, dtype=np.int64).reshape(-1, 2):
-            union.union(int(a), int(b))
-    return union.labels()
 
 
 def _nearest_outside_group(embeddings: np.ndarray, groups: np.ndarray, eligible: np.ndarray) -> np.ndarray:

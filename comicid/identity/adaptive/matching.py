@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from comicid.identity.adaptive.groups import canonical, union_from_labels
+from comicid.identity.adaptive.groups import union_from_labels
+from comicid.identity.constraints import first_appearance_labels
 
 #: Fraction of a group's own members whose log-likelihoods set its threshold (the paper's 25 %).
 LOWER_TAIL = 0.25
@@ -47,10 +48,6 @@ class GroupGaussians:
     means: np.ndarray
     variances: np.ndarray
     thresholds: np.ndarray
-
-    def log_likelihood(self, squared_distance: np.ndarray) -> np.ndarray:
-        """Log-density at the given squared distances from each group's mean (broadcast over G)."""
-        return _log_density(squared_distance, self.variances, self.means.shape[1])
 
     def sq_distances(self) -> np.ndarray:
         """(G, G): entry [h, g] is the squared distance between the means of h and g."""
@@ -111,7 +108,7 @@ def soft_match(embeddings: np.ndarray, groups: np.ndarray, views: np.ndarray | N
     """
     n = len(groups)
     eligible = np.ones(n, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
-    groups = canonical(groups)
+    groups = first_appearance_labels(groups, keep_unknown=False)
     active = np.unique(groups[eligible])
     if len(active) < 2:
         return groups
