@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from comicid.identity import CLUSTERERS, SCOPES
+
 DEFAULT_MODEL = "default"
 
 
@@ -19,8 +21,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
-    from comicid.identity import CLUSTERERS, SCOPES
-
     parser.add_argument("--method", default="agglomerative", choices=sorted(CLUSTERERS),
                         help="clustering method (default: agglomerative)")
     parser.add_argument("--scope", default="book", choices=SCOPES,

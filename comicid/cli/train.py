@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
+from comicid.training.finetune import train_finetune
+from comicid.training.ssl import SSL_MODEL_NAME, train_ssl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,14 +36,10 @@ def run(args: argparse.Namespace) -> int:
     if not quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.stage == "ssl":
-        from comicid.training.ssl import SSL_MODEL_NAME, train_ssl
-
         ssl_config = load_config(args.config, SSLConfig)
         result = train_ssl(ssl_config, args.device, args.resume, progress=not quiet)
         written: Path | None = ssl_config.output_dir / SSL_MODEL_NAME
     else:
-        from comicid.training.finetune import train_finetune
-
         finetune_config = load_config(args.config, FinetuneConfig)
         result, written = train_finetune(finetune_config, args.device, args.resume, progress=not quiet)
     if not quiet:
