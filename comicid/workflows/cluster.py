@@ -9,6 +9,7 @@ are never used to choose it.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,11 @@ def save_learnt_state(folder: Path) -> Callable[[str, object], None]:
     """An ``on_fitted`` callback keeping what a clusterer learnt per scope under ``folder``.
 
     For the adaptive method that is its adapter and centring vector (``<scope>.adapter.pt``,
-    ``<scope>.centre.npy``); other methods learn nothing and write nothing.
+    ``<scope>.centre.npy``); other methods learn nothing and write nothing. What an earlier run left in
+    ``folder`` is removed first: it belongs to the assignment this run replaces, so search (which uses
+    whatever learnt state the folder holds) never mixes runs or methods.
     """
+    shutil.rmtree(folder, ignore_errors=True)
 
     def save(key: str, clusterer: object) -> None:
         adapter = getattr(clusterer, "adapter_", None)

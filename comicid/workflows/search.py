@@ -45,11 +45,12 @@ def embed_query_image(path: str | Path, model: EmbeddingModel, device: str = "cp
 def adapted_space(collection: Collection, embedded: InstanceEmbeddings) -> dict[str, tuple[object, np.ndarray]]:
     """Per book, the adapter and centre learnt by adaptive clustering, when they fit ``embedded``.
 
-    They apply only when the collection's last assignment was ``adaptive`` per book with the same model
-    (an adapter is a metric on that model's embeddings); otherwise the mapping is empty.
+    They apply only when the collection's last assignment learnt a metric per book (the folder holds
+    only the last run's state) with the same model (an adapter is a metric on that model's embeddings);
+    otherwise the mapping is empty. No method is named here: any method that learns state applies.
     """
     info = collection.meta().get("assignments") or {}
-    if info.get("method") != "adaptive" or info.get("scope") != "book" or info.get("model") != embedded.model_id:
+    if info.get("scope") != "book" or info.get("model") != embedded.model_id:
         return {}
     spaces = {}
     for book in sorted(set(embedded.table["book"])):
