@@ -17,6 +17,7 @@ from comicid.identity import (
     SCOPES,
     AdaptiveClusterer,
     AgglomerativeClusterer,
+    ConstrainedClusterer,
     Constraints,
     HDBSCANClusterer,
     create_clusterer,
@@ -28,6 +29,6 @@ from comicid.workflows.cluster import Assignment
 
 __all__ = [
     "CLUSTERERS", "SCOPES", "AdaptiveClusterer", "AgglomerativeClusterer", "Assignment", "ComicidError",
-    "Collection", "Constraints", "EmbeddingModel", "HDBSCANClusterer", "InstanceEmbeddings", "__version__",
+    "Collection", "ConstrainedClusterer", "Constraints", "EmbeddingModel", "HDBSCANClusterer", "InstanceEmbeddings", "__version__",
     "cluster", "create_clusterer", "embed", "evaluate", "import_source", "load_model", "open_collection", "search",
 ]
