@@ -27,10 +27,12 @@ from comicid.identity.constraints import (
 class ConstrainedClusterer(ClusterMixin, BaseEstimator):
     """A scikit-learn clusterer of L2-normalised embeddings under comic constraints.
 
-    ``fit(X, constraints=None)`` sets ``labels_`` (int64, numbered by first appearance, -1 = unknown);
-    ``fit_predict(X, constraints=None)`` returns them. ``constraints`` comes second (not ``y``) because
-    that is what identity assignment passes; a scikit-learn ``Pipeline`` calling ``fit(X, None)`` still
-    works. Nothing from one call leaks into the next: every fitted attribute is set anew by ``fit``.
+    ``fit(X, constraints=None)`` sets ``labels_`` (int64, numbered by first appearance, -1 = unknown)
+    and ``n_features_in_``; ``fit_predict(X, constraints=None)`` returns the labels. ``constraints``
+    comes second because that is what identity assignment passes; scikit-learn passes ``y`` there, so a
+    1-D array of one value per row is taken as ``y`` and ignored, as every scikit-learn clusterer
+    ignores it (anything else that is not :class:`Constraints` is an error, never silently dropped).
+    Nothing from one call leaks into the next: every fitted attribute is set anew by ``fit``.
 
     Class attributes: ``threshold_parameter`` names the hyper-parameter ``--threshold`` sets (or None);
     ``image_views`` is how many augmented views per crop ``fit`` learns from (``views=``), 0 for most.
@@ -47,9 +49,13 @@ class ConstrainedClusterer(ClusterMixin, BaseEstimator):
         """Cluster ``X (N, D)``; ``views (V, N, D)`` are used by methods with ``image_views > 0``;
         ``fit_params`` are method-specific data (e.g. the adaptive method's ``instance_parts``)."""
         self._validate()
-        if constraints is not None and not isinstance(constraints, Constraints):
-            raise IdentityInputError(f"constraints must be a Constraints object or None, not {type(constraints).__name__}")
         unit = check_embeddings(X)  # (N, D), L2-normalised
+        if constraints is not None and not isinstance(constraints, Constraints):
+            if np.ndim(constraints) != 1 or len(constraints) != len(unit):  # type: ignore[arg-type]
+                raise IdentityInputError(
+                    f"constraints must be a Constraints object or None, not {type(constraints).__name__}")
+            constraints = None  # scikit-learn's y (N,), passed second by its checks and Pipelines: ignored
+        self.n_features_in_ = unit.shape[1]
         constraints = constraints if constraints is not None else Constraints()
         constraints.check(len(unit))
         self.labels_ = first_appearance_labels(np.asarray(self._fit_labels(unit, constraints, views, **fit_params), dtype=np.int64))

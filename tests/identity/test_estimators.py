@@ -61,10 +61,31 @@ def test_no_state_kept_between_calls(name: str) -> None:
     np.testing.assert_array_equal(clone(estimator).fit_predict(first, constraints), labels)
 
 
+#: scikit-learn's own estimator checks that apply. Left out, on purpose: check_fit_score_takes_y
+#: (``constraints`` is the second argument), check_estimators_dtypes (it feeds all-zero rows, whose cosine
+#: is undefined: refused with a clear error), and check_clustering for HDBSCAN (a quality bar on generic
+#: blobs that density clustering with noise singletons need not meet).
+SKLEARN_CHECKS = ("check_no_attributes_set_in_init", "check_get_params_invariance", "check_set_params",
+                  "check_parameters_default_constructible", "check_estimators_overwrite_params",
+                  "check_dont_overwrite_parameters", "check_fit_idempotent", "check_n_features_in",
+                  "check_fit2d_1sample", "check_fit2d_1feature", "check_fit_check_is_fitted",
+                  "check_estimators_nan_inf", "check_dict_unchanged", "check_estimators_pickle")
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERERS))
+def test_scikit_learn_estimator_checks_that_apply(name: str) -> None:
+    from sklearn.utils import estimator_checks
+
+    checks = SKLEARN_CHECKS + (("check_clustering",) if name != "hdbscan" else ())
+    for check in checks:
+        getattr(estimator_checks, check)(name, CLUSTERERS[name](**FAST.get(name, {})))
+
+
 def test_constraints_come_second_and_are_checked() -> None:
     estimator = create_clusterer("agglomerative")
     with pytest.raises(IdentityInputError, match="Constraints object"):
-        estimator.fit(blobs(0), np.zeros(15))  # a y passed where constraints go
+        estimator.fit(blobs(0), np.zeros((3, 2), dtype=np.int64))  # pairs, not a Constraints object
+    assert len(estimator.fit(blobs(0), np.zeros(15)).labels_) == 15  # scikit-learn's y there: ignored
     assert len(estimator.fit(blobs(0), None).labels_) == 15  # Pipeline-style fit(X, None)
 
 
