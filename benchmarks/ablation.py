@@ -29,13 +29,13 @@ from torch import Tensor, nn
 
 from common import ROOT, markdown_table, write_section  # noqa: E402
 
+import comicid  # noqa: E402
 from comicid.data.manifest import read_manifest  # noqa: E402
 from comicid.data.synth import generate_books  # noqa: E402
 from comicid.evaluation.clustering import clustering_metrics_by_group  # noqa: E402
 from comicid.workflows.evaluate import retrieval_scores  # noqa: E402
 from comicid.workflows.cluster import assign_identities  # noqa: E402
 from comicid.models.embed import embed_crops, fuse_parts  # noqa: E402
-from comicid.models.embedding_model import load_embedding_model  # noqa: E402
 from comicid.models.facebody import FaceBodyNetwork, load_facebody_network  # noqa: E402
 from comicid.runtime import tune_allocator  # noqa: E402
 from comicid.store.collection import Collection  # noqa: E402
@@ -136,7 +136,7 @@ def main() -> None:
                                              input_size=args.input_size).eval()
             embedders = {part: PartEmbedder(network, part, baseline) for part in ("face", "body")}
         else:
-            model = load_embedding_model(baseline)
+            model = comicid.load_model(baseline)
             embedders = {"face": model, "body": model}
         scores = evaluate(embedders, collection)
         print(f"{baseline:40s} {scores}", flush=True)

@@ -29,12 +29,12 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 from common import DATASETS, DOC, write_section  # noqa: E402
 
+import comicid  # noqa: E402
 from comicid.data.crops import Box, crop_part  # noqa: E402
 from comicid.data.images import load_image  # noqa: E402
 from comicid.data.manifest import instance_keys, read_manifest  # noqa: E402
 from comicid.evaluation.clustering import clustering_metrics  # noqa: E402
-from comicid.identity import AgglomerativeClusterer, Constraints, HDBSCANClusterer  # noqa: E402
-from comicid.identity.adaptive import AdaptiveClusterer  # noqa: E402
+from comicid import AdaptiveClusterer, AgglomerativeClusterer, Constraints, HDBSCANClusterer  # noqa: E402
 from comicid.identity.calibration import calibrate_threshold  # noqa: E402
 
 MANIFESTS = {
@@ -72,7 +72,7 @@ def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Fea
     Embeddings and views are cached separately (views cost ``n_views`` times more), so an interrupted
     run keeps what it finished.
     """
-    from comicid.models import embed_crops, fuse_parts, load_embedding_model
+    from comicid.models import embed_crops, fuse_parts
     from comicid.training.adapt import embed_views
 
     frame = read_manifest(manifest)
@@ -85,12 +85,12 @@ def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Fea
     embedding_path, view_path = cache / f"{stem}.npy", cache / f"{stem}-views{n_views}.npz"
     model = crops = None
     if not embedding_path.is_file():
-        model, crops = load_embedding_model(model_name), _crops(frame)
+        model, crops = comicid.load_model(model_name), _crops(frame)
         embeddings = fuse_parts(embed_crops(crops, model, progress=True), codes, len(uniques), model.head)
         np.save(embedding_path, embeddings)
     embeddings = np.load(embedding_path)
     if not view_path.is_file():
-        model = model or load_embedding_model(model_name)
+        model = model or comicid.load_model(model_name)
         crops = crops or _crops(frame)
         start = time.perf_counter()
         part_views = embed_views(crops, model, n_views=n_views, progress=True)

@@ -34,10 +34,10 @@ import pandas as pd
 from common import DEV_SETS, ROOT, available_dev_sets, markdown_table, write_section  # noqa: E402
 from run import SYNTH as HELD_OUT_SYNTH  # noqa: E402  (the benchmark's held-out books, seed 101)
 
+import comicid  # noqa: E402
 from comicid.data.manifest import read_manifest, write_manifest  # noqa: E402
 from comicid.data.synth import generate_books  # noqa: E402
 from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest  # noqa: E402
-from comicid.models.embedding_model import load_embedding_model  # noqa: E402
 from comicid.models.quantize import QuantizeReport, quantize_checkpoint  # noqa: E402
 from comicid.runtime import tune_allocator  # noqa: E402
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config  # noqa: E402
@@ -108,7 +108,7 @@ def build_manifests(out: Path, quick: bool) -> tuple[Path, Path, Path, list[str]
 
 def evaluate(model_path: Path, synth_eval: Path, quick: bool) -> list[dict[str, Any]]:
     """rank-1 and mAP of the trained model and the baseline, per set (split=test of the dev sets)."""
-    models = {"default (trained)": load_embedding_model(model_path, precision="fp32"), BASELINE: load_embedding_model(BASELINE)}
+    models = {"default (trained)": comicid.load_model(model_path, precision="fp32"), BASELINE: comicid.load_model(BASELINE)}
     trained_on = {dev_set.name for dev_set in TRAIN_SETS}
     sets = [(f"{d.name} (test)", d.manifest, "test") for d in available_dev_sets() if d.name in trained_on]
     seed = (SYNTH_QUICK if quick else SYNTH)["eval"][3]
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if size >= MAX_BYTES:
         print(f"error: {path} is {size / 2**20:.1f} MB, over the 25 MB limit", file=sys.stderr)
         return 1
-    model = load_embedding_model(path, precision="fp32")
+    model = comicid.load_model(path, precision="fp32")
     int8 = build_int8(path, train)
     stage1 = "no stage 1" if args.no_ssl else f"stage 1: {ssl_result.steps} steps, best val loss {ssl_result.best:.3f}"
     summary = (f"{stage1}; stage 2: {ft_result.steps} "
