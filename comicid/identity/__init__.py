@@ -29,7 +29,8 @@ from comicid.identity.scopes import SCOPES, assignment_table, cluster_by_scope, 
 
 __all__ = [
     "CLUSTERERS", "DEFAULT_THRESHOLDS", "SCOPES", "AdaptiveClusterer", "AgglomerativeClusterer", "Calibration",
-    "ConstrainedClusterer", "Constraints", "HDBSCANClusterer", "IdentityInputError", "ThresholdChoice", "assignment_table",
+    "ConstrainedClusterer", "Constraints", "HDBSCANClusterer", "IdentityInputError", "ThresholdChoice",
+    "assignment_table",
     "auto_threshold", "calibrate_threshold", "cluster_by_scope", "confidence", "create_clusterer",
     "write_assignments",
 ]

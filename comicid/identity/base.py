@@ -58,11 +58,13 @@ class ConstrainedClusterer(ClusterMixin, BaseEstimator):
         self.n_features_in_ = unit.shape[1]
         constraints = constraints if constraints is not None else Constraints()
         constraints.check(len(unit))
-        self.labels_ = first_appearance_labels(np.asarray(self._fit_labels(unit, constraints, views, **fit_params), dtype=np.int64))
+        labels = self._fit_labels(unit, constraints, views, **fit_params)
+        self.labels_ = first_appearance_labels(np.asarray(labels, dtype=np.int64))
         return self
 
-    def fit_predict(self, X: np.ndarray, constraints: Constraints | None = None, y: object = None,  # type: ignore[override]
-                    views: np.ndarray | None = None, **fit_params: object) -> np.ndarray:
+    def fit_predict(  # type: ignore[override]
+            self, X: np.ndarray, constraints: Constraints | None = None, y: object = None,
+            views: np.ndarray | None = None, **fit_params: object) -> np.ndarray:
         """Labels ``(N,)`` of ``X``: int64, numbered by first appearance, -1 = unknown."""
         return self.fit(X, constraints, y, views=views, **fit_params).labels_
 
