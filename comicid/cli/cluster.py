@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     collection = Collection.open(args.collection)
+    with collection.writer("cluster"):
+        return _run(args, collection)
+
+
+def _run(args: argparse.Namespace, collection: Collection) -> int:
     model = load_embedding_model(args.model, device=args.device, precision=args.precision)
     embedded = embed_collection(collection, model, device=args.device, batch_size=args.batch_size,
                                 progress=not args.quiet, n_views=views_needed(args.method))

@@ -12,6 +12,7 @@ as text attributes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -37,6 +38,12 @@ DEFAULT_KIND = "character"
 DEFAULT_BOOK = "default"
 
 _SEPARATOR = "\x1f"  # cannot appear in a CSV cell typed by a person
+#: Joins the book and the locator of a row without an instance id: a different separator than the one
+#: of explicit ids, so no instance id a user writes (``#row0``, a hash) can equal an anonymous key.
+_ANONYMOUS = "\x1e"
+#: Box coordinates beyond this many pixels are refused: no page is that large (the image loader caps
+#: pages at :data:`comicid.data.images.MAX_IMAGE_PIXELS`), and 1e300 would overflow the crop code.
+MAX_COORDINATE = 1e7
 
 
 def _as_text(values: pd.Series) -> pd.Series:
@@ -103,6 +110,8 @@ def _box_problems(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, st
         x0, y0, x1, y1 = boxes.iloc[index]
         if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
             problems.append((int(index), "box has a non-finite coordinate"))
+        elif max(abs(x0), abs(y0), abs(x1), abs(y1)) > MAX_COORDINATE:
+            problems.append((int(index), f"box coordinate beyond ±{MAX_COORDINATE:.0e} px (no page is that large)"))
         elif x1 < x0:
             problems.append((int(index), "x1 < x0"))
         elif y1 < y0:
@@ -121,8 +130,9 @@ def _instance_problems(frame: pd.DataFrame) -> list[tuple[int, str]]:
         kinds = group["kind"].tolist()
         for kind in ("face", "body"):
             if kinds.count(kind) > 1:
-                rows = ", ".join(str(i + 1) for i in group.index[group["kind"] == kind])
-                problems.append((int(group.index[1]),
+                duplicates = group.index[group["kind"] == kind]
+                rows = ", ".join(str(i + 1) for i in duplicates)
+                problems.append((int(duplicates[1]),
                                  f"instance '{instance}' of book '{book}' has {kinds.count(kind)} {kind} rows "
                                  f"(rows {rows}); an instance has at most one face and one body"))
         if "character" in kinds and len(kinds) > 1:
@@ -195,18 +205,36 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     return write_table(out, path)
 
 
+def part_locators(frame: pd.DataFrame) -> pd.Series:
+    """What locates each row's pixels: a hash of its image path, box (to 1/1000 px) and kind.
+
+    It never depends on the row's position or labels, so the same part gets the same locator in any
+    manifest, and parts of two sources differ whenever their images differ.
+    """
+    boxes = [frame[c].map(lambda v: "" if pd.isna(v) else f"{float(v):.3f}") for c in BOX_COLUMNS]
+    texts = (_SEPARATOR.join(values) for values in zip(frame["image"], *boxes, frame["kind"], strict=True))
+    return pd.Series([hashlib.sha1(text.encode()).hexdigest()[:20] for text in texts], index=frame.index,
+                     dtype=object)
+
+
 def instance_keys(frame: pd.DataFrame) -> pd.Series:
-    """One key per row naming its instance: ``book/instance``, or the row itself when it has none."""
+    """One key per row naming its instance: ``book/instance``, or ``book/#<locator>`` when it has none.
+
+    A row without an instance id is keyed by :func:`part_locators` (its image, box and kind), never by
+    its position, so two manifests or two folders imported into one collection cannot fuse their
+    anonymous rows, and a re-import finds the same key again.
+    """
+    locators = part_locators(frame)
     keys = [
-        f"{book}{_SEPARATOR}{instance}" if instance else f"{book}{_SEPARATOR}#row{index}"
-        for index, (book, instance) in enumerate(zip(frame["book"], frame["instance"], strict=True))
+        f"{book}{_SEPARATOR}{instance}" if instance else f"{book}{_ANONYMOUS}{locator}"
+        for book, instance, locator in zip(frame["book"], frame["instance"], locators, strict=True)
     ]
     return pd.Series(keys, index=frame.index, dtype=object)
 
 
 def display_key(instance_key: str) -> str:
-    """The user-facing form of an instance key: ``book/instance`` (or ``book/#rowN``)."""
-    return instance_key.replace(_SEPARATOR, "/")
+    """The user-facing form of an instance key: ``book/instance`` (or ``book/#<locator>``)."""
+    return instance_key.replace(_ANONYMOUS, "/#").replace(_SEPARATOR, "/")
 
 
 def has_box(frame: pd.DataFrame) -> np.ndarray:
