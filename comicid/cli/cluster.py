@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from comicid.cli.common import add_cluster_options, add_model_options
+from comicid.cli.common import add_cluster_options, add_model_options, output_file
 from comicid.data.manifest import display_key
 from comicid.identity import write_assignments
 from comicid.identity.assign import assign_identities, collection_params, save_learnt_state, views_needed
@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        output_file(args.out, "--out")
     collection = Collection.open(args.collection)
     with collection.writer("cluster"):
         return _run(args, collection)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -146,8 +146,19 @@ def _instance_problems(frame: pd.DataFrame) -> list[tuple[int, str]]:
     return problems
 
 
-def validate(frame: pd.DataFrame, check_files: bool = True, source: str | None = None) -> pd.DataFrame:
+def inside(path: str | Path, roots: Sequence[Path]) -> bool:
+    """True when ``path``, with every ``..`` and symbolic link resolved, lies under one of ``roots``."""
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
+
+
+def validate(frame: pd.DataFrame, check_files: bool = True, source: str | None = None,
+             roots: Sequence[Path] | None = None) -> pd.DataFrame:
     """Check every row of a normalised manifest; return it with numeric boxes.
+
+    ``roots``: the source's folders; an image outside all of them (``../``, an absolute path, a
+    symbolic link leading out) is a row error, so a manifest cannot make comicid read, crop and
+    report files elsewhere on the machine. ``None`` allows any path (``--allow-outside``).
 
     Raises:
         ManifestError: with one message per bad row (``row 12: x1 < x0``), rows counted from 1.
@@ -156,6 +167,9 @@ def validate(frame: pd.DataFrame, check_files: bool = True, source: str | None =
     for index, image in enumerate(frame["image"]):
         if not image:
             problems.append((index, "image is empty"))
+        elif roots is not None and not inside(image, roots):
+            problems.append((index, f"image '{image}' is outside the source folder "
+                                    f"'{roots[0]}'; pass --allow-outside (allow_outside=True) to read it"))
         elif check_files and not os.path.isfile(image):
             problems.append((index, f"image '{image}' not found"))
     for column, allowed in (("kind", KINDS), ("role", ROLES), ("split", SPLITS)):
@@ -170,8 +184,11 @@ def validate(frame: pd.DataFrame, check_files: bool = True, source: str | None =
     return frame
 
 
-def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:
-    """Read and validate a manifest-v1 CSV or Parquet file; images resolve against its folder."""
+def read_manifest(path: str | Path, check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
+    """Read and validate a manifest-v1 CSV or Parquet file; images resolve against its folder.
+
+    Images must lie inside the manifest's folder unless ``allow_outside`` is true.
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError([f"manifest '{path}' not found"])
@@ -184,16 +201,19 @@ def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:
         raise ManifestError([f"cannot parse '{path}' as CSV or Parquet ({error})"]) from None
     if raw.empty and "image" in raw.columns:
         raise ManifestError(["the manifest has no rows"], source=str(path))
-    return validate(normalise(raw, base_dir=path.parent), check_files=check_files, source=str(path))
+    roots = None if allow_outside else [path.parent]
+    return validate(normalise(raw, base_dir=path.parent), check_files=check_files, source=str(path), roots=roots)
 
 
 def from_records(records: Iterable[Mapping[str, object]], base_dir: Path | None = None,
-                 check_files: bool = True, source: str | None = None) -> pd.DataFrame:
-    """Build a validated manifest from dictionaries (what importers produce)."""
+                 check_files: bool = True, source: str | None = None,
+                 roots: Sequence[Path] | None = None) -> pd.DataFrame:
+    """Build a validated manifest from dictionaries (what importers produce); see :func:`validate` for ``roots``."""
     rows = list(records)
     if not rows:
         raise ManifestError(["no rows were found"], source=source)
-    return validate(normalise(pd.DataFrame(rows), base_dir=base_dir), check_files=check_files, source=source)
+    return validate(normalise(pd.DataFrame(rows), base_dir=base_dir), check_files=check_files, source=source,
+                    roots=roots)
 
 
 def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:

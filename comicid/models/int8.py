@@ -243,7 +243,8 @@ def quantize_checkpoint(checkpoint: str | Path, manifests: Sequence[str | Path],
 
     checkpoint = Path(checkpoint)
     model = load_embedding_model(checkpoint, precision="fp32")
-    frame = pd.concat([read_manifest(path) for path in manifests], ignore_index=True)
+    # Calibration manifests may be training manifests that combine sets (see read_training_frame).
+    frame = pd.concat([read_manifest(path, allow_outside=True) for path in manifests], ignore_index=True)
     if frame.empty:
         raise ConfigError("the calibration manifests have no rows")
     order = np.random.default_rng(seed).permutation(len(frame))

@@ -119,7 +119,7 @@ def _identity(annotation: Mapping[str, Any], category: str, identity_field: str 
 def import_coco(path: str | Path, *, identity_field: str | None = None, kind_field: str | None = None,
                 instance_field: str | None = None, kind: str = "character", book: str | None = None,
                 images_root: str | Path | None = None, skip_without_bbox: bool = False,
-                check_files: bool = True) -> pd.DataFrame:
+                check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
     """Read a COCO annotation file into a manifest, one row per annotation.
 
     Args:
@@ -138,6 +138,8 @@ def import_coco(path: str | Path, *, identity_field: str | None = None, kind_fie
         skip_without_bbox: import annotations without a ``bbox`` by leaving them out (listed in
             ``frame.attrs["skipped"]``) instead of raising.
         check_files: passed to manifest validation.
+        allow_outside: accept ``file_name`` values that lead out of the JSON's folder (and of
+            ``images_root``), e.g. ``../x.png`` or absolute paths; refused by default.
 
     Raises:
         ManifestError: unreadable JSON, missing keys, an unknown image or category id, a malformed
@@ -176,7 +178,9 @@ def import_coco(path: str | Path, *, identity_field: str | None = None, kind_fie
     scope = book if book else path.stem
     for record in records:
         record["book"] = scope
-    frame = from_records(records, base_dir=path.parent, check_files=check_files, source=str(path))
+    roots = [path.parent] + ([Path(images_root).resolve()] if images_root is not None else [])
+    frame = from_records(records, base_dir=path.parent, check_files=check_files, source=str(path),
+                         roots=None if allow_outside else roots)
     frame.attrs["skipped"] = [f"{label}: has no bbox" for label in without_box]
     return frame
 

@@ -235,7 +235,7 @@ def _panel_folder(root: Path, panels: str | Path | None, check_files: bool) -> P
 
 def import_comics(root: str | Path, *, panels: str | Path | None = None, splits: Iterable[str] | None = None,
                   unlabelled: bool | None = None, skip_missing_boxes: bool = False,
-                  check_files: bool = True) -> pd.DataFrame:
+                  check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
     """Read CCI boxes and CSI sequences into a manifest, one row per face or body.
 
     Args:
@@ -248,6 +248,7 @@ def import_comics(root: str | Path, *, panels: str | Path | None = None, splits:
         skip_missing_boxes: leave out sequence parts absent from the CSV (listed in
             ``frame.attrs["skipped"]``) instead of raising.
         check_files: passed to manifest validation (and requires the panel folder).
+        allow_outside: accept ``series_id`` values that lead out of the panel folder (refused by default).
 
     Rows: ``book`` = series, ``page``, ``panel`` = ``<page>_<panel>``, ``sequence`` = ``seq_id``,
     ``identity`` = ``<seq_id>:<charId>``, ``instance`` shared by the face and body of one
@@ -261,13 +262,15 @@ def import_comics(root: str | Path, *, panels: str | Path | None = None, splits:
         raise ManifestError([f"no {CSV_NAME} in '{root}' or '{root / 'ssl'}'"])
     parts = _read_parts(csv_path)
     files = _sequence_files(root, None if splits is None else [split.lower() for split in splits])
-    reader = _SequenceReader(parts, _panel_folder(root, panels, check_files), skip_missing_boxes)
+    panel_folder = _panel_folder(root, panels, check_files)
+    reader = _SequenceReader(parts, panel_folder, skip_missing_boxes)
     for path, split in files:
         reader.add_sequences(path, split)
     if reader.problems:
         raise ManifestError(reader.problems, source=str(root))
     if unlabelled or (unlabelled is None and not files):
         reader.add_unlabelled()
-    frame = from_records(reader.records, check_files=check_files, source=str(root))
+    frame = from_records(reader.records, check_files=check_files, source=str(root),
+                         roots=None if allow_outside else [panel_folder, root])
     frame.attrs["skipped"] = reader.skipped
     return frame
