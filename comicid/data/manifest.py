@@ -12,6 +12,7 @@ as text attributes.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import math
 import os
@@ -184,6 +185,30 @@ def validate(frame: pd.DataFrame, check_files: bool = True, source: str | None =
     return frame
 
 
+def _check_csv_shape(path: Path) -> None:
+    """Refuse what pandas would silently repair: a repeated header (renamed ``identity.1``) and rows
+    with fewer cells than the header (their last columns, often the labels, read as empty)."""
+    problems: list[str] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = csv.reader(handle, skipinitialspace=True)
+        header = next(rows, [])
+        names = [name.strip() for name in header]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ManifestError([f"the header names column(s) {', '.join(map(repr, repeated))} more than once"],
+                                source=str(path))
+        number = 0
+        for row in rows:
+            if not row:
+                continue  # a blank line, skipped by pandas too: not a row
+            number += 1
+            if len(row) < len(header):
+                problems.append(f"row {number}: {len(row)} cells but the header has {len(header)} "
+                                f"(missing {', '.join(names[len(row):][:4])})")
+    if problems:
+        raise ManifestError(problems, source=str(path))
+
+
 def read_manifest(path: str | Path, check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
     """Read and validate a manifest-v1 CSV or Parquet file; images resolve against its folder.
 
@@ -196,9 +221,11 @@ def read_manifest(path: str | Path, check_files: bool = True, allow_outside: boo
         if path.suffix.lower() in (".parquet", ".pq"):
             raw = pd.read_parquet(path)
         else:
+            _check_csv_shape(path)
             raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise ManifestError([f"cannot parse '{path}' as CSV or Parquet ({error})"]) from None
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise ManifestError([f"cannot parse '{path}' as CSV or Parquet ({first})"]) from None
     if raw.empty and "image" in raw.columns:
         raise ManifestError(["the manifest has no rows"], source=str(path))
     roots = None if allow_outside else [path.parent]

@@ -204,7 +204,8 @@ class _SequenceReader:
             return
         missing = [value for value, key in zip(ids, keys, strict=True) if key not in self.parts]
         if missing:
-            message = f"{where}: {', '.join(map(repr, missing))} not in {CSV_NAME}"
+            message = (f"{where}: {', '.join(map(repr, missing))} not in {CSV_NAME} (leave such parts out "
+                       "with skip_missing_boxes=True, CLI: --option skip_missing_boxes=true)")
             (self.skipped if self.skip_missing_boxes else self.problems).append(message)
             keys = [key for key in keys if key in self.parts]
         fields = {"identity": f"{seq_id}:{char_id}", "instance": f"{seq_id}:{ids[0]}", "sequence": seq_id,
@@ -229,7 +230,8 @@ def _panel_folder(root: Path, panels: str | Path | None, check_files: bool) -> P
         folder = next((root / name for name in PANEL_FOLDERS if (root / name).is_dir()), root / PANEL_FOLDERS[0])
     if check_files and not folder.is_dir():
         raise ManifestError([f"COMICS panel folder '{folder}' not found; pass panels=<the COMICS "
-                             "raw_panel_images folder> (images <series>/<page>_<panel>.jpg)"])
+                             "raw_panel_images folder> (CLI: --option panels=DIR; images "
+                             "<series>/<page>_<panel>.jpg)"])
     return folder
 
 

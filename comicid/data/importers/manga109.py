@@ -131,6 +131,11 @@ def _book_records(parser: manga109api.Parser, book: str, annotations: str, ident
         annotation = parser.get_annotation(book, annotation_type=annotations)
     except ET.ParseError as error:
         raise ManifestError([f"'{path}' is not valid XML ({error})"]) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError([f"'{path}' is not UTF-8 text ({error.reason} at byte {error.start}); Manga109 "
+                             "annotations are UTF-8 (manga109api reads them so): re-save it as UTF-8"]) from None
+    except RecursionError:
+        raise ManifestError([f"'{path}' is nested too deeply to be Manga109 XML"]) from None
     except (TypeError, KeyError) as error:
         raise ManifestError([f"'{path}' is not Manga109 XML (expected <book title=...><characters/>"
                              f"<pages><page .../></pages></book>; {type(error).__name__}: {error})"]) from None
