@@ -137,7 +137,6 @@ _BOX_WORKER = textwrap.dedent("""
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
     from hypothesis import given, settings, strategies as st
     from PIL import Image
-    from comicid.data.crops import Box, check_box_fits, crop_part
     from comicid.data.manifest import from_records
     from comicid.errors import ComicidError
     from comicid.store.collection import Collection
