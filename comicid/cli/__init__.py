@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from comicid import __version__
+from comicid.cli.common import printable
 from comicid.errors import ComicidError
 
 #: command name -> module under comicid.cli (``import`` is a Python keyword, hence ``import_``).
@@ -72,8 +73,6 @@ USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 
 def _fail(command: str, message: str) -> int:
     """Print one line (control characters escaped, so a hostile name cannot drive the terminal)."""
-    from comicid.cli.common import printable
-
     print(f"comicid {command}: error: {printable(message)}", file=sys.stderr)
     return 1
 
