@@ -8,11 +8,15 @@ one line on stderr and exit 1; an interrupt exits 130; anything else is a bug an
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from comicid._version import __version__
+from comicid.cli.common import printable
 from comicid.errors import ComicidError
 from comicid.runtime import tune_allocator
 
@@ -62,6 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Operating-system errors caused by the user's disk or paths (disk full, read-only, permissions, a
+#: file where a folder should be): one line and exit 1, like a ComicidError; any other OSError is a bug.
+USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
+                            errno.ENOTDIR, errno.ENAMETOOLONG, errno.ENOENT, errno.EEXIST, errno.EMFILE})
+
+
+def _fail(command: str, message: str) -> int:
+    """Print one line (control characters escaped, so a hostile name cannot drive the terminal)."""
+    print(f"comicid {command}: error: {printable(message)}", file=sys.stderr)
+    return 1
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so that Python's exit flush raises nothing."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     tune_allocator()
     parser = build_parser()
@@ -72,8 +95,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ComicidError as error:
-        print(f"comicid {args.command}: error: {error}", file=sys.stderr)
+        return _fail(args.command, str(error))
+    except BrokenPipeError:
+        # The reader went away (`comicid search ... | head -1`): nothing is wrong with the work.
+        _silence_stdout()
         return 1
+    except OSError as error:
+        if error.errno not in USER_OS_ERRORS:
+            raise
+        return _fail(args.command, f"{error.strerror or error}" + (f": '{error.filename}'" if error.filename else ""))
+    except RecursionError:
+        return _fail(args.command, "the input is nested too deeply to read")
     except KeyboardInterrupt:
         print(f"comicid {args.command}: interrupted; finished work is saved, run again to resume",
               file=sys.stderr)

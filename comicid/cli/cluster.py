@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from comicid.cli.common import add_cluster_options, add_model_options
+from comicid.cli.common import add_cluster_options, add_model_options, output_file
 from comicid.data.manifest import display_key
 from comicid.identity import assignment_table, write_assignments
 from comicid.workflows.cluster import cluster_collection
@@ -26,7 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        output_file(args.out, "--out")
     collection = Collection.open(args.collection)
+    with collection.writer("cluster"):
+        return _run(args, collection)
+
+
+def _run(args: argparse.Namespace, collection: Collection) -> int:
     model = load_embedding_model(args.model, device=args.device, precision=args.precision)
     assignment = cluster_collection(collection, model, method=args.method, scope=args.scope,
                                     threshold=args.threshold, device=args.device, batch_size=args.batch_size,

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
+
+from comicid.errors import ConfigError
 
 from comicid.identity import CLUSTERERS, SCOPES
 
@@ -38,3 +42,33 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+# C0 and C1 control characters (ESC starts ANSI sequences that recolour, move or retitle a terminal).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: object, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal: control characters (ANSI escapes in a manifest's names, a carriage
+    return that hides a line) are shown as ``\\xNN`` instead of being obeyed."""
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        return char if keep_newlines and char == "\n" else f"\\x{ord(char):02x}"
+
+    return _CONTROL.sub(escape, str(text))
+
+
+def output_file(path: Path, option: str) -> Path:
+    """Check that ``path`` can be written as a file before any work is done.
+
+    Raises:
+        ConfigError: ``path`` is a folder, or its parent is a file.
+    """
+    if path.is_dir():
+        raise ConfigError(f"{option} '{path}' is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option} '{path}': '{parent}' is a file, not a folder")
+    return path

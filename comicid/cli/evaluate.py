@@ -10,9 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from comicid.cli.common import add_cluster_options, add_model_options
-from comicid.workflows.evaluate import PROTOCOLS, SPLITS, EvaluationOptions, evaluate_manifest
 from comicid.atomic import atomic_write_text
+from comicid.cli.common import add_cluster_options, add_model_options, output_file, printable
+from comicid.workflows.evaluate import PROTOCOLS, SPLITS, EvaluationOptions, evaluate_manifest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the collection (crops, features, assignments) here for report/search")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the result as JSON")
     parser.add_argument("--skip-bad", action="store_true", help="skip rows whose image is missing or unreadable")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="read images outside the manifest's folder (refused by default)")
 
 
 def format_summary(result: dict) -> str:
@@ -34,9 +36,15 @@ def format_summary(result: dict) -> str:
     lines = [f"{result['manifest']}: {result['instances']} instances ({result['split']}), model {result['model']}",
              f"  retrieval ({r['protocol']}, {r['queries']} queries): rank-1 {r['rank1']:.3f}  rank-5 {r['rank5']:.3f}"
              f"  rank-10 {r['rank10']:.3f}  mAP {r['mAP']:.3f}  mINP {r['mINP']:.3f}  MAP@R {r['map_at_r']:.3f}",
-             f"  clustering ({result['method']}, {c['books']} books): AMI {c['ami']:.3f}  ARI {c['ari']:.3f}  "
+             f"  clustering ({result['method']}, mean of {c['books']} books): AMI {c['ami']:.3f}  ARI {c['ari']:.3f}  "
              f"NMI {c['nmi']:.3f}  V {c['v_measure']:.3f}  B3-F {c['bcubed_f']:.3f}  pair-F {c['pairwise_f']:.3f}  "
              f"WCP {c['wcp']:.3f}  clusters {c['pred_clusters']} predicted / {c['true_clusters']} true"]
+    pooled = c.get("pooled")
+    if pooled:
+        lines.append(f"  clustering pooled over {pooled['instances']} instances: AMI {pooled['ami']:.3f}  "
+                     f"ARI {pooled['ari']:.3f}  B3-F {pooled['bcubed_f']:.3f}  pair-F {pooled['pairwise_f']:.3f}"
+                     + (f"  ({c['books_skipped']} books under 2 instances left out of the means)"
+                        if c.get("books_skipped") else ""))
     if "protocol" in result:
         p = result["protocol"]
         lines.append(f"  {p['name']} protocol: MAP@R {p['map_at_r']:.3f}  P@1 {p['precision_at_1']:.3f}  "
@@ -49,10 +57,13 @@ def format_summary(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     options = EvaluationOptions(model=args.model, method=args.method, scope=args.scope, threshold=args.threshold,
                                 split=args.split, protocol=args.protocol, device=args.device, precision=args.precision,
-                                batch_size=args.batch_size, skip_bad=args.skip_bad, progress=not args.quiet)
+                                batch_size=args.batch_size, skip_bad=args.skip_bad, progress=not args.quiet,
+                                allow_outside=args.allow_outside)
+    if args.json:
+        output_file(args.json, "--json")
     result = evaluate_manifest(args.manifest, options, workdir=args.collection)
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2, default=float) + "\n")
     if not args.quiet:
-        print(format_summary(result))
+        print(printable(format_summary(result), keep_newlines=True))
     return 0

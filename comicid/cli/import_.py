@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+from comicid.cli.common import printable
 from comicid.data.importers import IMPORTERS
+from comicid.errors import ConfigError
 from comicid.workflows.imports import import_source
 
 
@@ -21,20 +24,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="format of SRC (default: detected from SRC)")
     parser.add_argument("--out", required=True, type=Path, metavar="COLLECTION", help="collection folder")
     parser.add_argument("--skip-bad", action="store_true",
-                        help="skip rows whose image is missing or unreadable (counted and listed)")
+                        help="skip rows whose image is missing or unreadable, or whose box does not fit its "
+                             "image (counted and listed)")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="read images outside SRC's folder (../ paths, absolute paths, links leading out); "
+                             "refused by default")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="an option of the format's importer (docs/IMPORTERS.md), e.g. "
+                             "--option skip_without_bbox=true or --option panels=DIR; repeatable")
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as importer keyword options: true/false become booleans, a comma list a list
+    for ``books``/``splits``, anything else stays text (paths included)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--option {pair!r} is not NAME=VALUE")
+        name, value = name.strip().replace("-", "_"), value.strip()
+        if value.lower() in ("true", "false"):
+            options[name] = value.lower() == "true"
+        elif name in ("books", "splits"):
+            options[name] = [item.strip() for item in value.split(",") if item.strip()]
+        else:
+            options[name] = value
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
-    result = import_source(args.source, args.out, args.format, skip_bad=args.skip_bad, progress=not args.quiet)
+    result = import_source(args.source, args.out, args.format, skip_bad=args.skip_bad, progress=not args.quiet,
+                           allow_outside=args.allow_outside, **parse_options(args.option))
     collection, report, left_out = result.collection, result.report, result.left_out
     if not args.quiet:
-        print(f"{collection.root}: {report.summary()}")
+        print(printable(f"{collection.root}: {report.summary()}"))
         if left_out:
             print(f"  the importer left out {len(left_out)} source entries:")
             for entry in left_out[:20]:
-                print(f"    {entry}")
+                print(printable(f"    {entry}"))
         for row, reason in report.skipped[:20]:
-            print(f"  skipped row {row}: {reason}")
+            print(printable(f"  skipped row {row}: {reason}"))
         if len(report.skipped) > 20:
             print(f"  ... and {len(report.skipped) - 20} more skipped rows")
+        if report.removed:
+            print(f"  removed {len(report.removed)} parts that the source no longer has:")
+            for entry in report.removed[:20]:
+                print(printable(f"    {entry}"))
     return 0

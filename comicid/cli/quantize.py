@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from comicid.cli.common import positive_int
-from comicid.errors import ModelError
+from comicid.cli.common import output_file, positive_int
+from comicid.errors import ConfigError, ModelError
 from comicid.models.embedding_model import DEFAULT_MODEL, DEFAULT_MODEL_PATH
 from comicid.models.quantize import quantize_checkpoint
 
@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="other crops on which int8 is compared with fp32 (default: 128)")
     parser.add_argument("--seed", type=int, default=0, help="which rows are drawn (default: 0)")
     parser.add_argument("--out", type=Path, help="where the graph goes (default: beside the checkpoint)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing graph (the shipped model's included) without the minimum "
+                             "crop counts and cosine check; the old graph is kept as .bak")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,8 +39,14 @@ def run(args: argparse.Namespace) -> int:
     if not checkpoint.is_file():
         raise ModelError(f"checkpoint '{checkpoint}' not found (registry backbones have no checkpoint to quantise; "
                          "save one with `comicid train` first)")
+    if args.model == DEFAULT_MODEL and args.out is None and not args.force:
+        raise ConfigError(f"`quantize default` would replace the shipped graph beside '{checkpoint}'; write it "
+                          "elsewhere with --out FILE, or pass --force (the shipped graph is kept as .bak)")
+    if args.out is not None:
+        output_file(args.out, "--out")
     report = quantize_checkpoint(checkpoint, args.calibration, args.out, n_crops=args.crops,
-                                 n_check=max(args.check, 0), seed=args.seed, progress=not args.quiet)
+                                 n_check=max(args.check, 0), seed=args.seed, progress=not args.quiet,
+                                 force=args.force)
     if not args.quiet:
         print(f"{report.path}: int8 graph calibrated on {report.calibration_crops} crops")
         if report.check_crops:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from comicid.cli.common import output_file
+
 from comicid.report import ReportOptions, write_report
 from comicid.store.collection import Collection
 
@@ -32,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = ReportOptions(max_pages_per_book=args.max_pages_per_book, max_per_identity=args.max_per_identity)
     quiet = getattr(args, "quiet", False)
+    if args.out is not None:
+        output_file(args.out, "--out")
     path = write_report(Collection.open(args.collection), args.out, options, progress=not quiet)
     if quiet:
         print(path)

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from comicid.cli.common import add_model_options, positive_int
+from comicid.cli.common import add_model_options, positive_int, printable
 from comicid.models.embedding_model import load_embedding_model
 from comicid.search.index import BACKENDS
 from comicid.workflows.search import search_collection
@@ -34,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(orient="records"), indent=2))
     else:
-        print(result.to_string(index=False))
+        shown = result.map(lambda value: printable(value) if isinstance(value, str) else value)
+        print(shown.to_string(index=False))
     return 0

@@ -58,6 +58,31 @@ def crop_box_for(kind: str, box: Box) -> Box:
     return face_box(box) if kind == "face" else box
 
 
+#: A crop may pad a page with white, but not without bound: the cut box may cover at most this many
+#: times the page's pixels, and never more than :data:`MAX_CROP_PIXELS` (about 400 MB as RGBA), so
+#: that a 600-byte annotation file cannot ask for a 10-gigabyte crop.
+MAX_CROP_PAGE_RATIO = 4.0
+MAX_CROP_PIXELS = 100_000_000
+
+
+def check_box_fits(kind: str, box: Box, page_size: tuple[int, int]) -> str | None:
+    """Why the crop of ``box`` cannot be cut from a page of ``page_size`` (width, height), or None.
+
+    The box actually cut (faces scaled and squared) must overlap the page, and its padded size must
+    stay within :data:`MAX_CROP_PAGE_RATIO` times the page and :data:`MAX_CROP_PIXELS`.
+    """
+    width, height = page_size
+    cut_box = crop_box_for(kind, box)
+    described = f"box ({box.x0:g}, {box.y0:g}, {box.x1:g}, {box.y1:g})"
+    if cut_box.x1 <= 0 or cut_box.y1 <= 0 or cut_box.x0 >= width or cut_box.y0 >= height:
+        return f"{described} lies outside its {width}x{height} image"
+    pixels = (math.ceil(cut_box.x1) - math.floor(cut_box.x0)) * (math.ceil(cut_box.y1) - math.floor(cut_box.y0))
+    if pixels > MAX_CROP_PAGE_RATIO * width * height or pixels > MAX_CROP_PIXELS:
+        return (f"{described} asks for a {pixels:,}-pixel crop of a {width}x{height} image "
+                f"(at most {MAX_CROP_PAGE_RATIO:g}x the image and {MAX_CROP_PIXELS:,} pixels)")
+    return None
+
+
 def cut(image: Image.Image, box: Box) -> Image.Image:
     """Cut ``box`` (rounded outward to whole pixels) from an RGB image, padding outside with white."""
     x0, y0 = math.floor(box.x0), math.floor(box.y0)

@@ -383,7 +383,9 @@ def read_training_frame(manifests: Sequence[str | Path], splits: Sequence[str]) 
     Returns the frame (index 0..N-1) and the number of rows left out by split, for the caller to
     report. Books of different manifests stay apart because instance keys include the book.
     """
-    frames = [read_manifest(path) for path in manifests]
+    # A recipe's manifests are files its author wrote, often combining several sets (train_default.py
+    # writes one pointing into ../shared/datasets), so their images may lie outside their folders.
+    frames = [read_manifest(path, allow_outside=True) for path in manifests]
     if not frames:
         raise ConfigError("no training manifest given")
     frame = pd.concat(frames, ignore_index=True)

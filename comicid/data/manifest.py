@@ -12,9 +12,11 @@ as text attributes.
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,12 @@ DEFAULT_KIND = "character"
 DEFAULT_BOOK = "default"
 
 _SEPARATOR = "\x1f"  # cannot appear in a CSV cell typed by a person
+#: Joins the book and the locator of a row without an instance id: a different separator than the one
+#: of explicit ids, so no instance id a user writes (``#row0``, a hash) can equal an anonymous key.
+_ANONYMOUS = "\x1e"
+#: Box coordinates beyond this many pixels are refused: no page is that large (the image loader caps
+#: pages at :data:`comicid.data.images.MAX_IMAGE_PIXELS`), and 1e300 would overflow the crop code.
+MAX_COORDINATE = 1e7
 
 
 def _as_text(values: pd.Series) -> pd.Series:
@@ -103,6 +111,8 @@ def _box_problems(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, st
         x0, y0, x1, y1 = boxes.iloc[index]
         if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
             problems.append((int(index), "box has a non-finite coordinate"))
+        elif max(abs(x0), abs(y0), abs(x1), abs(y1)) > MAX_COORDINATE:
+            problems.append((int(index), f"box coordinate beyond ±{MAX_COORDINATE:.0e} px (no page is that large)"))
         elif x1 < x0:
             problems.append((int(index), "x1 < x0"))
         elif y1 < y0:
@@ -121,8 +131,9 @@ def _instance_problems(frame: pd.DataFrame) -> list[tuple[int, str]]:
         kinds = group["kind"].tolist()
         for kind in ("face", "body"):
             if kinds.count(kind) > 1:
-                rows = ", ".join(str(i + 1) for i in group.index[group["kind"] == kind])
-                problems.append((int(group.index[1]),
+                duplicates = group.index[group["kind"] == kind]
+                rows = ", ".join(str(i + 1) for i in duplicates)
+                problems.append((int(duplicates[1]),
                                  f"instance '{instance}' of book '{book}' has {kinds.count(kind)} {kind} rows "
                                  f"(rows {rows}); an instance has at most one face and one body"))
         if "character" in kinds and len(kinds) > 1:
@@ -136,8 +147,19 @@ def _instance_problems(frame: pd.DataFrame) -> list[tuple[int, str]]:
     return problems
 
 
-def validate(frame: pd.DataFrame, check_files: bool = True, source: str | None = None) -> pd.DataFrame:
+def inside(path: str | Path, roots: Sequence[Path]) -> bool:
+    """True when ``path``, with every ``..`` and symbolic link resolved, lies under one of ``roots``."""
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
+
+
+def validate(frame: pd.DataFrame, check_files: bool = True, source: str | None = None,
+             roots: Sequence[Path] | None = None) -> pd.DataFrame:
     """Check every row of a normalised manifest; return it with numeric boxes.
+
+    ``roots``: the source's folders; an image outside all of them (``../``, an absolute path, a
+    symbolic link leading out) is a row error, so a manifest cannot make comicid read, crop and
+    report files elsewhere on the machine. ``None`` allows any path (``--allow-outside``).
 
     Raises:
         ManifestError: with one message per bad row (``row 12: x1 < x0``), rows counted from 1.
@@ -146,6 +168,9 @@ def validate(frame: pd.DataFrame, check_files: bool = True, source: str | None =
     for index, image in enumerate(frame["image"]):
         if not image:
             problems.append((index, "image is empty"))
+        elif roots is not None and not inside(image, roots):
+            problems.append((index, f"image '{image}' is outside the source folder "
+                                    f"'{roots[0]}'; pass --allow-outside (allow_outside=True) to read it"))
         elif check_files and not os.path.isfile(image):
             problems.append((index, f"image '{image}' not found"))
     for column, allowed in (("kind", KINDS), ("role", ROLES), ("split", SPLITS)):
@@ -160,8 +185,35 @@ def validate(frame: pd.DataFrame, check_files: bool = True, source: str | None =
     return frame
 
 
-def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:
-    """Read and validate a manifest-v1 CSV or Parquet file; images resolve against its folder."""
+def _check_csv_shape(path: Path) -> None:
+    """Refuse what pandas would silently repair: a repeated header (renamed ``identity.1``) and rows
+    with fewer cells than the header (their last columns, often the labels, read as empty)."""
+    problems: list[str] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = csv.reader(handle, skipinitialspace=True)
+        header = next(rows, [])
+        names = [name.strip() for name in header]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ManifestError([f"the header names column(s) {', '.join(map(repr, repeated))} more than once"],
+                                source=str(path))
+        number = 0
+        for row in rows:
+            if not row:
+                continue  # a blank line, skipped by pandas too: not a row
+            number += 1
+            if len(row) < len(header):
+                problems.append(f"row {number}: {len(row)} cells but the header has {len(header)} "
+                                f"(missing {', '.join(names[len(row):][:4])})")
+    if problems:
+        raise ManifestError(problems, source=str(path))
+
+
+def read_manifest(path: str | Path, check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
+    """Read and validate a manifest-v1 CSV or Parquet file; images resolve against its folder.
+
+    Images must lie inside the manifest's folder unless ``allow_outside`` is true.
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError([f"manifest '{path}' not found"])
@@ -169,21 +221,26 @@ def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             raw = pd.read_parquet(path)
         else:
+            _check_csv_shape(path)
             raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise ManifestError([f"cannot parse '{path}' as CSV or Parquet ({error})"]) from None
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise ManifestError([f"cannot parse '{path}' as CSV or Parquet ({first})"]) from None
     if raw.empty and "image" in raw.columns:
         raise ManifestError(["the manifest has no rows"], source=str(path))
-    return validate(normalise(raw, base_dir=path.parent), check_files=check_files, source=str(path))
+    roots = None if allow_outside else [path.parent]
+    return validate(normalise(raw, base_dir=path.parent), check_files=check_files, source=str(path), roots=roots)
 
 
 def from_records(records: Iterable[Mapping[str, object]], base_dir: Path | None = None,
-                 check_files: bool = True, source: str | None = None) -> pd.DataFrame:
-    """Build a validated manifest from dictionaries (what importers produce)."""
+                 check_files: bool = True, source: str | None = None,
+                 roots: Sequence[Path] | None = None) -> pd.DataFrame:
+    """Build a validated manifest from dictionaries (what importers produce); see :func:`validate` for ``roots``."""
     rows = list(records)
     if not rows:
         raise ManifestError(["no rows were found"], source=source)
-    return validate(normalise(pd.DataFrame(rows), base_dir=base_dir), check_files=check_files, source=source)
+    return validate(normalise(pd.DataFrame(rows), base_dir=base_dir), check_files=check_files, source=source,
+                    roots=roots)
 
 
 def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -195,18 +252,36 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     return write_table(out, path)
 
 
+def part_locators(frame: pd.DataFrame) -> pd.Series:
+    """What locates each row's pixels: a hash of its image path, box (to 1/1000 px) and kind.
+
+    It never depends on the row's position or labels, so the same part gets the same locator in any
+    manifest, and parts of two sources differ whenever their images differ.
+    """
+    boxes = [frame[c].map(lambda v: "" if pd.isna(v) else f"{float(v):.3f}") for c in BOX_COLUMNS]
+    texts = (_SEPARATOR.join(values) for values in zip(frame["image"], *boxes, frame["kind"], strict=True))
+    return pd.Series([hashlib.sha1(text.encode()).hexdigest()[:20] for text in texts], index=frame.index,
+                     dtype=object)
+
+
 def instance_keys(frame: pd.DataFrame) -> pd.Series:
-    """One key per row naming its instance: ``book/instance``, or the row itself when it has none."""
+    """One key per row naming its instance: ``book/instance``, or ``book/#<locator>`` when it has none.
+
+    A row without an instance id is keyed by :func:`part_locators` (its image, box and kind), never by
+    its position, so two manifests or two folders imported into one collection cannot fuse their
+    anonymous rows, and a re-import finds the same key again.
+    """
+    locators = part_locators(frame)
     keys = [
-        f"{book}{_SEPARATOR}{instance}" if instance else f"{book}{_SEPARATOR}#row{index}"
-        for index, (book, instance) in enumerate(zip(frame["book"], frame["instance"], strict=True))
+        f"{book}{_SEPARATOR}{instance}" if instance else f"{book}{_ANONYMOUS}{locator}"
+        for book, instance, locator in zip(frame["book"], frame["instance"], locators, strict=True)
     ]
     return pd.Series(keys, index=frame.index, dtype=object)
 
 
 def display_key(instance_key: str) -> str:
-    """The user-facing form of an instance key: ``book/instance`` (or ``book/#rowN``)."""
-    return instance_key.replace(_SEPARATOR, "/")
+    """The user-facing form of an instance key: ``book/instance`` (or ``book/#<locator>``)."""
+    return instance_key.replace(_ANONYMOUS, "/#").replace(_SEPARATOR, "/")
 
 
 def has_box(frame: pd.DataFrame) -> np.ndarray:

@@ -136,18 +136,27 @@ def clustering_metrics(
     return scores
 
 
+#: Books with fewer labelled instances than this are left out of the per-book means: a one-instance book
+#: scores a perfect 1.0 on most metrics whatever the clusterer did, and would weigh as much as a
+#: hundred-instance book. They still count in the pooled scores.
+MIN_BOOK_INSTANCES = 2
+
+
 def clustering_metrics_by_group(
     true_labels: Sequence[object] | np.ndarray,
     pred_labels: Sequence[object] | np.ndarray,
     groups: Sequence[object] | np.ndarray,
-) -> dict[str, float | int]:
-    """Scores each group (book) on its own and averages the scores over groups.
+) -> dict[str, object]:
+    """Scores each group (book) on its own and averages the scores over groups; also pooled scores.
 
-    Clustering is done per book, so a book is the unit: every book weighs the same whatever its size.
-    Predicted labels are only compared within a book (the same id in two books is two clusters).
-    Score keys are the means of :func:`clustering_metrics`'s scores; ``instances``,
-    ``pred_clusters`` and ``true_clusters`` are sums over books; ``books`` is the number of groups.
-    Books are visited in sorted order of their ids, so the floating-point sums are reproducible.
+    Clustering is done per book, so a book is the unit: every book with at least
+    :data:`MIN_BOOK_INSTANCES` instances weighs the same whatever its size; smaller books are left out
+    of the means and counted in ``books_skipped``. Score keys are those means (NaN when no book is
+    large enough); ``instances``, ``pred_clusters`` and ``true_clusters`` are sums over all books;
+    ``books`` is the number of books in the means. ``pooled`` holds :func:`clustering_metrics` over all
+    instances at once, every instance weighing the same, with identities and predicted clusters taken
+    per book (the same label in two books is two clusters, as the per-book scores see it). Books are
+    visited in sorted order of their ids, so the floating-point sums are reproducible.
     """
     (group_codes,) = encode_labels(groups)
     true = as_label_array(true_labels)
@@ -158,9 +167,17 @@ def clustering_metrics_by_group(
         raise ValueError("cannot score an empty clustering")
     per_book = [clustering_metrics(true[group_codes == g], pred[group_codes == g])
                 for g in range(int(group_codes.max()) + 1)]
-    result: dict[str, float | int] = {}
+    counted = [book for book in per_book if book["instances"] >= MIN_BOOK_INSTANCES]
+    result: dict[str, object] = {}
     for key in per_book[0]:
-        values = [book[key] for book in per_book]
-        result[key] = int(sum(values)) if key in _COUNT_KEYS else float(np.mean(values))
-    result["books"] = len(per_book)
+        if key in _COUNT_KEYS:
+            result[key] = int(sum(book[key] for book in per_book))
+        else:
+            result[key] = float(np.mean([book[key] for book in counted])) if counted else float("nan")
+    result["books"] = len(counted)
+    result["books_skipped"] = len(per_book) - len(counted)
+    (true_codes,) = encode_labels(true)
+    pred_codes = _pred_codes(pred)  # noise singletons stay singletons
+    result["pooled"] = clustering_metrics(group_codes * (int(true_codes.max()) + 1) + true_codes,
+                                          group_codes * (int(pred_codes.max()) + 1) + pred_codes)
     return result

@@ -49,20 +49,36 @@ def _characters(
     return embeddings, group_codes, character_codes.astype(np.int64)
 
 
+def _source_codes(sources: Sequence[object] | np.ndarray | None, n: int) -> np.ndarray:
+    """Codes of ``sources`` with -1 for the empty source (which never excludes); all -1 when None."""
+    if sources is None:
+        return np.full(n, -1, dtype=np.int64)
+    texts = np.asarray(["" if s is None else str(s) for s in np.asarray(sources, dtype=object).tolist()], dtype=object)
+    if len(texts) != n:
+        raise ValueError(f"lengths differ: {n} embeddings, {len(texts)} sources")
+    codes, = encode_labels(texts) if n else (np.zeros(0, np.int64),)
+    return np.where(texts == "", -1, codes)
+
+
 def _leave_one_out_scores(
-    embeddings: np.ndarray, character_codes: np.ndarray, query_rows: np.ndarray
+    embeddings: np.ndarray, character_codes: np.ndarray, query_rows: np.ndarray,
+    source_codes: np.ndarray | None = None,
 ) -> QueryScores:
-    """Scores ``query_rows`` against all rows of ``embeddings`` but themselves, a block at a time."""
+    """Scores ``query_rows`` against all rows of ``embeddings`` but themselves and, by re-ID's rule,
+    the other instances of the same character from the query's source, a block at a time."""
     step = max(1, _BLOCK_ELEMENTS // max(1, len(embeddings)))
     gallery_rows = np.arange(len(embeddings))
+    sources = np.full(len(embeddings), -1, dtype=np.int64) if source_codes is None else source_codes
     parts = []
     for start in range(0, len(query_rows), step):
         rows = query_rows[start:start + step]
+        same_source = (sources[rows][:, None] == sources[None, :]) & (sources[rows] >= 0)[:, None] \
+            & (character_codes[rows][:, None] == character_codes[None, :])
         parts.append(query_retrieval_scores(
             embeddings[rows] @ embeddings.T,
             character_codes[rows],
             character_codes,
-            exclude=rows[:, None] == gallery_rows[None, :],
+            exclude=(rows[:, None] == gallery_rows[None, :]) | same_source,
         ))
     return QueryScores.concatenate(parts)
 
@@ -101,8 +117,13 @@ def local_protocol(
     labels: Sequence[object] | np.ndarray,
     groups: Sequence[object] | np.ndarray,
     min_instances: int = 5,
+    sources: Sequence[object] | np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """Within-group leave-one-out retrieval, class-averaged.
+
+    ``sources``: when given, other instances of the query's character from the query's non-empty
+    source are left out of its ranking (re-ID's same-camera rule, as in the standard retrieval), so
+    near-duplicate frames do not count as matches.
 
     Characters with fewer than ``min_instances`` instances in their group are left out entirely
     (neither queries nor references) and counted in ``skipped_characters`` / ``skipped_instances``.
@@ -113,13 +134,15 @@ def local_protocol(
     """
     _check_min_instances(min_instances)
     embeddings, group_codes, character_codes = _characters(embeddings, labels, groups)
+    source_codes = _source_codes(sources, len(embeddings))
     sizes = np.bincount(character_codes)
     kept = sizes[character_codes] >= min_instances
     parts: list[QueryScores] = []
     part_characters: list[np.ndarray] = []
     for group in np.unique(group_codes[kept]):
         rows = np.flatnonzero(kept & (group_codes == group))
-        parts.append(_leave_one_out_scores(embeddings[rows], character_codes[rows], np.arange(len(rows))))
+        parts.append(_leave_one_out_scores(embeddings[rows], character_codes[rows], np.arange(len(rows)),
+                                           source_codes[rows]))
         part_characters.append(character_codes[rows])
     metrics = (
         _class_average(QueryScores.concatenate(parts), np.concatenate(part_characters))
@@ -141,8 +164,12 @@ def global_protocol(
     groups: Sequence[object] | np.ndarray,
     seed: int = 0,
     min_instances: int = 2,
+    sources: Sequence[object] | np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """One query per character against the pooled instances of all groups.
+
+    ``sources``: as in :func:`local_protocol`, same-source instances of the query's character are
+    left out of its ranking.
 
     The query of each character with at least ``min_instances`` instances is drawn with
     ``numpy.random.default_rng(seed)``, characters visited in sorted (group, label) order and
@@ -154,6 +181,7 @@ def global_protocol(
     """
     _check_min_instances(min_instances)
     embeddings, group_codes, character_codes = _characters(embeddings, labels, groups)
+    source_codes = _source_codes(sources, len(embeddings))
     sizes = np.bincount(character_codes)
     by_character = np.argsort(character_codes, kind="stable")  # instances grouped, input order inside
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -161,7 +189,7 @@ def global_protocol(
     offsets = np.random.default_rng(seed).integers(0, sizes[eligible]) if len(eligible) else eligible
     query_rows = by_character[starts[eligible] + offsets]
     if len(query_rows):
-        scores = _leave_one_out_scores(embeddings, character_codes, query_rows)
+        scores = _leave_one_out_scores(embeddings, character_codes, query_rows, source_codes)
         metrics = {name: float(np.nanmean(v)) for name, v in _per_query_metrics(scores).items()}
     else:
         metrics = dict.fromkeys(_METRICS, float("nan"))

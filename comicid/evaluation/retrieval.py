@@ -9,10 +9,14 @@ Conventions (see docs/METRICS.md):
 
 - A gallery item is *relevant* to a query when their labels are equal. Labels are compared with
   ``==`` after :func:`encode_labels`; unknown identities must be removed by the caller.
-- Ranking is by decreasing similarity (or increasing distance); ties are broken by gallery index
-  (stable sort), so results never depend on the sort algorithm or platform.
-- ``exclude[q, g] = True`` removes gallery item ``g`` from the ranking of query ``q`` (same source,
-  or the query itself in leave-one-out); positions are counted among the remaining items only.
+- Ranking is by decreasing similarity (or increasing distance). Ties count against the query: among
+  items with exactly equal scores, non-relevant ones rank first. Results therefore never depend on
+  the order of the gallery rows (breaking ties by gallery index did: reversing a tied gallery moved
+  rank-1 from 0.345 to 0.185), and a model that maps everything to one point scores the worst, not
+  whatever the row order gives it.
+- ``exclude[q, g] = True`` removes gallery item ``g`` from the ranking of query ``q`` (the re-ID
+  same-camera rule: same source *and* same identity; or the query itself in leave-one-out);
+  positions are counted among the remaining items only.
 - A query with no relevant gallery item left is *skipped*: it contributes to no average and is
   counted in ``skipped``.
 """
@@ -89,16 +93,36 @@ def exclusion_mask(
     gallery_sources: Sequence[object] | np.ndarray,
     query_ids: Sequence[object] | np.ndarray | None = None,
     gallery_ids: Sequence[object] | np.ndarray | None = None,
+    *,
+    query_labels: Sequence[object] | np.ndarray | None = None,
+    gallery_labels: Sequence[object] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Builds the (Q, G) boolean mask of gallery items left out of each query's ranking.
 
-    A gallery item is left out when it shares the query's non-empty ``source`` (near-duplicates such
-    as frames of one animation, like re-ID's same-camera rule) or, when ids are given, when it is the
-    query itself (same id: leave-one-out). An empty source (``""`` or ``None``) never excludes.
+    The source rule is re-ID's same-camera rule (Market-1501, torchreid, fast-reid): a gallery item is
+    left out when it shares the query's non-empty ``source`` **and** its identity (near-duplicates
+    such as frames of one animation). Gallery items of the query's source with another identity stay:
+    they are the same-style distractors that reveal a model's style bias. When ids are given, the
+    query itself (same id) is left out too (leave-one-out). An empty source (``""`` or ``None``)
+    never excludes.
+
+    Raises:
+        ValueError: a non-empty source without ``query_labels``/``gallery_labels`` (the rule needs
+            identities), or ids given for one side only.
     """
     q_text, g_text = _sources_as_text(query_sources), _sources_as_text(gallery_sources)
     q_src, g_src = encode_labels(q_text, g_text)
     mask = (q_src[:, None] == g_src[None, :]) & (q_text != "")[:, None]
+    if (query_labels is None) != (gallery_labels is None):
+        raise ValueError("give both query_labels and gallery_labels, or neither")
+    if query_labels is not None and gallery_labels is not None:
+        q_lab, g_lab = encode_labels(query_labels, gallery_labels)
+        if len(q_lab) != len(q_text) or len(g_lab) != len(g_text):
+            raise ValueError("give one label per query and per gallery item")
+        mask &= q_lab[:, None] == g_lab[None, :]
+    elif mask.any():
+        raise ValueError("the source rule leaves out same source and same identity: pass query_labels "
+                         "and gallery_labels")
     if (query_ids is None) != (gallery_ids is None):
         raise ValueError("give both query_ids and gallery_ids, or neither")
     if query_ids is not None and gallery_ids is not None:
@@ -196,7 +220,8 @@ def _score_block(
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN; every gallery item needs a comparable score")
     key = -scores if kind == "similarity" else scores
-    order = np.argsort(key, axis=1, kind="stable")  # ties: lower gallery index first
+    relevant = g_codes[None, :] == q_codes[:, None]
+    order = np.lexsort((relevant, key), axis=-1)  # by score; among exact ties non-relevant items first
     ranked = ~np.asarray(exclude, dtype=bool) if exclude is not None else np.ones(scores.shape, bool)
     ranked = np.take_along_axis(ranked, order, axis=1)
     hit = (g_codes[order] == q_codes[:, None]) & ranked

@@ -12,11 +12,13 @@ written every few batches, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import warnings
 import weakref
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 
 from comicid.data.images import load_image
 from comicid.data.preprocess import letterbox_uint8, normalise_batch
+from comicid.errors import ComicidError, ImageReadError, ModelError
 from comicid.runtime import available_cpus, resolve_device, tune_allocator
 from comicid.atomic import atomic_write
 
@@ -113,8 +116,12 @@ def crop_key(crop: CropSource) -> str:
 class FeatureCache:
     """Part features of one model, keyed by crop hash, stored as shards under ``folder/<model_id>/``.
 
-    Each :meth:`add` writes one new ``.npz`` shard atomically, so a crash never corrupts what was
-    already stored. Shards are read once, at construction. One writer per folder at a time.
+    Each :meth:`add` writes one new ``.npz`` shard atomically under a number one above the highest
+    present, never over an existing file: a lost shard leaves a gap, never a collision. Shards are read
+    once, at construction; a shard that cannot be read (truncated, damaged) is renamed
+    ``*.npz.damaged`` and counted in :attr:`damaged`, and non-finite vectors are dropped, so the
+    crops they held are simply embedded again: the cache heals. One writer per folder at a time (the
+    collection's writer lock).
     """
 
     def __init__(self, folder: str | Path, model_id: str) -> None:
@@ -122,9 +129,22 @@ class FeatureCache:
         self.folder = Path(folder) / safe_id
         self.model_id = model_id
         self._vectors: dict[str, np.ndarray] = {}
+        self.damaged: list[str] = []
+        self.dropped_non_finite = 0
         for shard in sorted(self.folder.glob("shard-*.npz")):
-            with np.load(shard) as data:
-                self._vectors.update(zip(data["keys"].tolist(), data["vectors"]))
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    keys, vectors = data["keys"].tolist(), np.asarray(data["vectors"], dtype=np.float32)
+                if vectors.ndim != 2 or len(keys) != len(vectors):
+                    raise ValueError("keys and vectors disagree")
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                self.damaged.append(shard.name)
+                with contextlib.suppress(OSError):
+                    shard.rename(shard.with_name(shard.name + ".damaged"))
+                continue
+            finite = np.isfinite(vectors).all(axis=1)
+            self.dropped_non_finite += int((~finite).sum())
+            self._vectors.update((key, vector) for key, vector, ok in zip(keys, vectors, finite, strict=True) if ok)
 
     def __len__(self) -> int:
         return len(self._vectors)
@@ -135,21 +155,49 @@ class FeatureCache:
     def get(self, key: str) -> np.ndarray:
         return self._vectors[key]
 
+    def _next_shard(self) -> Path:
+        numbers = [int(match[1]) for path in self.folder.glob("shard-*.npz*")
+                   if (match := re.fullmatch(r"shard-(\d+)\.npz(?:\.damaged)?", path.name))]
+        number = max(numbers, default=-1) + 1
+        while (self.folder / f"shard-{number:06d}.npz").exists():  # pragma: no cover - belt and braces
+            number += 1
+        return self.folder / f"shard-{number:06d}.npz"
+
     def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Store ``vectors (len(keys), D)`` and write them to a new shard."""
         if not keys:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        shard = self.folder / f"shard-{len(list(self.folder.glob('shard-*.npz'))):06d}.npz"
-        with atomic_write(shard, "wb") as handle:
+        with atomic_write(self._next_shard(), "wb") as handle:
             np.savez(handle, keys=np.array(keys, dtype=str), vectors=vectors.astype(np.float32))
         self._vectors.update(zip(keys, vectors.astype(np.float32)))
+
+
+def _worker_message(error: BaseException) -> str:
+    """The original one-line message of an error re-raised from a DataLoader worker (which embeds the
+    worker's whole traceback in the message)."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if ": " in last else last
+
+
+def check_finite(features: np.ndarray, rows: Sequence[int], names: Sequence[str] | None, model_id: str) -> None:
+    """Refuse NaN or infinite features, naming the first crop (or instance) that got them."""
+    bad = ~np.isfinite(features).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        where = names[rows[first]] if names is not None else f"crop {rows[first] + 1}"
+        raise ModelError(f"model '{model_id}' produced non-finite (NaN or inf) features for {int(bad.sum())} "
+                         f"of {len(features)} crops, first {where}; its weights are broken: retrain or "
+                         "choose another --model")
 
 
 def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: int = 64,
                 device: str | torch.device = "cpu", num_workers: int | None = None,
                 progress: bool = True, cache: FeatureCache | None = None,
-                keys: Sequence[str] | None = None) -> np.ndarray:
+                keys: Sequence[str] | None = None, names: Sequence[str] | None = None) -> np.ndarray:
     """Part features ``(N, part_dim)`` float32 of ``crops`` (PIL images or image paths), in order.
 
     Paths are decoded with :func:`comicid.data.images.load_image` in ``num_workers`` DataLoader
@@ -160,8 +208,11 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
     :func:`crop_key` computes them. ``model`` is moved to ``device`` and switched to eval mode (and
     channels_last on CPU) in place.
 
+    ``names`` (one per crop, e.g. instance names) are used in error messages.
+
     Raises:
-        ImageReadError: a crop file cannot be read (raised from the worker, naming the file).
+        ImageReadError: a crop file cannot be read (one line naming the file, even from a worker).
+        ModelError: the model produced NaN or infinite features (nothing of that batch is cached).
         ConfigError: CUDA requested but not available.
     """
     if cache is not None and cache.model_id != model.model_id:
@@ -196,16 +247,25 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
     done = 0
     with torch.inference_mode(), tqdm(total=len(crops), initial=len(crops) - len(todo),
                                       disable=not progress, unit="crop", desc="embed") as bar:
-        for batch in loader:  # (B, 3, S, S) uint8 pixels, or (B, part_dim) features made in a worker
-            rows = todo[done:done + len(batch)]
-            features[rows] = batch.numpy() if in_workers else _forward(model, forward_parts, batch, target)
-            done += len(rows)
-            pending += rows
-            if cache is not None and (done == len(todo) or
-                                      len(pending) >= CACHE_FLUSH_BATCHES * batch_size):
+        try:
+            for batch in loader:  # (B, 3, S, S) uint8 pixels, or (B, part_dim) features made in a worker
+                rows = todo[done:done + len(batch)]
+                computed = batch.numpy() if in_workers else _forward(model, forward_parts, batch, target)
+                check_finite(computed, rows, names, model.model_id)
+                features[rows] = computed
+                done += len(rows)
+                pending += rows
+                if cache is not None and (done == len(todo) or
+                                          len(pending) >= CACHE_FLUSH_BATCHES * batch_size):
+                    cache.add([keys[i] for i in pending], features[pending])
+                    pending = []
+                bar.update(len(rows))
+        except ComicidError as error:
+            if cache is not None and pending:  # keep what was finished before the failure
                 cache.add([keys[i] for i in pending], features[pending])
-                pending = []
-            bar.update(len(rows))
+            if "Original Traceback" not in str(error):
+                raise
+            raise ImageReadError(_worker_message(error)) from None
     return features
 
 

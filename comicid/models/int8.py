@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence

@@ -4,6 +4,8 @@ loader, which itself runs that graph."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +34,16 @@ class QuantizeReport:
     min_cosine: float
 
 
+#: Replacing an existing graph needs this much evidence that the new one is good: a graph calibrated on
+#: a handful of crops can be much worse than the one it would overwrite.
+MIN_CALIBRATION_CROPS = 64
+MIN_CHECK_CROPS = 32
+MIN_MEAN_COSINE = 0.97
+
+
 def quantize_checkpoint(checkpoint: str | Path, manifests: Sequence[str | Path], out: str | Path | None = None,
                         n_crops: int = 512, n_check: int = 128, seed: int = 0,
-                        progress: bool = False) -> QuantizeReport:
+                        progress: bool = False, force: bool = False) -> QuantizeReport:
     """Make the int8 graph of a comicid checkpoint, calibrated on crops of ``manifests``.
 
     ``n_crops`` manifest rows (faces and bodies alike, drawn at random with ``seed``) calibrate the
@@ -42,13 +51,20 @@ def quantize_checkpoint(checkpoint: str | Path, manifests: Sequence[str | Path],
     the report returns (the shipped model: about 0.99 mean). The graph goes to ``out``, by default
     beside the checkpoint where ``--precision int8|auto`` looks for it.
 
+    An existing graph at the destination is only replaced when the new one was calibrated on at least
+    :data:`MIN_CALIBRATION_CROPS` crops and checked on :data:`MIN_CHECK_CROPS` others with a mean
+    cosine of at least :data:`MIN_MEAN_COSINE` (``force`` skips these checks); the old graph is
+    kept as ``<name>.bak``. The new graph is written beside it first, so a refused or failed run
+    changes nothing.
+
     Raises:
         ModelError: the checkpoint cannot be read.
-        ConfigError: the manifests have no rows.
+        ConfigError: the manifests have no rows, or the new graph may not replace the existing one.
     """
     checkpoint = Path(checkpoint)
     model = load_embedding_model(checkpoint, precision="fp32")
-    frame = pd.concat([read_manifest(path) for path in manifests], ignore_index=True)
+    # Calibration manifests may be training manifests that combine sets (see read_training_frame).
+    frame = pd.concat([read_manifest(path, allow_outside=True) for path in manifests], ignore_index=True)
     if frame.empty:
         raise ConfigError("the calibration manifests have no rows")
     order = np.random.default_rng(seed).permutation(len(frame))
@@ -61,13 +77,30 @@ def quantize_checkpoint(checkpoint: str | Path, manifests: Sequence[str | Path],
         return normalise_batch(pixels, model.mean, model.std)
 
     path = Path(out) if out is not None else int8_graph_path(checkpoint)
+    guarded = path.is_file() and not force
+    if guarded and (len(calibrate_rows) < MIN_CALIBRATION_CROPS or len(check_rows) < MIN_CHECK_CROPS):
+        raise ConfigError(f"'{path}' exists; replacing it needs at least {MIN_CALIBRATION_CROPS} calibration and "
+                          f"{MIN_CHECK_CROPS} other check crops (got {len(calibrate_rows)} and {len(check_rows)}); "
+                          "give more rows, another --out, or --force")
     assert model.checkpoint_sha256 is not None  # loaded from a file
-    quantize_backbone(model.backbone, normalised(calibrate_rows), path, model.checkpoint_sha256)
-    if not check_rows:  # a small manifest: every row calibrated, nothing left to check on
-        return QuantizeReport(path, len(calibrate_rows), 0, float("nan"), float("nan"))
-    images = normalised(check_rows)
-    graph = Int8Backbone(path)
-    with torch.inference_mode():
-        expected = model.backbone(images.contiguous(memory_format=torch.channels_last))
-        cosine = torch.nn.functional.cosine_similarity(graph(images), expected.float(), dim=1)
-    return QuantizeReport(path, len(calibrate_rows), len(check_rows), float(cosine.mean()), float(cosine.min()))
+    fresh = path.with_name(path.name + ".new")
+    try:
+        quantize_backbone(model.backbone, normalised(calibrate_rows), fresh, model.checkpoint_sha256)
+        report = QuantizeReport(path, len(calibrate_rows), 0, float("nan"), float("nan"))
+        if check_rows:  # a small manifest may leave nothing to check on
+            images = normalised(check_rows)
+            graph = Int8Backbone(fresh)
+            with torch.inference_mode():
+                expected = model.backbone(images.contiguous(memory_format=torch.channels_last))
+                cosine = torch.nn.functional.cosine_similarity(graph(images), expected.float(), dim=1)
+            report = QuantizeReport(path, len(calibrate_rows), len(check_rows), float(cosine.mean()),
+                                    float(cosine.min()))
+        if guarded and not report.mean_cosine >= MIN_MEAN_COSINE:
+            raise ConfigError(f"the new graph's mean cosine to fp32 is {report.mean_cosine:.3f} < "
+                              f"{MIN_MEAN_COSINE}; '{path}' was left as it was (--force replaces it anyway)")
+        if path.is_file():
+            shutil.copy2(path, path.with_name(path.name + ".bak"))
+        os.replace(fresh, path)
+    finally:
+        fresh.unlink(missing_ok=True)
+    return report

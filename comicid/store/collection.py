@@ -16,6 +16,7 @@ and so that embedding reads small PNGs instead of decoding full pages again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import io
@@ -30,6 +31,7 @@ from comicid._version import __version__
 from comicid.data.images import load_image
 from comicid.errors import CollectionError
 from comicid.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from comicid.store.lock import writer_lock
 
 FORMAT = "comicid-collection"
 FORMAT_VERSION = 1
@@ -50,6 +52,15 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def _read_table(path: Path, fix: str) -> pd.DataFrame:
+    """A Parquet table of the collection; a truncated or foreign file is a :class:`CollectionError`."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CollectionError(f"'{path}' is damaged ({first}); {fix}") from None
+
+
 class Collection:
     """Read and write one collection folder. Cheap to construct; reads lazily."""
 
@@ -63,6 +74,8 @@ class Collection:
         collection = cls(root)
         if collection.meta_path.is_file():
             return collection.check()
+        if collection.root.exists() and not collection.root.is_dir():
+            raise CollectionError(f"'{collection.root}' is a file, not a collection folder")
         if collection.root.exists() and any(collection.root.iterdir()):
             raise CollectionError(f"'{collection.root}' exists, is not empty, and is not a comicid collection")
         collection.root.mkdir(parents=True, exist_ok=True)
@@ -86,6 +99,10 @@ class Collection:
             raise CollectionError(f"'{self.root}' was written by a newer comicid (collection format "
                                   f"{meta['version']}); upgrade comicid")
         return self
+
+    def writer(self, command: str) -> contextlib.AbstractContextManager[None]:
+        """The collection's writer lock (see :mod:`comicid.store.lock`); every command that writes holds it."""
+        return writer_lock(self.root, command)
 
     # -- metadata -------------------------------------------------------------------------------
     @property
@@ -117,7 +134,7 @@ class Collection:
         """The parts table; raises when nothing was imported yet."""
         if not self.has_instances():
             raise CollectionError(f"'{self.root}' holds no instances yet; run `comicid import` first")
-        return pd.read_parquet(self.instances_path)
+        return _read_table(self.instances_path, "delete it and run `comicid import` again to rebuild it")
 
     def write_instances(self, frame: pd.DataFrame) -> None:
         with atomic_write(self.instances_path, "wb") as handle:
@@ -159,14 +176,15 @@ class Collection:
 
     def write_assignments(self, table: pd.DataFrame, info: dict[str, Any]) -> None:
         """Store instance -> identity assignments and how they were made (method, model, threshold)."""
-        with atomic_write(self.assignments_path, "wb") as handle:
-            table.reset_index(drop=True).to_parquet(handle, index=False)
-        self.update_meta(assignments=dict(info, written=_now()))
+        with self.writer("cluster"):
+            with atomic_write(self.assignments_path, "wb") as handle:
+                table.reset_index(drop=True).to_parquet(handle, index=False)
+            self.update_meta(assignments=dict(info, written=_now()))
 
     def assignments(self) -> pd.DataFrame:
         if not self.assignments_path.is_file():
             raise CollectionError(f"'{self.root}' has no identity assignments yet; run `comicid cluster` first")
-        return pd.read_parquet(self.assignments_path)
+        return _read_table(self.assignments_path, "run `comicid cluster` again to rebuild it")
 
     @property
     def models_dir(self) -> Path:

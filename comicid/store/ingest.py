@@ -1,13 +1,19 @@
 """Put manifest rows into a collection: cut crops, cache them by content, upsert the parts table.
 
-Import is idempotent and incremental. Each row gets a ``row_key`` from what locates its pixels and its
-place (book, image, box, kind, instance); re-importing a row with the same key updates its labels and
-reuses its crop, rows with new keys are added, rows of other sources stay. Pages are decoded once per
-import however many boxes they carry, and a row whose image file has not changed (same size and
-modification time) is not cut again.
+Import is a true upsert keyed by stable ids. Each row's ``row_key`` hashes its instance key and kind:
+``book/instance`` for rows with an instance id (so a corrected box or label replaces the row instead
+of adding a second face), and the part's locator (image, box, kind) for rows without one; a key never
+depends on a row's position. Re-importing a row with the same key updates its labels and reuses its
+crop when its pixels (image file, box) are unchanged; rows with new keys are added; rows that an
+earlier import of the *same source* brought and that the source no longer has are removed and
+listed in :attr:`IngestReport.removed`; rows of other sources stay. After the merge no instance may
+have two faces, two bodies or two identities, whichever sources its rows came from.
 
-The parts table is replaced atomically at the end, so an interrupted import leaves the previous
-collection intact; the only trace it can leave is content-addressed crops that a later import reuses.
+Pages are decoded once per import however many boxes they carry. Each box is checked against its page
+before it is cut (:func:`check_box_fits`), so a tiny file cannot ask for a gigapixel crop. The whole
+import runs under the collection's writer lock (:mod:`comicid.store.lock`), and the parts table is
+replaced atomically at the end, so an interrupted import leaves the previous collection intact; the
+only trace it can leave is content-addressed crops that a later import reuses.
 """
 
 from __future__ import annotations
@@ -16,23 +22,22 @@ import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from comicid.data.crops import Box, crop_part
+from comicid.data.crops import Box, check_box_fits, crop_part
 from comicid.data.images import load_image
-from comicid.data.manifest import BOX_COLUMNS, has_box, instance_keys
-from comicid.errors import ImageReadError, ManifestError
+from comicid.data.manifest import BOX_COLUMNS, display_key, has_box, instance_keys, part_locators
+from comicid.errors import CollectionError, ImageReadError, ManifestError
 from comicid.store.collection import Collection
 
 
 @dataclass
 class IngestReport:
-    """What an import did; every row is accounted for in exactly one of the counters."""
+    """What an import did; every row is accounted for in exactly one of added/updated/reused/skipped."""
 
     rows: int = 0
     added: int = 0
@@ -40,21 +45,24 @@ class IngestReport:
     reused: int = 0  # crop reused from the cache; labels are refreshed from the manifest
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (row number from 1, reason)
     tiny_boxes: list[int] = field(default_factory=list)  # row numbers from 1, kept but reported
+    removed: list[str] = field(default_factory=list)  # parts (book/instance kind) gone from the source
 
     def summary(self) -> str:
         text = (f"{self.rows} rows: {self.added} added, {self.updated} re-cut, {self.reused} reused, "
                 f"{len(self.skipped)} skipped")
+        if self.removed:
+            text += f"; {len(self.removed)} parts removed (no longer in the source)"
         if self.tiny_boxes:
             text += f"; {len(self.tiny_boxes)} tiny boxes (< 4 px) kept"
         return text
 
 
-def row_keys(frame: pd.DataFrame) -> pd.Series:
-    """Stable key of each row: what locates its pixels and its place, never its labels."""
-    parts = [frame["book"], frame["image"], *(frame[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-                                               for c in BOX_COLUMNS), frame["kind"], frame["instance"]]
-    joined = pd.Series(["\x1f".join(values) for values in zip(*parts, strict=True)], index=frame.index)
-    return joined.map(lambda text: hashlib.sha1(text.encode()).hexdigest()[:20])
+def row_keys(frame: pd.DataFrame, keys: pd.Series | None = None) -> pd.Series:
+    """Stable key of each row: its instance key and kind (one instance has at most one part per kind)."""
+    keys = instance_keys(frame) if keys is None else keys
+    joined = (key + "\x1f" + kind for key, kind in zip(keys, frame["kind"], strict=True))
+    return pd.Series([hashlib.sha1(text.encode()).hexdigest()[:20] for text in joined], index=frame.index,
+                     dtype=object)
 
 
 def _file_stamp(path: str) -> str:
@@ -79,35 +87,78 @@ def _pages(frame: pd.DataFrame, todo: np.ndarray) -> Iterator[tuple[str, list[in
     yield from groups.items()
 
 
+def _upgraded(previous: pd.DataFrame) -> pd.DataFrame:
+    """A parts table written before stable keys: recompute its keys, mark its rows as of no source."""
+    if "origin" in previous.columns and "locator" in previous.columns:
+        return previous
+    previous = previous.copy()
+    previous["instance_key"] = instance_keys(previous)
+    previous["row_key"] = row_keys(previous, previous["instance_key"])
+    previous["locator"] = part_locators(previous)
+    previous["origin"] = ""
+    return previous.drop_duplicates("row_key", keep="last").reset_index(drop=True)
+
+
+def _merge_problems(parts: pd.DataFrame) -> list[str]:
+    """Instances that the merged table gives two faces, two bodies or two identities (from several sources)."""
+    problems: list[str] = []
+    for key, group in parts.groupby("instance_key", sort=True):
+        kinds = group["kind"].tolist()
+        identities = sorted({value for value in group["identity"] if value})
+        if len(kinds) == len(set(kinds)) and not ("character" in kinds and len(kinds) > 1) and len(identities) <= 1:
+            continue
+        origins = ", ".join(sorted({value or "(no source)" for value in group["origin"]}))
+        problems.append(f"instance '{display_key(str(key))}' would get parts {sorted(kinds)} and identities "
+                        f"{identities} from the sources {origins}")
+    return problems
+
+
 def ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool = False,
            progress: bool = True, source: str | None = None) -> IngestReport:
-    """Import a validated manifest into ``collection``.
+    """Import a validated manifest into ``collection`` (under its writer lock).
+
+    ``source`` names where the rows come from (the CLI passes the resolved SRC path): rows that an
+    earlier import of the same source brought and that ``frame`` no longer has are removed and
+    listed in ``report.removed``. Without ``source`` nothing is removed.
 
     Raises:
         ImageReadError: an image is missing or unreadable and ``skip_bad`` is false; the message
             names the first row that uses it. With ``skip_bad`` such rows are skipped and counted.
-        ManifestError: two rows locate the same part.
+        ManifestError: two rows locate the same part, or a box does not fit its page (skipped and
+            counted with ``skip_bad``).
+        CollectionError: the collection is busy (another writer), or the merge would give an
+            instance two faces, two bodies or two identities.
     """
+    with collection.writer("import"):
+        return _ingest(frame, collection, skip_bad, progress, source)
+
+
+def _ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool, progress: bool,
+            source: str | None) -> IngestReport:
     frame = frame.reset_index(drop=True).copy()
     report = IngestReport(rows=len(frame))
-    frame["row_key"] = row_keys(frame)
-    duplicated = frame["row_key"].duplicated(keep="first")
-    if duplicated.any():
-        first = frame.index[frame["row_key"].isin(frame.loc[duplicated, "row_key"])]
-        raise ManifestError([f"row {i + 1}: same image, box, kind and instance as another row" for i in first])
     frame["instance_key"] = instance_keys(frame)
+    frame["row_key"] = row_keys(frame, frame["instance_key"])
+    frame["locator"] = part_locators(frame)
+    duplicated = frame["row_key"].duplicated(keep=False)
+    if duplicated.any():
+        raise ManifestError([f"row {i + 1}: same image, box and kind as another row without an instance id"
+                             for i in np.flatnonzero(duplicated.to_numpy())])
     frame["file_stamp"] = frame["image"].map(_file_stamp)
+    frame["origin"] = source or ""
 
-    previous = collection.instances() if collection.has_instances() else None
-    known: dict[str, tuple[str, str]] = {}
+    previous = _upgraded(collection.instances()) if collection.has_instances() else None
+    known: dict[str, tuple[str, str, str]] = {}
     if previous is not None:
-        known = dict(zip(previous["row_key"], zip(previous["crop_hash"], previous["file_stamp"], strict=True),
-                         strict=True))
+        known = dict(zip(previous["row_key"], zip(previous["crop_hash"], previous["file_stamp"],
+                                                  previous["locator"], strict=True), strict=True))
     frame["crop_hash"] = ""
     reusable = np.zeros(len(frame), dtype=bool)
-    for index, (key, stamp) in enumerate(zip(frame["row_key"], frame["file_stamp"], strict=True)):
+    for index, (key, stamp, locator) in enumerate(zip(frame["row_key"], frame["file_stamp"], frame["locator"],
+                                                      strict=True)):
         cached = known.get(key)
-        if cached and cached[1] == stamp and stamp and collection.crop_path(cached[0]).is_file():
+        if cached and cached[1] == stamp and stamp and cached[2] == locator \
+                and collection.crop_path(cached[0]).is_file():
             frame.at[index, "crop_hash"] = cached[0]
             reusable[index] = True
 
@@ -115,6 +166,7 @@ def ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool = False,
     pages = list(_pages(frame, ~reusable))
     bar = tqdm(pages, desc="cutting crops", unit="image", disable=not progress or not pages)
     skipped_rows: set[int] = set()
+    bad_boxes: list[str] = []
     for image_path, rows in bar:
         try:
             page = load_image(image_path)
@@ -126,10 +178,21 @@ def ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool = False,
             continue
         for row in rows:
             box = _box_of(frame.iloc[row]) if boxed[row] else None
-            if box is not None and box.is_tiny:
-                report.tiny_boxes.append(row + 1)
+            if box is not None:
+                problem = check_box_fits(frame["kind"].iat[row], box, page.size)
+                if problem:
+                    bad_boxes.append(f"row {row + 1}: {problem}")
+                    report.skipped.append((row + 1, problem))
+                    skipped_rows.add(row)
+                    continue
+                if box.is_tiny:
+                    report.tiny_boxes.append(row + 1)
             crop: Image.Image = crop_part(page, frame["kind"].iat[row], box)
             frame.at[row, "crop_hash"] = collection.store_crop(crop)
+        del page
+    if bad_boxes and not skip_bad:
+        raise ManifestError(bad_boxes, source=source)
+    report.skipped.sort()
 
     kept = frame.drop(index=sorted(skipped_rows))
     previous_keys = set(previous["row_key"]) if previous is not None else set()
@@ -143,7 +206,19 @@ def ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool = False,
 
     if previous is not None:
         others = previous[~previous["row_key"].isin(kept["row_key"])]
+        if source:
+            # Rows this source brought before and no longer has; rows it has but that were skipped
+            # this time (unreadable image) stay, since the source still lists them.
+            gone = (others["origin"] == source) & ~others["row_key"].isin(frame["row_key"])
+            report.removed = [f"{display_key(key)} ({kind})" for key, kind in
+                              zip(others.loc[gone, "instance_key"], others.loc[gone, "kind"], strict=True)]
+            others = others[~gone]
         kept = pd.concat([others, kept], ignore_index=True)
+    problems = _merge_problems(kept)
+    if problems:
+        raise CollectionError("importing would corrupt instances: " + "; ".join(problems[:5])
+                              + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
+                              + "; give the instances distinct ids or books")
     collection.write_instances(kept)
     meta = collection.meta()
     sources = list(meta.get("sources") or [])

@@ -108,7 +108,11 @@ def move_to(batch: Any, device: torch.device) -> Any:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Random states as tensors, ints and tuples only, so the checkpoint loads with ``weights_only=True``."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(position), int(has_gauss),
+                   float(cached))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -116,7 +120,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -125,6 +130,26 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 def _save(obj: Any, path: Path) -> None:
     with atomic_write(path, "wb") as handle:
         torch.save(obj, handle)
+
+
+def load_resume_state(path: Path, device: torch.device) -> dict[str, Any]:
+    """A resume checkpoint, read with ``weights_only=True``: a planted file can hold pickled code, and
+    only tensors, numbers, strings and containers are let through (the unpickler refuses the rest).
+
+    Raises:
+        ConfigError: the file is not a readable checkpoint of this loop (truncated, pickled objects,
+            another format); the message says to start again without ``--resume``.
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError...: all mean "not loadable"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"--resume: '{path}' cannot be loaded safely ({first[:200]}); it is not a "
+                          "checkpoint written by this version, or holds pickled code: delete it or use "
+                          "another output_dir, and run without --resume") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"--resume: '{path}' is not a training checkpoint; run without --resume")
+    return state
 
 
 class _Monitor:
@@ -186,7 +211,7 @@ def fit(model: nn.Module, data: EpochData, step: StepFn, config: TrainConfig, ou
     if resume:
         if not checkpoint_path.is_file():
             raise ConfigError(f"--resume: no checkpoint in '{output_dir}'; run without --resume to start")
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = load_resume_state(checkpoint_path, device)
         if state.get("fingerprint") != fingerprint:
             raise ConfigError(f"--resume: the checkpoint in '{output_dir}' was made by a different recipe; "
                               f"use another output_dir or run without --resume")

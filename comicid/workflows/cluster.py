@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from comicid.atomic import atomic_write
-from comicid.errors import ConfigError
+from comicid.errors import ComicidError, ConfigError
 from comicid.identity.adaptive.clusterer import save_adapter
 from comicid.identity import CLUSTERERS, SCOPES, auto_threshold, cluster_by_scope, create_clusterer
 from comicid.models.embedding_model import EmbeddingModel
@@ -113,6 +113,9 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
     params = dict(params or {})
     parameter = getattr(CLUSTERERS[method], "threshold_parameter", None)
     value = parse_threshold(threshold)
+    if parameter is None and value is not None:
+        raise ConfigError(f"--method {method} takes no --threshold (it sets its own per-cluster thresholds); "
+                          "leave --threshold at auto")
     source = "user"
     if parameter is not None and value is None:
         reference = calibration if calibration is not None else embedded
@@ -121,7 +124,12 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
         value, source = choice.value, choice.source
     if parameter is not None and value is not None:
         params[parameter] = value
-    clusterer = create_clusterer(method, **params)
+    try:
+        clusterer = create_clusterer(method, **params)
+    except ComicidError as error:
+        if source != "user" or parameter is None:
+            raise
+        raise ConfigError(f"--threshold {value:g} does not suit --method {method}: {error}") from None
     # An instance whose embedding is zero carried no evidence (e.g. a blank crop under colour-hist):
     # it is left unknown rather than forced into a cluster.
     evidence = np.any(embedded.vectors != 0, axis=1)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from comicid.models.embed import FeatureCache, embed_crops, fuse_parts
+from comicid.data.manifest import display_key
+from comicid.errors import CollectionError
+from comicid.models.embed import FeatureCache, check_finite, embed_crops, fuse_parts
 from comicid.models.embedding_model import EmbeddingModel
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings, instance_table
@@ -19,15 +21,26 @@ def embed_collection(collection: Collection, model: EmbeddingModel, device: str 
     With ``n_views > 0`` also embeds that many seeded augmented views of every crop (not cached: they
     are cheap next to what they feed, and reproducible from their seeds) and fuses each view.
     """
-    parts = collection.instances()
-    cache = FeatureCache(collection.features_dir, model.model_id)
-    crop_paths = [collection.crop_path(key) for key in parts["crop_hash"]]
-    features = embed_crops(crop_paths, model, batch_size=batch_size, device=device, progress=progress,
-                           cache=cache, num_workers=num_workers, keys=parts["crop_hash"].tolist())
-    table, instance_index = instance_table(parts)
-    head = model.head.to("cpu").eval()
-    vectors = fuse_parts(features, instance_index, len(table), head=head)
-    collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=len(cache))
+    with collection.writer("embed"):
+        parts = collection.instances()
+        cache = FeatureCache(collection.features_dir, model.model_id)
+        crop_paths = [collection.crop_path(key) for key in parts["crop_hash"]]
+        names = [f"instance '{display_key(key)}' ({kind})" for key, kind in
+                 zip(parts["instance_key"], parts["kind"], strict=True)]
+        missing = [index for index, (key, path) in enumerate(zip(parts["crop_hash"], crop_paths, strict=True))
+                   if key not in cache and not path.is_file()]
+        if missing:
+            raise CollectionError(f"{len(missing)} crops of '{collection.root}' are missing from its crops/ "
+                                  f"folder (first: {names[missing[0]]}, '{crop_paths[missing[0]]}'); run "
+                                  "`comicid import` of its sources again to cut them again")
+        features = embed_crops(crop_paths, model, batch_size=batch_size, device=device, progress=progress,
+                               cache=cache, num_workers=num_workers, keys=parts["crop_hash"].tolist(), names=names)
+        table, instance_index = instance_table(parts)
+        head = model.head.to("cpu").eval()
+        vectors = fuse_parts(features, instance_index, len(table), head=head)
+        check_finite(vectors, range(len(table)),
+                     [f"instance '{display_key(key)}'" for key in table["instance_key"]], model.model_id)
+        collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=len(cache))
     views = None
     if n_views > 0:
         part_views = embed_views(crop_paths, model, n_views=n_views, batch_size=batch_size, progress=progress)

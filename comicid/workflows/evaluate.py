@@ -1,13 +1,18 @@
 """`comicid evaluate`: import, embed, cluster and score a labelled manifest in one call.
 
-Which rows are scored:
+Which rows are scored (docs/EVALUATION.md):
+- Only the manifest's own instances: with ``--collection`` pointing at a collection that already
+  holds other data, that data is neither scored nor used as gallery.
 - ``split="auto"`` (default): when the manifest has both ``dev`` and ``test`` rows, score ``test`` rows
   and let ``dev`` rows calibrate the clustering threshold; otherwise score every labelled row.
 - Retrieval: queries are ``role=query`` instances and the gallery ``role=gallery`` instances; with no
   roles, every instance queries all others (leave-one-out). Gallery instances sharing a query's
-  non-empty ``source`` are left out of its ranking.
-- Clustering: per ``book`` over the scored instances; scores are means over books, cluster counts sums.
-Evaluation is deterministic: fixed seeds, stable sorts, no dependence on hash seeds.
+  non-empty ``source`` *and* its identity are left out of its ranking (re-ID's same-camera rule).
+- Clustering: every instance is assigned, each split clustered on its own (dev never influences test
+  clusters, and the report shows no "?" for dev rows); only the scored split is scored, per ``book``:
+  means over books with at least two labelled instances, cluster counts sums, and pooled scores.
+Evaluation is deterministic and independent of row order: fixed seeds, ties counted against the
+query, no dependence on hash seeds.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from comicid.data.manifest import read_manifest
+from comicid.data.manifest import instance_keys, read_manifest
 from comicid.errors import ConfigError
 from comicid.evaluation.clustering import clustering_metrics_by_group
 from comicid.evaluation.protocols import global_protocol, local_protocol
 from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics
-from comicid.workflows.cluster import assign_identities, collection_params, save_learnt_state, views_needed
+from comicid.workflows.cluster import (Assignment, assign_identities, collection_params, save_learnt_state,
+                                       views_needed)
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
@@ -52,6 +58,7 @@ class EvaluationOptions:
     batch_size: int = 64
     skip_bad: bool = False
     progress: bool = True
+    allow_outside: bool = False
 
 
 def choose_rows(embedded: InstanceEmbeddings, split: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -80,12 +87,31 @@ def retrieval_scores(embedded: InstanceEmbeddings) -> dict[str, Any]:
         queries = gallery = labelled
         ids = np.arange(len(table))
     q, g = np.flatnonzero(queries), np.flatnonzero(gallery)
+    identities = table["identity"].to_numpy()
     exclude = exclusion_mask(table["source"].to_numpy()[q], table["source"].to_numpy()[g],
-                             None if ids is None else ids[q], None if ids is None else ids[g])
-    scores = retrieval_metrics(embedded.vectors[q], table["identity"].to_numpy()[q], embedded.vectors[g],
-                               table["identity"].to_numpy()[g], exclude=exclude)
+                             None if ids is None else ids[q], None if ids is None else ids[g],
+                             query_labels=identities[q], gallery_labels=identities[g])
+    scores = retrieval_metrics(embedded.vectors[q], identities[q], embedded.vectors[g], identities[g],
+                               exclude=exclude)
     scores["protocol"] = "query->gallery" if ids is None else "leave-one-out"
+    if not scores["queries"]:
+        raise ConfigError(f"no query has a matching identity left in its gallery ({len(q)} queries, "
+                          f"{len(g)} gallery instances): nothing to score; check the role, identity and "
+                          "source columns")
     return scores
+
+
+def check_scorable(evaluated: InstanceEmbeddings, split: str) -> None:
+    """Refuse splits whose scores would mean nothing: no labels, or a single identity (rank-1 is then 1.0
+    whatever the model does)."""
+    identities = evaluated.table["identity"]
+    labelled = identities[identities != ""]
+    if labelled.empty:
+        raise ConfigError(f"no instance of split {split!r} has an identity: evaluate needs labelled rows "
+                          "(use `comicid cluster` for unlabelled data)")
+    if labelled.nunique() < 2:
+        raise ConfigError(f"split {split!r} has a single identity ({labelled.iloc[0]!r}): retrieval and "
+                          "clustering scores need at least two")
 
 
 def protocol_groups(table: pd.DataFrame) -> np.ndarray:
@@ -106,9 +132,51 @@ def protocol_scores(embedded: InstanceEmbeddings, protocol: str) -> dict[str, An
     """The identity-aware re-ID paper's local (within groups of distinct characters) or global protocol."""
     table = embedded.table[embedded.table["identity"] != ""]
     vectors = embedded.vectors[table.index.to_numpy()]
+    sources = table["source"].to_numpy()
     if protocol == "local":
-        return local_protocol(vectors, table["identity"].to_numpy(), protocol_groups(table))
-    return global_protocol(vectors, table["identity"].to_numpy(), table["book"].to_numpy())
+        return local_protocol(vectors, table["identity"].to_numpy(), protocol_groups(table), sources=sources)
+    return global_protocol(vectors, table["identity"].to_numpy(), table["book"].to_numpy(), sources=sources)
+
+
+def assign_every_split(embedded: InstanceEmbeddings, scored: np.ndarray, split: str, options: EvaluationOptions,
+                       calibration: InstanceEmbeddings, collection: Collection) -> tuple[Assignment, float]:
+    """Assign every instance, clustering each split on its own; the scored split last.
+
+    Returns the assignment of all instances (rows as in ``embedded``) with the scored split's
+    ``info``, and the seconds its clustering took. Identity ids are prefixed with the split when
+    there are several, so that clusters of two splits never share an id. Other splits reuse the
+    threshold chosen for the scored one; the scored split goes last so that what a method learns
+    per book (adaptive adapters) is the scored split's.
+    """
+    splits = embedded.table["split"].to_numpy()
+    groups = [(value, (splits == value) & ~scored) for value in sorted(set(splits[~scored].tolist()))]
+    groups.append((split, scored))
+    params = collection_params(options.method, collection.models_dir)
+    on_fitted = save_learnt_state(collection.adapters_dir)
+    started = time.perf_counter()
+    main = assign_identities(embedded.subset(scored), method=options.method, scope=options.scope,
+                             threshold=options.threshold, calibration=calibration, params=params,
+                             progress=options.progress, on_fitted=on_fitted)
+    seconds = time.perf_counter() - started
+    identity = np.full(len(embedded), "", dtype=object)
+    confidence = np.zeros(len(embedded))
+    several = len(groups) > 1
+    for value, mask in groups:
+        if mask is scored:
+            assignment = main
+        else:
+            threshold = main.info["threshold"] if main.info["threshold"] is not None else options.threshold
+            assignment = assign_identities(embedded.subset(mask), method=options.method, scope=options.scope,
+                                           threshold=threshold, params=params, progress=False,
+                                           on_fitted=on_fitted)
+        ids = assignment.table["identity_id"].to_numpy(dtype=object)
+        name = value or "unsplit"
+        identity[mask] = [f"{name}:{i}" if several and i else i for i in ids]
+        confidence[mask] = assignment.table["confidence"].to_numpy()
+    table = pd.DataFrame({"instance_key": embedded.table["instance_key"].to_numpy(),
+                          "book": embedded.table["book"].to_numpy(),
+                          "identity_id": identity.astype(str), "confidence": confidence})
+    return Assignment(table=table, info=dict(main.info, instances=int(len(table)))), seconds
 
 
 def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = None,
@@ -122,42 +190,59 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
     if options.protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {options.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     started = time.perf_counter()
-    frame = read_manifest(manifest, check_files=not options.skip_bad)
+    frame = read_manifest(manifest, check_files=not options.skip_bad, allow_outside=options.allow_outside)
+    if not (frame["identity"] != "").any():
+        raise ConfigError(f"'{manifest}' has no row with an identity: evaluate needs labelled rows "
+                          "(use `comicid cluster` for unlabelled data)")
     model = model if model is not None else load_embedding_model(options.model, device=options.device,
                                                                      precision=options.precision)
     with tempfile.TemporaryDirectory(prefix="comicid-eval-") as scratch:
         collection = Collection.create(Path(workdir) if workdir else Path(scratch) / "collection")
-        report = ingest(frame, collection, skip_bad=options.skip_bad, progress=options.progress)
-        embed_start = time.perf_counter()
-        embedded = embed_collection(collection, model, device=options.device, batch_size=options.batch_size,
-                                    progress=options.progress, n_views=views_needed(options.method))
-        embed_seconds = time.perf_counter() - embed_start
-        scored, dev, split = choose_rows(embedded, options.split)
-        evaluated = embedded.subset(scored)
-        result: dict[str, Any] = {"manifest": str(manifest), "model": model.model_id, "method": options.method,
-                                  "scope": options.scope, "split": split, "images": len(collection.instances()),
-                                  "instances": int(len(evaluated)), "skipped_rows": len(report.skipped)}
-        result["retrieval"] = retrieval_scores(evaluated)
-        if options.protocol != "standard":
-            result["protocol"] = {"name": options.protocol, **protocol_scores(evaluated, options.protocol)}
+        with collection.writer("evaluate"):
+            return _evaluate(manifest, frame, options, model, collection, workdir, started)
 
-        cluster_start = time.perf_counter()
-        assignment = assign_identities(evaluated, method=options.method, scope=options.scope,
-                                       threshold=options.threshold, calibration=embedded.subset(dev),
-                                       params=collection_params(options.method, collection.models_dir),
-                                       progress=options.progress,
-                                       on_fitted=save_learnt_state(collection.adapters_dir))
-        cluster_seconds = time.perf_counter() - cluster_start
-        labelled = (evaluated.table["identity"] != "").to_numpy()
-        predicted = assignment.table["identity_id"].to_numpy(dtype=object)
-        predicted = np.where(predicted == "", -1, predicted)  # unknown counts as its own singleton
-        clustering = clustering_metrics_by_group(evaluated.table["identity"].to_numpy()[labelled],
-                                                 predicted[labelled], evaluated.table["book"].to_numpy()[labelled])
-        clustering["threshold"] = assignment.info["threshold"]
-        clustering["threshold_source"] = assignment.info["threshold_source"]
-        result["clustering"] = clustering
-        result["seconds"] = {"embed": round(embed_seconds, 3), "cluster": round(cluster_seconds, 3),
-                             "total": round(time.perf_counter() - started, 3)}
-        collection.write_assignments(assignment.table, assignment.info)
-        collection.update_meta(metrics={key: result[key] for key in ("retrieval", "clustering", "split")})
+
+def _evaluate(manifest: str | Path, frame: pd.DataFrame, options: EvaluationOptions, model: EmbeddingModel,
+              collection: Collection, workdir: str | Path | None, started: float) -> dict[str, Any]:
+    report = ingest(frame, collection, skip_bad=options.skip_bad, progress=options.progress,
+                    source=str(Path(manifest).resolve()))
+    embed_start = time.perf_counter()
+    everything = embed_collection(collection, model, device=options.device, batch_size=options.batch_size,
+                                  progress=options.progress, n_views=views_needed(options.method))
+    embed_seconds = time.perf_counter() - embed_start
+    # Only this manifest's instances: a kept collection may hold other data, which is not scored.
+    embedded = everything.subset(everything.table["instance_key"].isin(set(instance_keys(frame))).to_numpy())
+    scored, dev, split = choose_rows(embedded, options.split)
+    evaluated = embedded.subset(scored)
+    check_scorable(evaluated, split)
+    result: dict[str, Any] = {"manifest": str(manifest), "collection": str(workdir) if workdir else None,
+                              "model": model.model_id, "method": options.method,
+                              "scope": options.scope, "split": split, "images": int(len(frame) - len(report.skipped)),
+                              "instances": int(len(evaluated)), "skipped_rows": len(report.skipped)}
+    result["retrieval"] = retrieval_scores(evaluated)
+    if options.protocol != "standard":
+        result["protocol"] = {"name": options.protocol, **protocol_scores(evaluated, options.protocol)}
+
+    assignment, cluster_seconds = assign_every_split(embedded, scored, split, options, embedded.subset(dev), collection)
+    labelled = (evaluated.table["identity"] != "").to_numpy()
+    predicted = assignment.table["identity_id"].to_numpy(dtype=object)[scored]
+    predicted = np.where(predicted == "", -1, predicted)  # unknown counts as its own singleton
+    clustering = clustering_metrics_by_group(evaluated.table["identity"].to_numpy()[labelled],
+                                             predicted[labelled], evaluated.table["book"].to_numpy()[labelled])
+    clustering["threshold"] = assignment.info["threshold"]
+    clustering["threshold_source"] = assignment.info["threshold_source"]
+    result["clustering"] = clustering
+    result["seconds"] = {"embed": round(embed_seconds, 3), "cluster": round(cluster_seconds, 3),
+                         "total": round(time.perf_counter() - started, 3)}
+    collection.write_assignments(_with_other_instances(collection, assignment.table), assignment.info)
+    collection.update_meta(metrics={key: result[key] for key in ("retrieval", "clustering", "split")})
     return result
+
+
+def _with_other_instances(collection: Collection, table: pd.DataFrame) -> pd.DataFrame:
+    """The new assignments, plus earlier ones of instances this manifest does not hold (kept as they were)."""
+    if not collection.assignments_path.is_file():
+        return table
+    earlier = collection.assignments()
+    others = earlier[~earlier["instance_key"].isin(table["instance_key"])]
+    return pd.concat([others, table], ignore_index=True) if len(others) else table

@@ -22,11 +22,15 @@ class ImportResult:
 
 
 def import_source(src: str | Path, collection: str | Path | Collection, format: str = "auto",
-                  skip_bad: bool = False, progress: bool = False, **options: Any) -> ImportResult:
+                  skip_bad: bool = False, progress: bool = False, allow_outside: bool = False,
+                  **options: Any) -> ImportResult:
     """Read ``src`` in ``format`` (``auto``: detected) and ingest it into ``collection`` (created when it
-    is a folder that is not one yet). Idempotent and incremental; ``skip_bad`` skips unreadable rows
-    (counted in the report) instead of failing. ``options`` go to the format's importer."""
-    frame = load_source(src, format, check_files=not skip_bad, **options)
+    is a folder that is not one yet). Idempotent and incremental (a true upsert keyed by stable instance
+    ids; rows an earlier import of ``src`` brought and ``src`` no longer has are removed and listed);
+    ``skip_bad`` skips unreadable rows (counted in the report) instead of failing. Images outside
+    ``src``'s folder are refused unless ``allow_outside``. ``options`` go to the format's importer."""
+    options.setdefault("check_files", not skip_bad)
+    frame = load_source(src, format, allow_outside=allow_outside, **options)
     left_out = [str(entry) for entry in frame.attrs.get("skipped", [])]
     target = collection if isinstance(collection, Collection) else Collection.create(collection)
     report = ingest(frame, target, skip_bad=skip_bad, progress=progress, source=str(Path(src).resolve()))

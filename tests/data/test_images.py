@@ -65,3 +65,22 @@ def test_missing_corrupt_and_truncated_files_are_clear_errors(tmp_path: Path) ->
 def test_very_large_pages_are_read(tmp_path: Path) -> None:
     Image.new("L", (15000, 13000), 255).save(tmp_path / "big.png")  # 195 MP: above PIL's default guard
     assert load_image(tmp_path / "big.png").size == (15000, 13000)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that declares ``width x height`` RGB pixels and holds none: costs nothing to write."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_a_page_over_the_pixel_limit_is_refused_from_its_header(tmp_path: Path) -> None:
+    # 20000 x 20000 = 400 MP: under the old 1-gigapixel limit it was decoded, using 4.8 GB to import.
+    _png_header_only(tmp_path / "huge.png", 20000, 20000)
+    with pytest.raises(ImageReadError, match="too large"):
+        load_image(tmp_path / "huge.png")

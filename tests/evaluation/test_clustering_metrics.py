@@ -115,3 +115,23 @@ def test_by_group_does_not_depend_on_row_order() -> None:
     assert clustering_metrics_by_group(true, pred, groups) == clustering_metrics_by_group(
         true[order], pred[order], groups[order]
     )
+
+
+def test_books_under_two_instances_leave_the_mean_and_pooled_scores_weigh_instances() -> None:
+    # A 1-instance book scores a perfect 1.0 whatever happened; it must not weigh like the big book.
+    true = ["a", "a", "b", "b", "c", "c", "z"]
+    pred = [0, 1, 2, 3, 4, 5, 9]  # the big book is clustered badly: all singletons
+    books = ["big"] * 6 + ["tiny"]
+    scores = clustering_metrics_by_group(true, pred, books)
+    big = clustering_metrics(true[:6], pred[:6])
+    assert scores["bcubed_f"] == pytest.approx(big["bcubed_f"])
+    assert (scores["books"], scores["books_skipped"], scores["instances"]) == (1, 1, 7)
+    pooled = scores["pooled"]
+    assert pooled["instances"] == 7
+    assert pooled["bcubed_f"] == pytest.approx(clustering_metrics([0, 0, 1, 1, 2, 2, 3], pred)["bcubed_f"])
+
+
+def test_pooled_scores_keep_labels_of_two_books_apart() -> None:
+    scores = clustering_metrics_by_group(["a", "a", "a", "a"], [0, 0, 0, 0], ["b1", "b1", "b2", "b2"])
+    assert scores["pooled"]["true_clusters"] == 2 and scores["pooled"]["pred_clusters"] == 2
+    assert scores["pooled"]["ari"] == pytest.approx(1.0)

@@ -45,13 +45,25 @@ def test_hand_computed_two_queries_are_averaged() -> None:
     assert m["mrr"] == pytest.approx(np.mean([1.0, 1 / 2]))
 
 
-def test_ties_are_broken_by_gallery_index() -> None:
+def test_ties_count_against_the_query_whatever_the_row_order() -> None:
     sim = np.zeros((1, 4))
     q = query_retrieval_scores(sim, ["a"], ["b", "a", "b", "a"])
-    assert q.first_rank.tolist() == [2]
+    assert q.first_rank.tolist() == [3]  # both tied negatives rank first
     assert q.inverse_negative_penalty.tolist() == [pytest.approx(2 / 4)]
     q_first = query_retrieval_scores(sim, ["a"], ["a", "b", "a", "b"])
-    assert q_first.first_rank.tolist() == [1]
+    assert q_first.first_rank.tolist() == [3]  # the same gallery in another order: the same result
+
+
+def test_retrieval_metrics_do_not_depend_on_gallery_order() -> None:
+    rng = np.random.default_rng(3)
+    # Coarse embeddings: many exact ties between distinct identities.
+    emb = rng.integers(0, 2, size=(60, 3)).astype(np.float64)
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    labels = rng.integers(0, 6, size=60)
+    forward = retrieval_metrics(emb[:20], labels[:20], emb[20:], labels[20:])
+    order = np.arange(20, 60)[::-1]
+    backward = retrieval_metrics(emb[:20], labels[:20], emb[order], labels[order])
+    assert forward == pytest.approx(backward)
 
 
 def test_exclusion_removes_items_and_their_positions() -> None:
@@ -115,14 +127,24 @@ def test_nan_scores_and_bad_shapes_are_rejected() -> None:
 
 
 def test_exclusion_mask_sources_and_ids() -> None:
-    mask = exclusion_mask(["s1", "", None], ["s1", "", "s2"], query_ids=[10, 11, 12], gallery_ids=[12, 11, 99])
+    labels = dict(query_labels=["x", "x", "y"], gallery_labels=["x", "x", "y"])
+    mask = exclusion_mask(["s1", "", None], ["s1", "", "s2"], query_ids=[10, 11, 12], gallery_ids=[12, 11, 99],
+                          **labels)
     assert mask.tolist() == [
-        [True, False, False],  # same source s1
+        [True, False, False],  # same source s1 and same identity x
         [False, True, False],  # empty source never excludes; same id 11 does
         [True, False, False],  # same id 12
     ]
     with pytest.raises(ValueError):
         exclusion_mask(["a"], ["a"], query_ids=[1])
+
+
+def test_the_source_rule_is_same_source_and_same_identity() -> None:
+    # re-ID's same-camera rule: a same-source item of another identity stays as a distractor.
+    mask = exclusion_mask(["s1"], ["s1", "s1", "s2"], query_labels=["alice"], gallery_labels=["alice", "bob", "alice"])
+    assert mask.tolist() == [[True, False, False]]
+    with pytest.raises(ValueError, match="labels"):  # the rule cannot be applied without identities
+        exclusion_mask(["s1"], ["s1"])
 
 
 def test_labels_may_mix_types_and_codes_ignore_order() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,31 @@ def test_optimizer_groups_scale_lr_and_skip_decay_on_biases() -> None:
                                 lr_scale=lambda name: 0.1 if name.startswith("0.") else 1.0)
     seen = {(round(group["lr"], 6), group["weight_decay"], len(group["params"])) for group in optimizer.param_groups}
     assert seen == {(0.01, 0.0, 1), (0.01, 0.5, 1), (0.1, 0.0, 1), (0.1, 0.5, 1)}
+
+class _Payload:
+    """Pickles as a call to ``os.mkdir(marker)``: loading it with ``weights_only=False`` runs that call."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204 - the pickle protocol
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_planted_checkpoint_is_refused_and_runs_no_code(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    marker = tmp_path / "code-ran"
+    torch.save({"model": {}, "fingerprint": "", "payload": _Payload(marker)}, out / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="cannot be loaded safely"):
+        _run(out, TrainConfig(steps=2, warmup_steps=0), resume=True)
+    assert not marker.exists()  # the payload never executed
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _run(out, TrainConfig(steps=2, warmup_steps=0, checkpoint_every=1))
+    data = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="cannot be loaded safely"):
+        _run(out, TrainConfig(steps=4, warmup_steps=0), resume=True)

@@ -34,9 +34,10 @@ MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 Importer: TypeAlias = Callable[..., pd.DataFrame]
 
 
-def import_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame:
-    """A manifest-v1 CSV or Parquet file, read as is (images relative to its folder)."""
-    return read_manifest(path, check_files=check_files)
+def import_manifest(path: str | Path, *, check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
+    """A manifest-v1 CSV or Parquet file, read as is (images relative to its folder, and inside it
+    unless ``allow_outside``)."""
+    return read_manifest(path, check_files=check_files, allow_outside=allow_outside)
 
 
 #: name -> importer (the one registry mechanism, :mod:`comicid.registry`); a new format registers here.

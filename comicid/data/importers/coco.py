@@ -63,6 +63,10 @@ def _image_paths(data: dict[str, Any], json_dir: Path, images_root: Path | None)
         if not isinstance(image, Mapping) or "id" not in image or not image.get("file_name"):
             problems.append(f"image {position}: needs 'id' and 'file_name'")
             continue
+        if not _is_id(image["id"]) or not isinstance(image["file_name"], str):
+            problems.append(f"image {position}: id must be a number or a string and file_name a string, "
+                            f"got id {_short(image['id'])} and file_name {_short(image['file_name'])}")
+            continue
         if image["id"] in paths:
             problems.append(f"image {position}: id {image['id']!r} is used twice")
             continue
@@ -76,11 +80,24 @@ def _image_paths(data: dict[str, Any], json_dir: Path, images_root: Path | None)
     return paths
 
 
+def _is_id(value: Any) -> bool:
+    """COCO ids are numbers or strings; lists, objects, booleans and null are not (nor hashable, some)."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _categories(data: dict[str, Any]) -> dict[Any, str]:
     categories: dict[Any, str] = {}
-    for position, category in enumerate(data.get("categories") or [], start=1):
-        if not isinstance(category, Mapping) or "id" not in category:
-            raise ManifestError([f"category {position}: needs 'id' and 'name'"])
+    listed = data.get("categories") or []
+    if not isinstance(listed, list):
+        raise ManifestError([f"'categories' is a JSON {type(listed).__name__}, expected a list"])
+    for position, category in enumerate(listed, start=1):
+        if not isinstance(category, Mapping) or "id" not in category or not _is_id(category["id"]):
+            raise ManifestError([f"category {position}: needs 'id' (a number or a string) and 'name'"])
         categories[category["id"]] = _text(category.get("name"))
     return categories
 
@@ -119,7 +136,7 @@ def _identity(annotation: Mapping[str, Any], category: str, identity_field: str 
 def import_coco(path: str | Path, *, identity_field: str | None = None, kind_field: str | None = None,
                 instance_field: str | None = None, kind: str = "character", book: str | None = None,
                 images_root: str | Path | None = None, skip_without_bbox: bool = False,
-                check_files: bool = True) -> pd.DataFrame:
+                check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
     """Read a COCO annotation file into a manifest, one row per annotation.
 
     Args:
@@ -138,6 +155,8 @@ def import_coco(path: str | Path, *, identity_field: str | None = None, kind_fie
         skip_without_bbox: import annotations without a ``bbox`` by leaving them out (listed in
             ``frame.attrs["skipped"]``) instead of raising.
         check_files: passed to manifest validation.
+        allow_outside: accept ``file_name`` values that lead out of the JSON's folder (and of
+            ``images_root``), e.g. ``../x.png`` or absolute paths; refused by default.
 
     Raises:
         ManifestError: unreadable JSON, missing keys, an unknown image or category id, a malformed
@@ -168,7 +187,7 @@ def import_coco(path: str | Path, *, identity_field: str | None = None, kind_fie
             without_box.append(label)
     if without_box and not skip_without_bbox:
         problems.append(f"{len(without_box)} annotations have no bbox (first: {without_box[0]}); "
-                        "pass skip_without_bbox=True to leave them out")
+                        "pass skip_without_bbox=True (CLI: --option skip_without_bbox=true) to leave them out")
     if problems:
         raise ManifestError(problems, source=str(path))
     if identity_field is not None and records and not any(record["identity"] for record in records):
@@ -176,7 +195,9 @@ def import_coco(path: str | Path, *, identity_field: str | None = None, kind_fie
     scope = book if book else path.stem
     for record in records:
         record["book"] = scope
-    frame = from_records(records, base_dir=path.parent, check_files=check_files, source=str(path))
+    roots = [path.parent] + ([Path(images_root).resolve()] if images_root is not None else [])
+    frame = from_records(records, base_dir=path.parent, check_files=check_files, source=str(path),
+                         roots=None if allow_outside else roots)
     frame.attrs["skipped"] = [f"{label}: has no bbox" for label in without_box]
     return frame
 
@@ -184,12 +205,12 @@ def import_coco(path: str | Path, *, identity_field: str | None = None, kind_fie
 def _record(annotation: Mapping[str, Any], images: dict[Any, tuple[str, str]], categories: dict[Any, str],
             identity_field: str | None, kind_field: str | None, instance_field: str | None,
             default_kind: str) -> dict[str, Any]:
-    if annotation.get("image_id") not in images:
-        raise LookupError(f"image_id {annotation.get('image_id')!r} is not in 'images'")
+    if not _is_id(annotation.get("image_id")) or annotation.get("image_id") not in images:
+        raise LookupError(f"image_id {_short(annotation.get('image_id'))} is not in 'images'")
     category = ""
     if identity_field is None or "category_id" in annotation:
-        if annotation.get("category_id") not in categories:
-            raise LookupError(f"category_id {annotation.get('category_id')!r} is not in 'categories'")
+        if not _is_id(annotation.get("category_id")) or annotation.get("category_id") not in categories:
+            raise LookupError(f"category_id {_short(annotation.get('category_id'))} is not in 'categories'")
         category = categories[annotation["category_id"]]
     box = _box(annotation.get("bbox"))
     if box is None:

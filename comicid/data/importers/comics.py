@@ -204,7 +204,8 @@ class _SequenceReader:
             return
         missing = [value for value, key in zip(ids, keys, strict=True) if key not in self.parts]
         if missing:
-            message = f"{where}: {', '.join(map(repr, missing))} not in {CSV_NAME}"
+            message = (f"{where}: {', '.join(map(repr, missing))} not in {CSV_NAME} (leave such parts out "
+                       "with skip_missing_boxes=True, CLI: --option skip_missing_boxes=true)")
             (self.skipped if self.skip_missing_boxes else self.problems).append(message)
             keys = [key for key in keys if key in self.parts]
         fields = {"identity": f"{seq_id}:{char_id}", "instance": f"{seq_id}:{ids[0]}", "sequence": seq_id,
@@ -229,13 +230,14 @@ def _panel_folder(root: Path, panels: str | Path | None, check_files: bool) -> P
         folder = next((root / name for name in PANEL_FOLDERS if (root / name).is_dir()), root / PANEL_FOLDERS[0])
     if check_files and not folder.is_dir():
         raise ManifestError([f"COMICS panel folder '{folder}' not found; pass panels=<the COMICS "
-                             "raw_panel_images folder> (images <series>/<page>_<panel>.jpg)"])
+                             "raw_panel_images folder> (CLI: --option panels=DIR; images "
+                             "<series>/<page>_<panel>.jpg)"])
     return folder
 
 
 def import_comics(root: str | Path, *, panels: str | Path | None = None, splits: Iterable[str] | None = None,
                   unlabelled: bool | None = None, skip_missing_boxes: bool = False,
-                  check_files: bool = True) -> pd.DataFrame:
+                  check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
     """Read CCI boxes and CSI sequences into a manifest, one row per face or body.
 
     Args:
@@ -248,6 +250,7 @@ def import_comics(root: str | Path, *, panels: str | Path | None = None, splits:
         skip_missing_boxes: leave out sequence parts absent from the CSV (listed in
             ``frame.attrs["skipped"]``) instead of raising.
         check_files: passed to manifest validation (and requires the panel folder).
+        allow_outside: accept ``series_id`` values that lead out of the panel folder (refused by default).
 
     Rows: ``book`` = series, ``page``, ``panel`` = ``<page>_<panel>``, ``sequence`` = ``seq_id``,
     ``identity`` = ``<seq_id>:<charId>``, ``instance`` shared by the face and body of one
@@ -261,13 +264,15 @@ def import_comics(root: str | Path, *, panels: str | Path | None = None, splits:
         raise ManifestError([f"no {CSV_NAME} in '{root}' or '{root / 'ssl'}'"])
     parts = _read_parts(csv_path)
     files = _sequence_files(root, None if splits is None else [split.lower() for split in splits])
-    reader = _SequenceReader(parts, _panel_folder(root, panels, check_files), skip_missing_boxes)
+    panel_folder = _panel_folder(root, panels, check_files)
+    reader = _SequenceReader(parts, panel_folder, skip_missing_boxes)
     for path, split in files:
         reader.add_sequences(path, split)
     if reader.problems:
         raise ManifestError(reader.problems, source=str(root))
     if unlabelled or (unlabelled is None and not files):
         reader.add_unlabelled()
-    frame = from_records(reader.records, check_files=check_files, source=str(root))
+    frame = from_records(reader.records, check_files=check_files, source=str(root),
+                         roots=None if allow_outside else [panel_folder, root])
     frame.attrs["skipped"] = reader.skipped
     return frame

@@ -46,7 +46,7 @@ def _labelled_records(root: Path, folders: list[Path], skipped: list[str]) -> li
 
 
 def import_folder(root: str | Path, *, kind: str = "character", book: str | None = None,
-                  check_files: bool = True) -> pd.DataFrame:
+                  check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
     """Read ``root/<identity>/<image>`` (labelled) or ``root/<image>`` (unlabelled, identity empty).
 
     Args:
@@ -54,6 +54,7 @@ def import_folder(root: str | Path, *, kind: str = "character", book: str | None
         kind: the part every image shows (``character``, ``face`` or ``body``).
         book: the collection scope; defaults to the folder's name.
         check_files: passed to manifest validation.
+        allow_outside: read images that symbolic links lead out of ``root`` (refused by default).
 
     Returns:
         A validated manifest; ``frame.attrs["skipped"]`` lists every entry that was not imported
@@ -88,6 +89,7 @@ def import_folder(root: str | Path, *, kind: str = "character", book: str | None
     scope = book if book else root.name
     for record in records:
         record.update(kind=kind, book=scope)
-    frame = from_records(records, base_dir=root, check_files=check_files, source=str(root))
+    frame = from_records(records, base_dir=root, check_files=check_files, source=str(root),
+                         roots=None if allow_outside else [root])
     frame.attrs["skipped"] = skipped
     return frame

@@ -21,6 +21,8 @@ def load_json(path: Path, expected: type, what: str) -> Any:
                              f"{error.msg})"]) from None
     except UnicodeDecodeError as error:
         raise ManifestError([f"'{path}' is not UTF-8 text ({error.reason})"]) from None
+    except RecursionError:
+        raise ManifestError([f"'{path}' is nested too deeply to be an annotation file"]) from None
     if not isinstance(data, expected):
         raise ManifestError([f"'{path}' holds a JSON {type(data).__name__}, expected {what}"])
     return data

@@ -18,7 +18,7 @@ from typing import Any
 import manga109api
 import pandas as pd
 
-from comicid.data.manifest import from_records
+from comicid.data.manifest import from_records, inside
 from comicid.errors import ConfigError, ManifestError
 
 PARTS = ("face", "body")
@@ -131,6 +131,11 @@ def _book_records(parser: manga109api.Parser, book: str, annotations: str, ident
         annotation = parser.get_annotation(book, annotation_type=annotations)
     except ET.ParseError as error:
         raise ManifestError([f"'{path}' is not valid XML ({error})"]) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError([f"'{path}' is not UTF-8 text ({error.reason} at byte {error.start}); Manga109 "
+                             "annotations are UTF-8 (manga109api reads them so): re-save it as UTF-8"]) from None
+    except RecursionError:
+        raise ManifestError([f"'{path}' is nested too deeply to be Manga109 XML"]) from None
     except (TypeError, KeyError) as error:
         raise ManifestError([f"'{path}' is not Manga109 XML (expected <book title=...><characters/>"
                              f"<pages><page .../></pages></book>; {type(error).__name__}: {error})"]) from None
@@ -145,7 +150,8 @@ def _book_records(parser: manga109api.Parser, book: str, annotations: str, ident
 
 
 def import_manga109(root: str | Path, *, books: Iterable[str] | None = None, identity: str = "id",
-                    annotations: str = "annotations", check_files: bool = True) -> pd.DataFrame:
+                    annotations: str = "annotations", check_files: bool = True,
+                    allow_outside: bool = False) -> pd.DataFrame:
     """Read Manga109 face and body boxes into a manifest, one row per box.
 
     Args:
@@ -155,6 +161,8 @@ def import_manga109(root: str | Path, *, books: Iterable[str] | None = None, ide
             minor characters often share names such as ``Other``).
         annotations: the annotation folder name (some releases add e.g. ``annotations.v2018.05.31``).
         check_files: passed to manifest validation.
+        allow_outside: accept titles (``books.txt``, ``books``) and ``annotations`` that lead out of
+            ``root`` (e.g. ``../x``); refused by default, before any file is read.
 
     Rows: ``book`` = title, ``page`` = page index (0-based, as in the file names), ``panel`` = id of
     the smallest frame holding the box's centre ("" when none), ``text`` = the texts of that frame
@@ -171,7 +179,13 @@ def import_manga109(root: str | Path, *, books: Iterable[str] | None = None, ide
     unknown = [title for title in titles if title not in parser.books]
     if unknown:
         raise ManifestError([f"book '{title}' is not in books.txt" for title in unknown], source=str(root))
+    if not allow_outside:
+        leaving = [title for title in titles
+                   if not inside(root / annotations / f"{title}.xml", [root]) or not inside(root / "images" / title, [root])]
+        if leaving:
+            raise ManifestError([f"book {title!r} leads outside '{root}'; pass --allow-outside "
+                                 "(allow_outside=True) to read it" for title in leaving], source=str(root))
     records = [record for title in titles for record in _book_records(parser, title, annotations, identity)]
     if not records:
         raise ManifestError([f"no face or body annotations in the books of '{root}'"])
-    return from_records(records, check_files=check_files, source=str(root))
+    return from_records(records, check_files=check_files, source=str(root), roots=None if allow_outside else [root])
