@@ -44,6 +44,12 @@ class ConstrainedClusterer(ClusterMixin, BaseEstimator):
     def _validate(self) -> None:
         """Check hyper-parameters (raise :class:`IdentityInputError`); called by ``fit``, as in scikit-learn."""
 
+    def check_params(self) -> ConstrainedClusterer:
+        """Check the hyper-parameters now and return ``self``: lets a workflow refuse a bad ``--threshold``
+        before a long embedding run instead of at ``fit`` (which checks them again)."""
+        self._validate()
+        return self
+
     def fit(self, X: np.ndarray, constraints: Constraints | None = None, y: object = None,
             views: np.ndarray | None = None, **fit_params: object) -> ConstrainedClusterer:
         """Cluster ``X (N, D)``; ``views (V, N, D)`` are used by methods with ``image_views > 0``;

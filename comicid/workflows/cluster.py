@@ -125,7 +125,7 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
     if parameter is not None and value is not None:
         params[parameter] = value
     try:
-        clusterer = create_clusterer(method, **params)
+        clusterer = create_clusterer(method, **params).check_params()
     except ComicidError as error:
         if source != "user" or parameter is None:
             raise
