@@ -14,9 +14,13 @@ from comicid.cli.common import add_cluster_options, add_model_options
 from comicid.data.manifest import display_key
 from comicid.identity import write_assignments
 from comicid.identity.assign import assign_identities, collection_params, save_learnt_state, views_needed
+from comicid.identity.curation import Curator
+from comicid.identity.persist import recluster_keeping_edits
 from comicid.models.embedding_model import load_embedding_model
 from comicid.store.collection import Collection
+from comicid.store.edits import EditLog
 from comicid.store.embeddings import embed_collection
+from comicid.store.vectors import save_instance_vectors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cluster_options(parser)
     add_model_options(parser)
     parser.add_argument("--out", type=Path, help="also write the assignment table here (.csv or .parquet)")
+    parser.add_argument("--keep-edits", action=argparse.BooleanOptionalAction, default=None,
+                        help="honour the collection's edit log (must-/cannot-links, identity ids and names); "
+                             "default: on once any edit exists")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,11 +38,17 @@ def run(args: argparse.Namespace) -> int:
     model = load_embedding_model(args.model, device=args.device, precision=args.precision)
     embedded = embed_collection(collection, model, device=args.device, batch_size=args.batch_size,
                                 progress=not args.quiet, n_views=views_needed(args.method))
-    assignment = assign_identities(embedded, method=args.method, scope=args.scope, threshold=args.threshold,
-                                   params=collection_params(args.method, collection.models_dir),
-                                   progress=not args.quiet,
-                                   on_fitted=save_learnt_state(collection.adapters_dir))
+    options = dict(method=args.method, scope=args.scope, threshold=args.threshold,
+                   params=collection_params(args.method, collection.models_dir), progress=not args.quiet,
+                   on_fitted=save_learnt_state(collection.adapters_dir))
+    keep = EditLog(collection.root).exists() if args.keep_edits is None else args.keep_edits
+    if keep and collection.assignments_path.is_file():
+        assignment = recluster_keeping_edits(embedded, Curator(collection).state(), **options)
+    else:
+        assignment = assign_identities(embedded, **options)
     collection.write_assignments(assignment.table, assignment.info)
+    save_instance_vectors(collection, embedded.table["instance_key"].astype(str).tolist(), embedded.vectors,
+                          embedded.model_id)
     if args.out:
         table = assignment.table.rename(columns={"instance_key": "instance", "identity_id": "identity"})
         table["instance"] = table["instance"].map(display_key)
@@ -45,4 +58,8 @@ def run(args: argparse.Namespace) -> int:
         threshold = "n/a" if info["threshold"] is None else f"{info['threshold']:.3g} ({info['threshold_source']})"
         print(f"{collection.root}: {info['instances']} instances -> {info['identities']} identities "
               f"[{info['method']}, scope {info['scope']}, threshold {threshold}]")
+        if "edits" in info:
+            edits = info["edits"]
+            print(f"kept edits: {edits['confirmed']} confirmed instances, {edits['must_links']} must-links, "
+                  f"{edits['cannot_links']} cannot-links, {edits['identities_kept']} identities kept their id")
     return 0

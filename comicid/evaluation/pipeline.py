@@ -31,6 +31,7 @@ from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings, embed_collection
 from comicid.store.ingest import ingest
+from comicid.store.vectors import save_instance_vectors
 
 SPLITS = ("auto", "all", "dev", "test")
 PROTOCOLS = ("standard", "local", "global")
@@ -158,5 +159,7 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
         result["seconds"] = {"embed": round(embed_seconds, 3), "cluster": round(cluster_seconds, 3),
                              "total": round(time.perf_counter() - started, 3)}
         collection.write_assignments(assignment.table, assignment.info)
+        save_instance_vectors(collection, embedded.table["instance_key"].astype(str).tolist(), embedded.vectors,
+                              embedded.model_id)
         collection.update_meta(metrics={key: result[key] for key in ("retrieval", "clustering", "split")})
     return result
