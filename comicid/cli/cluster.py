@@ -14,6 +14,7 @@ from comicid.cli.common import add_cluster_options, add_model_options
 from comicid.data.manifest import display_key
 from comicid.identity import write_assignments
 from comicid.identity.assign import assign_identities, collection_params, save_learnt_state, views_needed
+from comicid.identity.bank import CharacterBank, apply_bank
 from comicid.identity.curation import Curator
 from comicid.identity.persist import recluster_keeping_edits
 from comicid.models.embedding_model import load_embedding_model
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-edits", action=argparse.BooleanOptionalAction, default=None,
                         help="honour the collection's edit log (must-/cannot-links, identity ids and names); "
                              "default: on once any edit exists")
+    parser.add_argument("--bank", type=Path, metavar="DIR",
+                        help="name clusters after the characters of this bank when they match "
+                             "(see `comicid bank`); unmatched clusters stay new identities")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,10 +46,15 @@ def run(args: argparse.Namespace) -> int:
                    params=collection_params(args.method, collection.models_dir), progress=not args.quiet,
                    on_fitted=save_learnt_state(collection.adapters_dir))
     keep = EditLog(collection.root).exists() if args.keep_edits is None else args.keep_edits
+    protected: set[str] = set()
     if keep and collection.assignments_path.is_file():
-        assignment = recluster_keeping_edits(embedded, Curator(collection).state(), **options)
+        state = Curator(collection).state()
+        assignment = recluster_keeping_edits(embedded, state, **options)
+        protected = set(state.confirmed.values()) | {i for i, entry in state.roster.items() if entry.name}
     else:
         assignment = assign_identities(embedded, **options)
+    if args.bank:
+        assignment = apply_bank(assignment, embedded, CharacterBank(args.bank), protected=protected)
     collection.write_assignments(assignment.table, assignment.info)
     save_instance_vectors(collection, embedded.table["instance_key"].astype(str).tolist(), embedded.vectors,
                           embedded.model_id)
@@ -62,4 +71,7 @@ def run(args: argparse.Namespace) -> int:
             edits = info["edits"]
             print(f"kept edits: {edits['confirmed']} confirmed instances, {edits['must_links']} must-links, "
                   f"{edits['cannot_links']} cannot-links, {edits['identities_kept']} identities kept their id")
+        if "bank" in info:
+            print(f"bank: {info['bank']['clusters_named']} clusters named, {info['bank']['clusters_new']} kept as "
+                  "new identities")
     return 0

@@ -172,7 +172,7 @@ def replay(events: list[EditEvent], base: dict[str, str]) -> EditState:
     return state
 
 
-def _clean_text(value: object, what: str) -> str:
+def clean_text(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise EditError(f"{what} must be text, got {type(value).__name__}")
     text = value.strip()
@@ -210,7 +210,12 @@ class Curator:
         path = self.collection.assignments_path
         token = (self.log.stamp(), path.stat().st_mtime_ns if path.is_file() else 0)
         if self._cache is None or self._cache[0] != token:
-            self._cache = (token, replay(self.log.events(), self.base()))
+            state = replay(self.log.events(), self.base())
+            machine = (self.collection.meta().get("assignments") or {}).get("names") or {}
+            for identity, name in machine.items():  # names from a character bank; a person's name wins
+                entry = state.roster.setdefault(str(identity), Roster())
+                entry.name = entry.name or str(name)
+            self._cache = (token, state)
         return self._cache[1]
 
     def labels_frame(self) -> pd.DataFrame:
@@ -222,7 +227,7 @@ class Curator:
 
     # -- checks ---------------------------------------------------------------------------------
     def _identity(self, state: EditState, identity: object) -> str:
-        identity = _clean_text(identity, "identity id")
+        identity = clean_text(identity, "identity id")
         if not identity or (identity not in state.members() and identity not in state.roster):
             raise EditError(f"no identity {identity!r}")
         return identity
@@ -282,15 +287,15 @@ class Curator:
         state = self.state()
         data: dict[str, Any] = {"identity": self._identity(state, identity)}
         if name is not None:
-            data["name"] = _clean_text(name, "name")
+            data["name"] = clean_text(name, "name")
         if aliases is not None:
             if not isinstance(aliases, list) or len(aliases) > MAX_ATTRIBUTES:
                 raise EditError(f"aliases must be a list of at most {MAX_ATTRIBUTES} names")
-            data["aliases"] = [alias for alias in (_clean_text(a, "alias") for a in aliases) if alias]
+            data["aliases"] = [alias for alias in (clean_text(a, "alias") for a in aliases) if alias]
         if attributes is not None:
             if not isinstance(attributes, dict) or len(attributes) > MAX_ATTRIBUTES:
                 raise EditError(f"attributes must be a mapping of at most {MAX_ATTRIBUTES} entries")
-            data["attributes"] = {_clean_text(k, "attribute name"): _clean_text(v, f"attribute {k!r}")
+            data["attributes"] = {clean_text(k, "attribute name"): clean_text(v, f"attribute {k!r}")
                                   for k, v in attributes.items()}
         if len(data) == 1:
             raise EditError("give a name, aliases or attributes")

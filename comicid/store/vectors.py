@@ -45,3 +45,12 @@ def load_instance_vectors(collection: Collection) -> tuple[list[str], np.ndarray
     if len(keys) != len(vectors):
         raise CollectionError(f"'{array_path}' does not match '{keys_path}'; run `comicid cluster` again")
     return keys, vectors
+
+
+def vectors_model(collection: Collection) -> str:
+    """The embedding model id of the kept instance vectors."""
+    _, keys_path = _paths(collection)
+    if not keys_path.is_file():
+        raise CollectionError(f"'{collection.root}' keeps no instance vectors; run `comicid cluster` first")
+    models = pd.read_parquet(keys_path, columns=["model"])["model"]
+    return str(models.iloc[0]) if len(models) else ""
