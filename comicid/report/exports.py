@@ -37,7 +37,7 @@ def corrected_parts(collection: Collection) -> pd.DataFrame:
     state = Curator(collection).state()
     parts["identity_id"] = parts["instance_key"].map(state.labels).fillna("").astype(str)
     names = {identity: entry.name for identity, entry in state.roster.items()}
-    parts["character_name"] = parts["identity_id"].map(names).fillna("").astype(str)
+    parts["character_name"] = [names.get(identity, "") for identity in parts["identity_id"]]
     return parts
 
 
