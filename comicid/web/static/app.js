@@ -26,7 +26,10 @@ function colour(id) {
   if (!id) return "#8a8a8a";
   let hash = 2166136261;
   for (const char of id) { hash ^= char.codePointAt(0); hash = Math.imul(hash, 16777619) >>> 0; }
-  return `hsl(${hash % 360}, ${55 + (hash >> 9) % 25}%, ${38 + (hash >> 17) % 14}%)`;
+  hash ^= hash >>> 16; hash = Math.imul(hash, 0x85ebca6b) >>> 0;  // finaliser: ids differing in one digit
+  hash ^= hash >>> 13; hash = Math.imul(hash, 0xc2b2ae35) >>> 0;  // get unrelated hues
+  hash ^= hash >>> 16;
+  return `hsl(${hash % 360}, ${60 + (hash >>> 9) % 25}%, ${36 + (hash >>> 17) % 14}%)`;
 }
 
 async function api(path, body) {
@@ -98,7 +101,7 @@ function lazyList(container, fetchPage, render) {
   if (state.observer) state.observer.disconnect();
   let offset = 0, total = Infinity, loading = false;
   const sentinel = el("div", { class: "sentinel" });
-  const more = el("button", { class: "more", text: "Load more", onclick: () => load() });
+  const more = el("button", { class: "more", text: "Load more", hidden: true, onclick: () => load() });
   container.after(sentinel, more);
   async function load() {
     if (loading || offset >= total) return;
@@ -214,12 +217,12 @@ async function pagesView(book, page) {
   const wrap = el("div", { class: "page-wrap" }, image);
   state.pageBoxes = [];
   image.addEventListener("load", () => {
-    const scale = image.clientWidth / image.naturalWidth;
+    const w = image.naturalWidth / 100, h = image.naturalHeight / 100;  // percentages: boxes follow any resize
     for (const box of data.boxes) {
       const [x0, y0, x1, y1] = box.box;
       const node = el("div", { class: `box ${box.kind}`, title: `${box.name || box.identity || "unknown"} (${box.kind})`,
-        style: { left: `${x0 * scale}px`, top: `${y0 * scale}px`, width: `${(x1 - x0) * scale}px`,
-                 height: `${(y1 - y0) * scale}px`, "--id-colour": colour(box.identity) },
+        style: { left: `${x0 / w}%`, top: `${y0 / h}%`, width: `${(x1 - x0) / w}%`,
+                 height: `${(y1 - y0) / h}%`, "--id-colour": colour(box.identity) },
         dataset: { key: box.instance }, onclick: () => showInstance(box.instance) });
       if (box.kind !== "body") node.append(el("span", { class: "boxlabel", text: box.name || box.identity || "?" }));
       wrap.append(node);
