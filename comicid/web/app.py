@@ -47,6 +47,7 @@ def create_app(collection: Collection | str | Path, token: str | None = None,
                allowed_hosts: list[str] | None = None) -> FastAPI:
     """Build the app for one collection. ``token``: required on every request when given."""
     collection = collection if isinstance(collection, Collection) else Collection.open(collection)
+    collection.assignments()  # refuse at start, with the fix, a collection that was never clustered
     data = ViewerData(collection)
     app = FastAPI(title="comicid viewer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.data = data

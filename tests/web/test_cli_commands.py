@@ -59,3 +59,9 @@ def test_demo_ends_with_the_serve_command(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert demo.run(args) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.endswith(f"comicid serve {tmp_path / 'demo' / 'collection'}")
+
+
+def test_serve_refuses_an_unclustered_collection(toy: Collection, capsys: pytest.CaptureFixture[str]) -> None:
+    toy.assignments_path.unlink()
+    assert main(["serve", str(toy.root)]) == 1
+    assert "comicid cluster" in capsys.readouterr().err
