@@ -113,11 +113,11 @@ class ViewerData:
             table = table[table["books"].map(lambda books: book in books)]
         if query:
             needle = query.lower()
-            state = self.state()
-            table = table[[needle in identity.lower() or needle in name.lower()
-                           or any(needle in alias.lower() for alias in (state.roster.get(identity).aliases
-                                                                        if identity in state.roster else []))
-                           for identity, name in zip(table["identity_id"], table["name"])]]
+            aliased = {identity for identity, entry in self.state().roster.items()
+                       if any(needle in alias.lower() for alias in entry.aliases)}
+            table = table[table["identity_id"].str.lower().str.contains(needle, regex=False)
+                          | table["name"].str.lower().str.contains(needle, regex=False)
+                          | table["identity_id"].isin(aliased)]
         offset, limit = _page(offset, limit)
         rows = table.iloc[offset:offset + limit]
         return {"total": int(len(table)), "offset": offset, "items": [

@@ -88,6 +88,9 @@ def test_edits_through_the_api_and_the_log(client: TestClient) -> None:
     assert client.get("/api/identity", params={"id": a}).json()["name"] == ""
     assert client.post("/api/edit/redo", json={}).status_code == 200
     assert client.get("/api/identity", params={"id": a}).json()["name"] == "Ann"
+    for query in ("ann", "A", a):  # name, alias, id
+        assert a in [i["id"] for i in client.get("/api/identities", params={"q": query}).json()["items"]]
+    assert client.get("/api/identities", params={"q": "zzz-nobody"}).json()["total"] == 0
     log = client.get("/api/edits").json()
     assert log["total"] == 8 and log["items"][0]["type"] == "redo"
     assert client.post("/api/edit/merge", json={"identities": [a]}).status_code == 400
