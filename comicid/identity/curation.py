@@ -73,13 +73,17 @@ class EditState:
     undo_target: int | None = None
     redo_target: int | None = None
     active: list[int] = field(default_factory=list)
+    _members: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
 
     def members(self) -> dict[str, list[str]]:
-        groups: dict[str, list[str]] = defaultdict(list)
-        for key, identity in self.labels.items():
-            if identity:
-                groups[identity].append(key)
-        return dict(groups)
+        """Identity id -> member instance keys (computed once: a state is not changed after replay)."""
+        if self._members is None:
+            groups: dict[str, list[str]] = defaultdict(list)
+            for key, identity in self.labels.items():
+                if identity:
+                    groups[identity].append(key)
+            self._members = dict(groups)
+        return self._members
 
     def confirmed_groups(self) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = defaultdict(list)
@@ -204,7 +208,7 @@ class Curator:
 
     def base(self) -> dict[str, str]:
         table = self.collection.assignments()
-        return dict(zip(table["instance_key"].astype(str), table["identity_id"].astype(str)))
+        return dict(zip(table["instance_key"].astype(str).tolist(), table["identity_id"].astype(str).tolist()))
 
     def state(self) -> EditState:
         path = self.collection.assignments_path

@@ -62,6 +62,9 @@ class ViewerData:
         self.page_rows = {key: rows for key, rows in pages.indices.items()}
         self.page_images = {key: str(self.instances["image"].iat[rows[0]]) for key, rows in self.page_rows.items()}
         self.books = sorted(self.instances["book"].unique().tolist())
+        self.pages_of: dict[str, list[str]] = {}
+        for book, page in sorted(self.page_rows):
+            self.pages_of.setdefault(book, []).append(page)
         self.crop_hashes = set(self.parts["crop_hash"].tolist())
         try:
             confidence = collection.assignments().set_index("instance_key")["confidence"]
@@ -86,11 +89,15 @@ class ViewerData:
                                       "confidence": self.confidence})
                 frame = frame[frame["identity_id"] != ""]
                 grouped = frame.groupby("identity_id", sort=False)
+                books: dict[str, list[str]] = {}  # a plain loop: a per-group pandas function costs seconds at 30k groups
+                for identity, book in frame[["identity_id", "book"]].drop_duplicates().sort_values("book").itertuples(
+                        index=False):
+                    books.setdefault(identity, []).append(book)
                 table = pd.DataFrame({
                     "count": grouped.size(), "cover": grouped["row"].first(),
-                    "books": grouped["book"].agg(lambda values: sorted(set(values))),
                     "confirmed": grouped["confirmed"].sum(), "mean_confidence": grouped["confidence"].mean(),
                 }).reset_index()
+                table["books"] = table["identity_id"].map(books)
                 table["name"] = table["identity_id"].map(lambda i: state.roster[i].name if i in state.roster else "")
                 table = table.sort_values(["count", "identity_id"], ascending=[False, True], kind="stable")
                 self._summary = _Summary(state, table.reset_index(drop=True), labels)
@@ -101,8 +108,7 @@ class ViewerData:
         summary, state = self.summary(), self.state()
         return {"collection": self.collection.root.name, "instances": int(len(self.instances)),
                 "identities": int(len(summary.identities)), "unknown": int((summary.labels == "").sum()),
-                "books": [{"book": book, "pages": sorted(page for (b, page) in self.page_rows if b == book)}
-                          for book in self.books],
+                "books": [{"book": book, "pages": self.pages_of[book]} for book in self.books],
                 "edits": len(state.active), "can_undo": state.undo_target is not None,
                 "can_redo": state.redo_target is not None, "search": self._has_vectors()}
 
@@ -158,7 +164,7 @@ class ViewerData:
         rows = self.page_rows.get((book, page))
         if rows is None:
             raise NotFound(f"no page {book}/{page}")
-        pages = sorted(p for (b, p) in self.page_rows if b == book)
+        pages = self.pages_of[book]
         at = pages.index(page)
         labels, state = self.summary().labels, self.state()
         boxes = []
