@@ -249,9 +249,9 @@ def apply_bank(assignment: Assignment, embedded: InstanceEmbeddings, bank: Chara
     beats the bank. The threshold is the one the clustering used (``info["threshold"]``).
     """
     threshold = assignment.info.get("threshold")
-    if threshold is None:
-        raise BankError(f"naming from a bank needs a distance threshold; method {assignment.info.get('method')!r} "
-                        "has none (use agglomerative or give --threshold)")
+    if assignment.info.get("method", "agglomerative") != "agglomerative" or threshold is None:
+        raise BankError(f"naming from a bank needs the cosine distance threshold of agglomerative clustering; "
+                        f"method {assignment.info.get('method')!r} has none (use --method agglomerative)")
     names, exemplars = bank.exemplar_matrix(embedded.model_id)
     table = assignment.table
     identity = table["identity_id"].astype(str).to_numpy(dtype=object)

@@ -50,3 +50,9 @@ def test_bank_from_identity_names_clusters_of_another_collection(toy: Collection
     assert (renamed == "bank/Ann").sum() == len(members[identity])  # nobody else took the name
     toy.write_assignments(named.table, named.info)
     assert Curator(toy).state().roster["bank/Ann"].name == "Ann"
+
+
+def test_naming_needs_a_cosine_threshold(toy: Collection, tmp_path: Path) -> None:
+    bank = CharacterBank(tmp_path / "bank")
+    with pytest.raises(BankError, match="agglomerative"):
+        apply_bank(Assignment(toy.assignments(), {"method": "hdbscan", "threshold": 0.0}), embed_toy(toy), bank)
