@@ -8,8 +8,10 @@ Meaning of each event (``data`` fields):
   confirmed as ``into``; names of the sources become aliases of ``into``.
 * ``split`` {source, into, instances}: ``instances`` leave ``source`` for the new identity ``into``,
   are confirmed there and are "not ``source``".
-* ``move`` {instance, source, target}: the instance is confirmed as ``target`` and is "not ``source``".
-* ``not_this`` {instance, identity}: a cannot-link; the instance becomes unknown if it was there.
+* ``move`` {instances, sources, target}: the instances are confirmed as ``target`` and are "not" their
+  ``sources`` (aligned with ``instances``).
+* ``not_this`` {instances, identities}: cannot-links (aligned lists); an instance becomes unknown if it
+  was in the identity it is rejected from.
 * ``confirm`` {identity, instances}: the instances are confirmed as that identity.
 * ``name`` {identity, name?, aliases?, attributes?}: the roster entry (given fields replace old ones).
 * ``undo`` {target} / ``redo`` {target}: switch an earlier edit off / on again.
@@ -136,7 +138,8 @@ def replay(events: list[EditEvent], base: dict[str, str]) -> EditState:
         data = event.data
         state.mentioned.update(str(value) for name in ("into", "source", "target", "identity")
                                if (value := data.get(name)))
-        state.mentioned.update(str(value) for value in data.get("sources", []))
+        state.mentioned.update(str(value) for name in ("sources", "identities") for value in data.get(name, [])
+                               if value)
         if event.type == "merge":
             into = str(data["into"])
             for key in data["instances"]:
@@ -157,11 +160,13 @@ def replay(events: list[EditEvent], base: dict[str, str]) -> EditState:
                 place(str(key), str(data["into"]))
                 state.cannot.add((str(key), str(data["source"])))
         elif event.type == "move":
-            place(str(data["instance"]), str(data["target"]))
-            if data.get("source"):
-                state.cannot.add((str(data["instance"]), str(data["source"])))
+            for key, source in zip(data["instances"], data["sources"]):
+                place(str(key), str(data["target"]))
+                if source and source != data["target"]:
+                    state.cannot.add((str(key), str(source)))
         elif event.type == "not_this":
-            reject(str(data["instance"]), str(data["identity"]))
+            for key, identity in zip(data["instances"], data["identities"]):
+                reject(str(key), str(identity))
         elif event.type == "confirm":
             for key in data["instances"]:
                 place(str(key), str(data["identity"]))
@@ -268,17 +273,20 @@ class Curator:
         return self.log.append("split", {"source": identity, "into": new_identity_id(identity),
                                          "instances": keys}, who)
 
-    def move(self, instance: str, target: str, who: str | None = None) -> EditEvent:
+    def move(self, instances: str | list[str], target: str, who: str | None = None) -> EditEvent:
+        """Move one or more instances to ``target`` (one event, so one undo)."""
         state = self.state()
-        (key,) = self._instances(state, [instance])
+        keys = self._instances(state, [instances] if isinstance(instances, str) else instances)
         target = self._identity(state, target)
-        return self.log.append("move", {"instance": key, "source": state.labels[key], "target": target}, who)
+        return self.log.append("move", {"instances": keys, "sources": [state.labels[key] for key in keys],
+                                        "target": target}, who)
 
-    def not_this(self, instance: str, identity: str | None = None, who: str | None = None) -> EditEvent:
+    def not_this(self, instances: str | list[str], identity: str | None = None, who: str | None = None) -> EditEvent:
+        """Say the instances are not ``identity`` (default: each one's current identity); one event."""
         state = self.state()
-        (key,) = self._instances(state, [instance])
-        identity = self._identity(state, identity if identity is not None else state.labels[key])
-        return self.log.append("not_this", {"instance": key, "identity": identity}, who)
+        keys = self._instances(state, [instances] if isinstance(instances, str) else instances)
+        identities = [self._identity(state, identity if identity is not None else state.labels[key]) for key in keys]
+        return self.log.append("not_this", {"instances": keys, "identities": identities}, who)
 
     def confirm(self, identity: str, instances: list[str] | None = None, who: str | None = None) -> EditEvent:
         state = self.state()

@@ -184,10 +184,9 @@ def _apply(data: ViewerData, kind: str, payload: dict[str, Any]) -> Any:
     if kind == "split":
         return curator.split(_text(payload.get("identity"), "identity"), keys("instances"), who=who)
     if kind == "move":
-        target = _text(payload.get("target"), "target")
-        return [curator.move(key, target, who=who) for key in keys("instances")][-1]
+        return curator.move(keys("instances"), _text(payload.get("target"), "target"), who=who)
     if kind == "not_this":
-        return [curator.not_this(key, payload.get("identity"), who=who) for key in keys("instances")][-1]
+        return curator.not_this(keys("instances"), payload.get("identity"), who=who)
     if kind == "confirm":
         return curator.confirm(_text(payload.get("identity"), "identity"),
                                keys("instances") if payload.get("instances") else None, who=who)

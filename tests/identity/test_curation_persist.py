@@ -26,13 +26,20 @@ def test_merge_split_move_not_this_and_names_replay(toy: Collection) -> None:
     curator.merge([a, b], into=a)
     state = curator.state()
     assert sorted(state.members()[a]) == sorted(members[a] + members[b]) and b not in state.members()
-    assert state.roster[a].aliases == ["Bob", "Bobby"] or state.roster[a].name == "Bob"
+    assert (state.roster[a].name, state.roster[a].aliases) == ("Bob", ["Bobby"])  # a had no name: b's is taken
+    assert b not in state.roster
     moved = members[b][0]
     curator.split(a, [moved])
     new_id = curator.state().labels[moved]
     assert new_id not in (a, b) and curator.state().confirmed[moved] == new_id
     curator.not_this(members[a][0], a)
     assert curator.state().labels[members[a][0]] == ""
+    two = members[a][1:3]
+    curator.move(two, new_id)  # several instances, one event: one undo puts both back
+    assert [curator.state().labels[k] for k in two] == [new_id, new_id]
+    assert all((k, a) in curator.state().cannot for k in two)
+    curator.undo()
+    assert [curator.state().labels[k] for k in two] == [a, a]
     with pytest.raises(EditError):
         curator.name("no-such-identity", "X")
     with pytest.raises(EditError):

@@ -260,8 +260,8 @@ function summarise(event) {
   switch (event.type) {
     case "merge": return `${d.sources.join(", ")} → ${d.into} (${d.instances.length} instances)`;
     case "split": return `${d.instances.length} instances of ${d.source} → ${d.into}`;
-    case "move": return `${d.instance}: ${d.source || "unknown"} → ${d.target}`;
-    case "not_this": return `${d.instance} is not ${d.identity}`;
+    case "move": return `${d.instances.length} instances → ${d.target}`;
+    case "not_this": return `${d.instances.length} instances are not ${[...new Set(d.identities)].join(", ")}`;
     case "confirm": return `${d.instances.length} instances confirmed as ${d.identity}`;
     case "name": return `${d.identity}: ${[d.name, ...(d.aliases || [])].filter(Boolean).join(" / ")}`;
     default: return `edit ${d.target}`;
