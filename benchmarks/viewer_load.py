@@ -1,6 +1,6 @@
 """Load test of the viewer on loopback: p50/p95 latency per endpoint on a 100,000-instance collection.
 
-The collection repeats a drawn toy collection (:func:`comicid.store.toy.scaled_collection`) to the
+The collection repeats a drawn toy collection (:func:`comicid.web.toy.scaled_collection`) to the
 requested size, with synthetic embeddings, so the tables, the assignment (about 19,000 identities at
 100,000 instances), the vectors and the edit log are full size. `comicid serve`'s app runs under uvicorn
 in this process on 127.0.0.1; one client sends a bounded number of requests (``--requests`` per
@@ -29,7 +29,7 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section  # noqa: E402
-from comicid.store.toy import scaled_collection, toy_collection  # noqa: E402
+from comicid.web.toy import scaled_collection, toy_collection  # noqa: E402
 from comicid.web.app import create_app  # noqa: E402
 
 

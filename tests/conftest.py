@@ -30,7 +30,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def toy_source(tmp_path_factory: pytest.TempPathFactory):
     """Two drawn books, four characters each, imported for real, synthetic vectors, clustered."""
-    from comicid.store.toy import toy_collection  # only sessions that use it pay for drawing it
+    from comicid.web.toy import toy_collection  # only sessions that use it pay for drawing it
 
     return toy_collection(tmp_path_factory.mktemp("toy"), books=2, characters=4, pages=2)
 

@@ -11,7 +11,7 @@ from comicid.identity.bank import BankError, CharacterBank, apply_bank, name_clu
 from comicid.identity.assign import Assignment
 from comicid.identity.curation import Curator
 from comicid.store.collection import Collection
-from comicid.store.toy import embed_toy
+from comicid.web.toy import embed_toy
 
 
 def test_suggestions_are_representative_or_spread_out() -> None:

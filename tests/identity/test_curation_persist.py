@@ -9,7 +9,7 @@ from comicid.identity.curation import Curator, EditError, replay
 from comicid.identity.persist import match_identities, recluster_keeping_edits
 from comicid.store.collection import Collection
 from comicid.store.edits import EditLog
-from comicid.store.toy import embed_toy
+from comicid.web.toy import embed_toy
 
 
 def _two_largest(curator: Curator, book: str) -> list[str]:

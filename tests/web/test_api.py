@@ -157,3 +157,24 @@ def test_binding_rules() -> None:
     assert len(check_bind("0.0.0.0", True, None)) >= 16
     with pytest.raises(ConfigError, match="at least 16"):
         check_bind("192.168.1.5", True, "short")
+
+
+def test_two_tabs_editing_at_once_lose_nothing(toy: Collection) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = create_app(toy)
+    first = TestClient(app)
+    ids = _largest(first, 2)
+
+    def tab(number: int) -> list[int]:
+        client = TestClient(create_app(toy))  # a second app object, as a second server process would be
+        return [client.post("/api/edit/name", json={"identity": ids[number], "name": f"tab{number}-{i}"}).status_code
+                for i in range(10)]
+
+    with ThreadPoolExecutor(2) as pool:
+        codes = [code for result in pool.map(tab, [0, 1]) for code in result]
+    assert codes == [200] * 20
+    log = first.get("/api/edits", params={"limit": 100}).json()
+    assert log["total"] == 20 and sorted(e["seq"] for e in log["items"]) == list(range(1, 21))
+    assert first.get("/api/identity", params={"id": ids[0]}).json()["name"] == "tab0-9"
+    assert first.get("/api/identity", params={"id": ids[1]}).json()["name"] == "tab1-9"

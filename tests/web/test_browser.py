@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 def viewer_collection(request: pytest.FixtureRequest, tmp_path: Path) -> Collection:
     """The shared toy collection; a larger one when screenshots for the docs are being made."""
     if os.environ.get("COMICID_SCREENSHOTS"):
-        from comicid.store.toy import toy_collection
+        from comicid.web.toy import toy_collection
 
         return toy_collection(tmp_path / "screens", books=2, characters=8, pages=3, page_size=(600, 820))
     return request.getfixturevalue("toy")

@@ -4,7 +4,8 @@
 for real, and replaces the model by vectors made from the true identities plus noise, so everything
 downstream (clustering, edits, the viewer, exports) runs in seconds without a network or a model.
 ``scaled_collection`` repeats a toy collection's rows up to any number of instances (the same crops and
-pages, new instance keys) to measure the viewer at 100,000 instances.
+pages, new instance keys) to measure the viewer at 100,000 instances. It lives in the top layer because it
+combines synthesis, import and clustering.
 """
 
 from __future__ import annotations
