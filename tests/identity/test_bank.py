@@ -56,3 +56,30 @@ def test_naming_needs_a_cosine_threshold(toy: Collection, tmp_path: Path) -> Non
     bank = CharacterBank(tmp_path / "bank")
     with pytest.raises(BankError, match="agglomerative"):
         apply_bank(Assignment(toy.assignments(), {"method": "hdbscan", "threshold": 0.0}), embed_toy(toy), bank)
+
+
+def test_bank_cli_enrols_images_lists_and_suggests(toy: Collection, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    parts = toy.instances()
+    faces = parts[parts["kind"] == "face"]["crop_hash"].head(3).tolist()
+    images = [str(toy.crop_path(key)) for key in faces]
+    bank_dir = tmp_path / "bank"
+    assert main(["-q", "bank", "add", "Cid", *images, "--bank", str(bank_dir)]) == 0
+    bank = CharacterBank(bank_dir)
+    character = bank.characters()["Cid"]
+    assert [e["key"] for e in character.exemplars] == faces  # crops are content addressed like the collection's
+    assert all((bank_dir / "crops" / f"{key}.png").is_file() for key in faces)
+    vectors = next(iter((bank_dir / "vectors").glob("*.npz")))
+    with np.load(vectors) as archive:
+        assert sorted(archive.files) == sorted(faces)
+        assert np.allclose(np.linalg.norm(np.stack([archive[k] for k in faces]), axis=1), 1.0, atol=1e-4)
+    capsys.readouterr()
+    assert main(["bank", "list", "--bank", str(bank_dir)]) == 0
+    assert capsys.readouterr().out.strip() == "Cid\t3 exemplars"
+    members = Curator(toy).state().members()
+    identity = max(members, key=lambda i: len(members[i]))
+    assert main(["bank", "suggest", str(toy.root), identity, "--count", "2"]) == 0
+    suggested = capsys.readouterr().out.split()
+    assert len(suggested) == 2 and set(suggested) <= {key.replace("\x1f", "/") for key in members[identity]}
+    assert main(["bank", "add", "X", "--bank", str(bank_dir), "--from", str(toy.root)]) == 1  # no --identity
+    assert main(["bank", "add", "X", str(tmp_path / "missing.png"), "--bank", str(bank_dir)]) == 1
