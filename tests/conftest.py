@@ -19,7 +19,6 @@ except ImportError:  # pragma: no cover - torch is a hard dependency; keeps coll
     pass
 
 
-
 # -- a toy collection shared by the store, identity, export and server tests (built once per session)
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402

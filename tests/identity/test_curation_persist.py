@@ -103,3 +103,18 @@ def test_matching_is_one_to_one_per_scope_and_never_reuses_ids() -> None:
     assert out[0] == out[1] == "x/c1" and out[2] == "x/c0"
     assert out[3] not in {"x/c0", "x/c1", "x/c2"}
     assert out[4] == "x/c1"  # an identity spanning two scopes keeps one id
+
+
+def test_a_person_beats_a_panel_when_they_disagree(toy: Collection) -> None:
+    curator = Curator(toy)
+    parts = toy.instances().drop_duplicates("instance_key")
+    labels = curator.state().labels
+    shared = parts[parts["panel"] != ""].groupby(["book", "panel"])["instance_key"].agg(list)
+    pair = next(keys[:2] for keys in shared if len(keys) > 1 and labels[keys[0]] != labels[keys[1]])
+    a, b = labels[pair[0]], labels[pair[1]]
+    curator.merge([a, b], into=a)  # two characters of one panel declared one: the clusterer could not do it
+    state = curator.state()
+    assignment = recluster_keeping_edits(embed_toy(toy), state, threshold=0.5, progress=False)
+    final = dict(zip(assignment.table["instance_key"], assignment.table["identity_id"]))
+    assert final[pair[0]] == final[pair[1]] == a
+    assert assignment.info["edits"]["must_links_dropped"] > 0
