@@ -65,3 +65,22 @@ def test_serve_refuses_an_unclustered_collection(toy: Collection, capsys: pytest
     toy.assignments_path.unlink()
     assert main(["serve", str(toy.root)]) == 1
     assert "comicid cluster" in capsys.readouterr().err
+
+
+def test_cluster_with_a_bank(toy: Collection, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    members = Curator(toy).state().members()
+    identity = max(members, key=lambda i: len(members[i]))
+    toy_bank = tmp_path / "toy-bank"  # enrolled from the toy vectors: another model than `cluster` uses
+    assert main(["-q", "bank", "add", "Ann", "--bank", str(toy_bank), "--from", str(toy.root), "--identity", identity]) == 0
+    assert main(["cluster", str(toy.root), "--bank", str(toy_bank)]) == 1
+    assert "enrol with the model" in capsys.readouterr().err
+    # the same bank enrolled from the shipped model's vectors, kept by the cluster run
+    assert main(["-q", "cluster", str(toy.root)]) == 0
+    members = Curator(toy).state().members()
+    identity = max(members, key=lambda i: len(members[i]))
+    bank = tmp_path / "bank"
+    assert main(["-q", "bank", "add", "Ann", "--bank", str(bank), "--from", str(toy.root), "--identity", identity]) == 0
+    assert main(["cluster", str(toy.root), "--bank", str(bank)]) == 0
+    assert "clusters named" in capsys.readouterr().out
+    state = Curator(toy).state()
+    assert set(members[identity]) <= set(state.members()["bank/Ann"]) and state.roster["bank/Ann"].name == "Ann"
