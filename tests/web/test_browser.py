@@ -1,7 +1,7 @@
 """End to end in a real browser: Playwright driving Debian's headless Chromium against `comicid serve`.
 
-Opens a demo collection, merges two identities, splits one, renames, undoes, reloads and checks that the
-edits were kept. Needs the ``chromium`` package (`.ci/setup-browser.sh` installs it); skipped with the
+Opens a demo collection, merges two identities, splits one, says "not this" for another instance, renames,
+undoes, reloads and checks that the edits were kept. Needs the ``chromium`` package (`.ci/setup-browser.sh` installs it); skipped with the
 reason when it or Playwright is absent. With ``COMICID_SCREENSHOTS=DIR`` it also saves screenshots of
 the main views there (``docs/screenshots`` is made this way, see docs/VIEWER.md).
 """
@@ -100,13 +100,18 @@ def test_merge_split_rename_undo_reload(server: str) -> None:
         page.click("#act-split")
         page.wait_for_function("n => document.querySelectorAll('#member-grid .thumb').length === n", arg=total - 1)
 
+        # "not this" on another instance: it leaves the identity (a cannot-link)
+        page.locator("#member-grid .thumb input.pick").first.click()
+        page.click("#act-notthis")
+        page.wait_for_function("n => document.querySelectorAll('#member-grid .thumb').length === n", arg=total - 2)
+
         # rename, with HTML that must show as text
         page.fill("#roster-name", "Ann <b>bold</b>")
         page.fill("#roster-aliases", "Annie")
         page.click("#roster-save")
         page.wait_for_function("() => document.querySelector('#identity-title').firstChild.textContent === 'Ann <b>bold</b>'")
         assert page.locator("#identity-title b").count() == 0
-        page.wait_for_function("n => document.querySelectorAll('#member-grid .thumb').length === n", arg=total - 1)
+        page.wait_for_function("n => document.querySelectorAll('#member-grid .thumb').length === n", arg=total - 2)
         page.wait_for_timeout(300)  # thumbnails finish decoding
         _shoot(page, "identity")
 
@@ -117,7 +122,7 @@ def test_merge_split_rename_undo_reload(server: str) -> None:
         # reload: everything decided is still there
         page.reload()
         page.wait_for_selector("body[data-ready='1']")
-        page.wait_for_function("n => document.querySelectorAll('#member-grid .thumb').length === n", arg=total - 1)
+        page.wait_for_function("n => document.querySelectorAll('#member-grid .thumb').length === n", arg=total - 2)
         assert page.input_value("#roster-name") == ""
         page.goto(server + "/#/")
         page.wait_for_selector("#identity-grid .card")
@@ -136,6 +141,6 @@ def test_merge_split_rename_undo_reload(server: str) -> None:
         _shoot(page, "instance")
         page.goto(server + "/#/edits")
         page.wait_for_selector("table.log")
-        assert page.locator("table.log tr").count() == 1 + 4  # merge, split, name, undo
+        assert page.locator("table.log tr").count() == 1 + 5  # merge, split, not this, name, undo
         browser.close()
         assert not errors, errors

@@ -320,8 +320,19 @@ function actNotThis() {
 }
 function actMove() {
   if (!state.selInst.size) return toast("select instances first", true);
-  const target = window.prompt("Move to which identity id?");
-  if (target) edit("move", { instances: [...state.selInst], target: target.trim() });
+  const input = document.getElementById("move-target");
+  const typed = input.value.trim();
+  if (!typed) { input.focus(); return toast("type the target identity beside the button"); }
+  const option = [...document.getElementById("identity-options").options].find((o) => o.value === typed || o.label === typed);
+  edit("move", { instances: [...state.selInst], target: option ? option.value : typed });
+  input.value = "";
+}
+
+async function suggestTargets() {  // the datalist offers identities matching what is typed (ids, names, aliases)
+  const typed = document.getElementById("move-target").value.trim();
+  const data = await api(`/api/identities?${q({ q: typed, limit: 20 })}`);
+  document.getElementById("identity-options").replaceChildren(
+    ...data.items.map((item) => el("option", { value: item.id, label: item.name ? `${item.name} (${item.id})` : item.id })));
 }
 
 // ---------------------------------------------------------------- routing and keys
@@ -367,6 +378,9 @@ async function start() {
   document.getElementById("act-notthis").addEventListener("click", actNotThis);
   document.getElementById("act-move").addEventListener("click", actMove);
   document.getElementById("act-clear").addEventListener("click", clearSelection);
+  let suggestTimer;
+  document.getElementById("move-target").addEventListener("input", () => {
+    clearTimeout(suggestTimer); suggestTimer = setTimeout(() => suggestTargets().catch(() => {}), 200); });
   document.getElementById("filter-book").addEventListener("change", route);
   let timer;
   document.getElementById("filter-q").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(route, 250); });
