@@ -24,7 +24,8 @@ from comicid.errors import ConfigError
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
-from comicid.workflows.cluster import Assignment, assign_identities, cluster_collection
+from comicid.workflows.cluster import Assignment, assign_identities
+from comicid.workflows.cluster_collection import cluster_collection
 from comicid.workflows.embed import embed_collection
 from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest
 from comicid.workflows.imports import import_source as _import_source

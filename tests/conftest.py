@@ -17,3 +17,27 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover - torch is a hard dependency; keeps collection errors readable
     pass
+
+
+# -- a toy collection shared by the store, identity, export and server tests (built once per session)
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def toy_source(tmp_path_factory: pytest.TempPathFactory):
+    """Two drawn books, four characters each, imported for real, synthetic vectors, clustered."""
+    from comicid.web.toy import toy_collection  # only sessions that use it pay for drawing it
+
+    return toy_collection(tmp_path_factory.mktemp("toy"), books=2, characters=4, pages=2)
+
+
+@pytest.fixture()
+def toy(toy_source, tmp_path: Path):
+    """A private copy of the toy collection that a test may edit."""
+    from comicid.store.collection import Collection
+
+    shutil.copytree(toy_source.root, tmp_path / "collection")
+    return Collection.open(tmp_path / "collection")

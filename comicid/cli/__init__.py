@@ -32,6 +32,9 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "quantize": "quantize",
     "demo": "demo",
+    "export": "export",
+    "bank": "bank",
+    "serve": "serve",
 }
 
 

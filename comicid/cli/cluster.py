@@ -13,9 +13,9 @@ from pathlib import Path
 from comicid.cli.common import add_cluster_options, add_model_options, output_file
 from comicid.data.manifest import display_key
 from comicid.identity import assignment_table, write_assignments
-from comicid.workflows.cluster import cluster_collection
 from comicid.models.embedding_model import load_embedding_model
 from comicid.store.collection import Collection
+from comicid.workflows.cluster_collection import cluster_collection
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cluster_options(parser)
     add_model_options(parser)
     parser.add_argument("--out", type=Path, help="also write the assignment table here (.csv or .parquet)")
+    parser.add_argument("--keep-edits", action=argparse.BooleanOptionalAction, default=None,
+                        help="honour the collection's edit log (must-/cannot-links, identity ids and names); "
+                             "default: on once any edit exists")
+    parser.add_argument("--bank", type=Path, metavar="DIR",
+                        help="name clusters after the characters of this bank when they match "
+                             "(see `comicid bank`); unmatched clusters stay new identities")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +43,7 @@ def _run(args: argparse.Namespace, collection: Collection) -> int:
     model = load_embedding_model(args.model, device=args.device, precision=args.precision)
     assignment = cluster_collection(collection, model, method=args.method, scope=args.scope,
                                     threshold=args.threshold, device=args.device, batch_size=args.batch_size,
-                                    progress=not args.quiet)
+                                    progress=not args.quiet, keep_edits=args.keep_edits, bank=args.bank)
     if args.out:
         table = assignment.table
         write_assignments(assignment_table(table["instance_key"].map(display_key), table["identity_id"].to_numpy(),
@@ -47,4 +53,11 @@ def _run(args: argparse.Namespace, collection: Collection) -> int:
         threshold = "n/a" if info["threshold"] is None else f"{info['threshold']:.3g} ({info['threshold_source']})"
         print(f"{collection.root}: {info['instances']} instances -> {info['identities']} identities "
               f"[{info['method']}, scope {info['scope']}, threshold {threshold}]")
+        if "edits" in info:
+            edits = info["edits"]
+            print(f"kept edits: {edits['confirmed']} confirmed instances, {edits['must_links']} must-links, "
+                  f"{edits['cannot_links']} cannot-links, {edits['identities_kept']} identities kept their id")
+        if "bank" in info:
+            print(f"bank: {info['bank']['clusters_named']} clusters named, {info['bank']['clusters_new']} kept as "
+                  "new identities")
     return 0

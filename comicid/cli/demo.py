@@ -2,7 +2,8 @@
 
 Synthesises a small set of comic books with recurring characters, imports them, embeds every face and
 body with the default model, clusters instances into identities per book, scores retrieval and
-clustering on the test identities (dev identities calibrate the threshold), and writes a report.
+clustering on the test identities (dev identities calibrate the threshold), writes a report, and ends
+with the `comicid serve` command that opens the collection in the browser.
 """
 
 from __future__ import annotations
@@ -43,4 +44,5 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(result))
     print(f"metrics: {args.out / 'metrics.json'}")
     print(f"report:  {report}")
+    print(f"browse and correct the identities: comicid serve {collection_dir}")
     return 0

@@ -41,7 +41,8 @@ def scope_keys(table: pd.DataFrame, scope: str) -> np.ndarray:
 
 def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: object, scope: str = "book",
                      must_link: object = None, progress: bool = False, views: np.ndarray | None = None,
-                     on_fitted: Callable[[str, object], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     on_fitted: Callable[[str, object], None] | None = None,
+                     cannot_link: object = None) -> tuple[np.ndarray, np.ndarray]:
     """Cluster each scope separately with cannot-links from its panels; name identities globally.
 
     Args:
@@ -57,6 +58,8 @@ def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: obj
             to the scope) to clusterers that learn from them (``image_views > 0``: the adaptive method).
         on_fitted: called with ``(scope key, clusterer)`` after each scope, e.g. to save what the
             clusterer learnt there.
+        cannot_link: optional ``(K, 2)`` instance index pairs known to be different characters (e.g. a
+            person's "not this"), added to the panel cannot-links; pairs spanning scopes are moot.
 
     Returns:
         ``identity`` (object array of str ids, "" where the clusterer said -1/unknown) and
@@ -68,6 +71,10 @@ def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: obj
         raise IdentityInputError(f"the instance table has {len(table)} rows but there are {len(unit)} embeddings")
     keys = scope_keys(table, scope)
     constraints = Constraints.from_instances(table, must_link=must_link)
+    if cannot_link is not None:
+        extra = Constraints(cannot_link=cannot_link).cannot_link
+        constraints = Constraints(cannot_link=np.concatenate([constraints.cannot_link, extra]),
+                                  must_link=constraints.must_link)
     constraints.check(len(unit))
     split = constraints.must_link[keys[constraints.must_link[:, 0]] != keys[constraints.must_link[:, 1]]]
     if len(split):

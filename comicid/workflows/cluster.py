@@ -93,7 +93,8 @@ def parse_threshold(value: str | float | None) -> float | None:
 def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative", scope: str = "book",
                       threshold: str | float | None = "auto", params: dict[str, Any] | None = None,
                       calibration: InstanceEmbeddings | None = None, progress: bool = True,
-                      on_fitted: Callable[[str, object], None] | None = None) -> Assignment:
+                      on_fitted: Callable[[str, object], None] | None = None,
+                      must_link: np.ndarray | None = None, cannot_link: np.ndarray | None = None) -> Assignment:
     """Cluster instances into identities.
 
     Args:
@@ -105,6 +106,8 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
         params: other hyper-parameters of the method.
         calibration: instances whose ``split=dev`` labels calibrate ``auto`` (default: ``embedded``).
         on_fitted: called with ``(scope key, fitted clusterer)`` after each scope (to save adapters).
+        must_link, cannot_link: optional ``(K, 2)`` index pairs into ``embedded`` that a person decided
+            (see :mod:`comicid.workflows.persist`); pairs touching an instance without evidence are dropped.
     """
     if method not in CLUSTERERS:
         raise ConfigError(f"unknown clustering method {method!r}; choose one of {', '.join(sorted(CLUSTERERS))}")
@@ -137,9 +140,19 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
     confidence = np.zeros(len(embedded))
     if evidence.any():
         kept = embedded.subset(evidence)
+        position = np.cumsum(evidence) - 1  # index into ``kept`` of each evidence row
+
+        def kept_pairs(pairs: np.ndarray | None) -> np.ndarray | None:
+            if pairs is None or len(pairs) == 0:
+                return None
+            pairs = np.asarray(pairs, dtype=np.int64)
+            return position[pairs[evidence[pairs].all(axis=1)]]
+
         identity[evidence], confidence[evidence] = cluster_by_scope(kept.vectors, kept.table, clusterer,
                                                                     scope=scope, progress=progress,
-                                                                    views=kept.views, on_fitted=on_fitted)
+                                                                    views=kept.views, on_fitted=on_fitted,
+                                                                    must_link=kept_pairs(must_link),
+                                                                    cannot_link=kept_pairs(cannot_link))
     table = pd.DataFrame({"instance_key": embedded.table["instance_key"].to_numpy(),
                           "book": embedded.table["book"].to_numpy(),
                           "identity_id": identity.astype(str), "confidence": confidence})
@@ -147,22 +160,3 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
             "threshold_source": source if parameter is not None else "none", "params": params,
             "instances": int(len(table)), "without_evidence": int((~evidence).sum()), "identities": int(pd.Series(identity)[identity != ""].nunique())}
     return Assignment(table=table, info=info)
-
-
-def cluster_collection(collection: Collection, model: EmbeddingModel, method: str = "agglomerative",
-                       scope: str = "book", threshold: str | float | None = "auto",
-                       params: dict[str, Any] | None = None, device: str = "cpu", batch_size: int = 64,
-                       progress: bool = True) -> Assignment:
-    """Embed ``collection`` (cached), cluster it, and keep the result: the job behind `comicid cluster`.
-
-    Writes ``assignments.parquet`` (atomically, with how it was made in the collection's meta) and what
-    the method learnt per scope (the adaptive method's adapters, read back by search); a method that
-    checkpoints its stages resumes from ``COLLECTION/models/<method>-state``.
-    """
-    embedded = embed_collection(collection, model, device=device, batch_size=batch_size, progress=progress,
-                                n_views=views_needed(method))
-    assignment = assign_identities(embedded, method=method, scope=scope, threshold=threshold,
-                                   params={**collection_params(method, collection.models_dir), **(params or {})},
-                                   progress=progress, on_fitted=save_learnt_state(collection.adapters_dir))
-    collection.write_assignments(assignment.table, assignment.info)
-    return assignment

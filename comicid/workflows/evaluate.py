@@ -38,6 +38,7 @@ from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.workflows.embed import embed_collection
 from comicid.store.ingest import ingest
+from comicid.store.vectors import save_instance_vectors
 
 SPLITS = ("auto", "all", "dev", "test")
 PROTOCOLS = ("standard", "local", "global")
@@ -235,6 +236,8 @@ def _evaluate(manifest: str | Path, frame: pd.DataFrame, options: EvaluationOpti
     result["seconds"] = {"embed": round(embed_seconds, 3), "cluster": round(cluster_seconds, 3),
                          "total": round(time.perf_counter() - started, 3)}
     collection.write_assignments(_with_other_instances(collection, assignment.table), assignment.info)
+    save_instance_vectors(collection, embedded.table["instance_key"].astype(str).tolist(), embedded.vectors,
+                          embedded.model_id)
     collection.update_meta(metrics={key: result[key] for key in ("retrieval", "clustering", "split")})
     return result
 

@@ -1,0 +1,1 @@
+"""The viewer and annotator: a local web app over a collection (`comicid serve`)."""
