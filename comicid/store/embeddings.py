@@ -9,7 +9,7 @@ same model costs nothing and an interrupted one resumes where it stopped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -37,13 +37,17 @@ class InstanceEmbeddings:
     vectors: np.ndarray
     model_id: str
     views: np.ndarray | None = None
+    #: The model's label-free thresholds per clustering method (``EmbeddingModel.label_free_thresholds``):
+    #: what ``--threshold auto`` uses when no dev rows are labelled.
+    label_free_thresholds: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.table)
 
     def subset(self, mask: np.ndarray) -> InstanceEmbeddings:
         views = None if self.views is None else self.views[:, mask]
-        return InstanceEmbeddings(self.table[mask].reset_index(drop=True), self.vectors[mask], self.model_id, views)
+        return InstanceEmbeddings(self.table[mask].reset_index(drop=True), self.vectors[mask], self.model_id, views,
+                                  self.label_free_thresholds)
 
 
 def _first_non_empty(values: pd.Series) -> str:
@@ -78,12 +82,15 @@ def embed_collection(collection: Collection, model: EmbeddingModel, device: str 
                            cache=cache, num_workers=num_workers, keys=parts["crop_hash"].tolist())
     table, instance_index = instance_table(parts)
     head = model.head.to("cpu").eval()
-    vectors = fuse_parts(features, instance_index, len(table), head=head)
+    weights = None if not model.part_weights else \
+        parts["kind"].map(lambda kind: model.part_weights.get(kind, 1.0)).to_numpy(dtype=np.float32)
+    vectors = fuse_parts(features, instance_index, len(table), head=head, part_weights=weights)
     collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=len(cache))
     views = None
     if n_views > 0:
         from comicid.training.adapt import embed_views
 
         part_views = embed_views(crop_paths, model, n_views=n_views, batch_size=batch_size, progress=progress)
-        views = np.stack([fuse_parts(view, instance_index, len(table), head=head) for view in part_views])
-    return InstanceEmbeddings(table, vectors, model.model_id, views)
+        views = np.stack([fuse_parts(view, instance_index, len(table), head=head, part_weights=weights)
+                          for view in part_views])
+    return InstanceEmbeddings(table, vectors, model.model_id, views, dict(model.label_free_thresholds))
