@@ -31,7 +31,7 @@ import pandas as pd
 
 from comicid.data.manifest import read_manifest
 from comicid.errors import ConfigError
-from comicid.identity import Constraints, calibrate_threshold, create_clusterer
+from comicid.identity import Constraints, IdentityInputError, calibrate_threshold, create_clusterer
 from comicid.identity.calibration import DEFAULT_GRIDS, OBJECTIVES
 from comicid.identity.scopes import scope_keys
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
@@ -78,6 +78,7 @@ def embed_labelled(model: EmbeddingModel, manifests: Sequence[str | Path], workd
         collection = Collection.create(workdir / f"{number:02d}-{name}")
         ingest(frame, collection, progress=progress)
         parts.append(embed_collection(collection, model, progress=progress))
+        parts[-1].table["set"] = f"m{number}"  # one vote per manifest when fitting
         sources.append(f"{manifest} ({len(parts[-1])} instances)")
     if not parts:
         raise ConfigError("no labelled non-test rows in the given manifests: nothing to measure a threshold on")
@@ -87,19 +88,40 @@ def embed_labelled(model: EmbeddingModel, manifests: Sequence[str | Path], workd
 
 def fit_label_free_threshold(embedded: InstanceEmbeddings, method: str = "agglomerative", scope: str = "book",
                              objective: str = DEFAULT_OBJECTIVE, grid: np.ndarray | None = None) -> LabelFreeFit:
-    """The grid threshold with the best mean per-scope ``objective`` over labelled instances."""
+    """The grid threshold with the best objective over labelled instances, every data set one vote.
+
+    Each book is clustered on its own; a set's score is the mean over its books, and the threshold
+    maximises the mean over sets (``table["set"]``; all one set when the column is absent), so a set
+    with many small books (eight DiceBear styles) weighs as much as one with a single large book.
+    Ties go to the middle of the tied values, as in :func:`calibrate_threshold`.
+    """
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    evidence = np.any(embedded.vectors != 0, axis=1)
-    kept = embedded.subset(evidence)
+    kept = embedded.subset(np.any(embedded.vectors != 0, axis=1))
     values = DEFAULT_GRIDS[method] if grid is None else np.asarray(grid, dtype=np.float64)
-    calibration = calibrate_threshold(
-        kept.vectors, kept.table["identity"].to_numpy(), scope_keys(kept.table, scope),
-        lambda value: create_clusterer(method, **{create_clusterer(method).threshold_parameter: value}),
-        grid=values, objective=objective, constraints=Constraints.from_instances(kept.table))
-    curve = {f"{t:g}": round(float(s), 4) for t, s in zip(calibration.grid, calibration.scores, strict=True)}
-    return LabelFreeFit(method=method, threshold=calibration.threshold, objective=objective, score=calibration.score,
-                        n_instances=calibration.n_instances, n_books=calibration.n_groups, curve=curve)
+    parameter = create_clusterer(method).threshold_parameter
+    sets = kept.table["set"].to_numpy() if "set" in kept.table else np.zeros(len(kept), dtype=int)
+    curves, n_instances, n_books = [], 0, 0
+    for name in sorted(set(sets.tolist())):
+        part = kept.subset(sets == name)
+        try:
+            calibration = calibrate_threshold(
+                part.vectors, part.table["identity"].to_numpy(), scope_keys(part.table, scope),
+                lambda value: create_clusterer(method, **{parameter: value}), grid=values, objective=objective,
+                constraints=Constraints.from_instances(part.table))
+        except IdentityInputError:  # a set without a scope of 2 instances has nothing to say
+            continue
+        curves.append(calibration.scores)
+        n_instances += calibration.n_instances
+        n_books += calibration.n_groups
+    if not curves:
+        raise ConfigError("no book with at least 2 labelled instances: nothing to measure a threshold on")
+    mean = np.nanmean(np.stack(curves), axis=0)  # (T,) mean over sets
+    best = np.flatnonzero(mean >= np.nanmax(mean) - 1e-12)
+    chosen = int(best[len(best) // 2])
+    curve = {f"{t:g}": round(float(s), 4) for t, s in zip(values, mean, strict=True)}
+    return LabelFreeFit(method=method, threshold=float(values[chosen]), objective=objective, score=float(mean[chosen]),
+                        n_instances=n_instances, n_books=n_books, curve=curve)
 
 
 def calibrate_model(checkpoint: str | Path, manifests: Sequence[str | Path], methods: Sequence[str] = ("agglomerative",),
