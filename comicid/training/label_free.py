@@ -42,7 +42,7 @@ from comicid.store.embeddings import InstanceEmbeddings, embed_collection
 from comicid.store.ingest import ingest
 
 #: Chosen on the dev rows of the development sets (docs/CLUSTERING.md, "Without labels").
-DEFAULT_OBJECTIVE = "bcubed_f"
+DEFAULT_OBJECTIVE = "cluster_count"
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def calibrate_model(checkpoint: str | Path, manifests: Sequence[str | Path], met
             source_sha = model.checkpoint_sha256
             if precision == "int8":
                 graph_sha = getattr(model.backbone, "sha256", None)
-            embedded, sources = embed_labelled(model, manifests, root / precision, progress=progress)
+            embedded, sources = embed_labelled(model, manifests, root, progress=progress)  # features cached per model id
             thresholds[precision] = {}
             for method in methods:
                 fit = fit_label_free_threshold(embedded, method=method, objective=objective)
