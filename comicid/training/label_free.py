@@ -79,7 +79,7 @@ def embed_labelled(model: EmbeddingModel, manifests: Sequence[str | Path], workd
         ingest(frame, collection, progress=progress)
         parts.append(embed_collection(collection, model, progress=progress))
         parts[-1].table["set"] = f"m{number}"  # one vote per manifest when fitting
-        sources.append(f"{manifest} ({len(parts[-1])} instances)")
+        sources.append(f"{'/'.join(Path(manifest).parts[-2:])} ({len(parts[-1])} instances)")  # no machine paths
     if not parts:
         raise ConfigError("no labelled non-test rows in the given manifests: nothing to measure a threshold on")
     table = pd.concat([part.table for part in parts], ignore_index=True)
