@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/label_free.py [--models default,effnet-lite0-imagenet]
                                                  [--face-weight W] [--objective bcubed_f]
 
-For each model, :func:`comicid.training.label_free.calibrate_model` embeds the labelled, non-test
+For each model, :func:`comicid.evaluation.label_free.calibrate_model` embeds the labelled, non-test
 instances of :func:`calibration_manifests` and writes ``<model>.calibration.json`` (the default:
 beside ``default.pt``; a registry backbone: in the package's weights folder). ``train_default.py``
 calls the same function after training, so a retrained default gets its threshold from one command.
@@ -28,7 +28,7 @@ from comicid.data.synth import generate_books  # noqa: E402
 from comicid.data.synth.real_art import generate_art_books  # noqa: E402
 from comicid.models.embedding_model import DEFAULT_MODEL_PATH  # noqa: E402
 from comicid.runtime import tune_allocator  # noqa: E402
-from comicid.training.label_free import DEFAULT_OBJECTIVE, calibrate_model  # noqa: E402
+from comicid.evaluation.label_free import DEFAULT_OBJECTIVE, calibrate_model  # noqa: E402
 
 #: Seeds of the generated calibration data: the training seed of train_default.py's synthetic books,
 #: and a composed-pages seed other than the benchmark's (7).

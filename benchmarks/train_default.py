@@ -48,7 +48,7 @@ from comicid.models.int8 import QuantizeReport, quantize_checkpoint  # noqa: E40
 from comicid.runtime import tune_allocator  # noqa: E402
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config  # noqa: E402
 from comicid.training.finetune import train_finetune  # noqa: E402
-from comicid.training.label_free import calibrate_model  # noqa: E402
+from comicid.evaluation.label_free import calibrate_model  # noqa: E402
 from comicid.training.ssl import train_ssl  # noqa: E402
 
 MAX_BYTES = 25 * 1024 * 1024

@@ -6,7 +6,7 @@ whose ``split`` is ``dev``, every value of a grid is tried and the one with the 
 clustering score wins. Test rows are never looked at: :func:`calibrate_threshold` only sees what
 its caller passes (pass dev rows only), and :func:`auto_threshold` selects ``split == "dev"`` itself.
 Without enough dev rows the threshold the embedding model carries for the method is used (measured
-on labelled data when the model was built, :mod:`comicid.training.label_free`), and for a model
+on labelled data when the model was built, :mod:`comicid.evaluation.label_free`), and for a model
 without one the documented default of the method.
 """
 

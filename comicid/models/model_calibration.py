@@ -2,7 +2,7 @@
 
 A model's embedding space fixes the distance at which two instances stop being one character, so the
 threshold that ``--threshold auto`` uses when a collection has no labelled ``split=dev`` rows is
-measured once per model, on labelled data it was built with (:mod:`comicid.training.label_free`), and
+measured once per model, on labelled data it was built with (:mod:`comicid.evaluation.label_free`), and
 stored with it. Likewise the weight of faces against bodies in the instance fusion.
 
 Why a sidecar file (``default.pt`` -> ``default.calibration.json``) and not a field of the checkpoint:
@@ -85,7 +85,7 @@ def apply_calibration(model: EmbeddingModel, source: str | Path) -> None:
     if data.get("source_sha256") != model.checkpoint_sha256:
         warnings.warn(f"ignoring '{path}': made for another checkpoint (sha256 {str(data.get('source_sha256'))[:12]}, "
                       f"this one {str(model.checkpoint_sha256)[:12]}); recompute it with "
-                      "comicid.training.label_free", stacklevel=3)
+                      "comicid.evaluation.label_free", stacklevel=3)
         return
     thresholds: dict[str, dict[str, float]] = data.get("thresholds") or {}
     precision = model.precision

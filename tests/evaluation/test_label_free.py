@@ -23,7 +23,7 @@ from comicid.store.collection import Collection
 from comicid.store.embeddings import embed_collection
 from comicid.store.ingest import ingest
 from comicid.data.manifest import read_manifest
-from comicid.training.label_free import calibrate_model, labelled_rows
+from comicid.evaluation.label_free import calibrate_model, labelled_rows
 
 
 def _blobs(n: int, per: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
