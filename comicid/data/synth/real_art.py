@@ -195,7 +195,8 @@ def _choose_book_cast(rng: random.Random, pool: CharacterPool, size: int) -> lis
     while sum(quotas.values()) > size:
         largest = max(sorted(quotas), key=lambda split: quotas[split])
         quotas[largest] -= 1
-    chosen = [identity for split, ids in sorted(by_split.items()) for identity in rng.sample(ids, min(quotas[split], len(ids)))]
+    chosen = [identity for split, ids in sorted(by_split.items())
+              for identity in rng.sample(ids, min(quotas[split], len(ids)))]
     rest = [identity for identity in pool.figures if identity not in chosen]
     chosen += rng.sample(rest, size - len(chosen))
     rng.shuffle(chosen)
