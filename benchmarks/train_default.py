@@ -10,7 +10,9 @@ sprite sets in ../shared/datasets (skipped with a message when absent; ``split=t
 never trained on); run ``configs/ssl_default.yaml`` then ``configs/finetune_default.yaml``; write the
 fp16 embedding model to ``comicid/models/weights/default.pt`` (checked < 25 MB and reloaded
 strictly) and its int8 CPU graph ``default.int8.onnx`` (``comicid.models.int8``, calibrated on 512
-crops of the training manifest, checked on 128 others); then score it against ``effnet-lite0-imagenet`` on the ``split=test`` identities of the
+crops of the training manifest, checked on 128 others), and its calibration file
+``default.calibration.json`` (fusion weights and the label-free threshold of ``--threshold auto``,
+``benchmarks/label_free.py``; ``--label-free-only`` re-measures it alone); then score it against ``effnet-lite0-imagenet`` on the ``split=test`` identities of the
 dev sets and on the held-out synthetic books of ``benchmarks/run.py`` (seed 101, never trained on),
 writing the table (rank-1, mAP, clustering AMI) to docs/BENCHMARKS.md and docs/MODEL_CARD.md.
 
@@ -32,6 +34,7 @@ from typing import Any
 import pandas as pd
 
 from common import DEV_SETS, ROOT, available_dev_sets, markdown_table, write_section  # noqa: E402
+from label_free import calibration_manifests, fusion_weights  # noqa: E402
 from run import SYNTH as HELD_OUT_SYNTH  # noqa: E402  (the benchmark's held-out books, seed 101)
 
 import comicid  # noqa: E402
@@ -42,6 +45,7 @@ from comicid.models.quantize import QuantizeReport, quantize_checkpoint  # noqa:
 from comicid.runtime import tune_allocator  # noqa: E402
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config  # noqa: E402
 from comicid.training.finetune import train_finetune  # noqa: E402
+from comicid.workflows.label_free import calibrate_model  # noqa: E402
 from comicid.training.ssl import train_ssl  # noqa: E402
 
 MAX_BYTES = 25 * 1024 * 1024
@@ -151,6 +155,15 @@ def build_int8(weights: Path, train_manifest: Path) -> QuantizeReport:
     return report
 
 
+def build_label_free(weights: Path, out: Path) -> Path:
+    """The model's calibration file beside it: fusion weights and the label-free threshold of
+    ``--threshold auto`` (both precisions), measured as ``benchmarks/label_free.py`` does."""
+    path = calibrate_model(weights, calibration_manifests(out), part_weights=fusion_weights(),
+                           workdir=out / "label_free", progress=True, name="default")
+    print(f"label-free calibration {path}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny data and few steps: checks the pipeline only")
@@ -161,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8-only", action="store_true",
                         help="only rebuild the int8 graph of the existing weights (needs OUT/train_manifest.csv "
                              "from an earlier run, or builds it)")
+    parser.add_argument("--label-free-only", action="store_true",
+                        help="only re-measure the label-free threshold of the existing weights (calibration file)")
     parser.add_argument("--no-eval", action="store_true", help="skip the comparison with the baseline")
     parser.add_argument("--no-docs", action="store_true", help="print the table, write no doc (controls)")
     parser.add_argument("--no-ssl", action="store_true",
@@ -175,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     print("training data:", "; ".join(sources))
     if args.int8_only:
         build_int8(weights, train)
+        return 0
+    if args.label_free_only:
+        build_label_free(weights, out)
         return 0
     data = {"manifests": [str(train)], "val_manifests": [str(val)], "cache_dir": str(out / "crops")}
     ssl_over: dict[str, Any] = {"output_dir": str(out / "ssl"), "data": data}
@@ -200,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     model = comicid.load_model(path, precision="fp32")
     int8 = build_int8(path, train)
+    if not args.quick:  # after the int8 graph: its thresholds are measured too
+        build_label_free(path, out)
     stage1 = "no stage 1" if args.no_ssl else f"stage 1: {ssl_result.steps} steps, best val loss {ssl_result.best:.3f}"
     summary = (f"{stage1}; stage 2: {ft_result.steps} "
                f"steps, best val MAP@R {ft_result.best:.4f} at step {ft_result.best_step}; {model.model_id}, "

@@ -5,7 +5,9 @@ embedding model, so it is measured rather than guessed: on instances whose ident
 whose ``split`` is ``dev``, every value of a grid is tried and the one with the best mean per-scope
 clustering score wins. Test rows are never looked at: :func:`calibrate_threshold` only sees what
 its caller passes (pass dev rows only), and :func:`auto_threshold` selects ``split == "dev"`` itself.
-Without enough dev rows the documented default of the method is used.
+Without enough dev rows the threshold the embedding model carries for the method is used (measured
+on labelled data when the model was built, :mod:`comicid.workflows.label_free`), and for a model
+without one the documented default of the method.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ DEFAULT_GRIDS: dict[str, np.ndarray] = {
     "hdbscan": np.round(np.arange(0.0, 1.0001, 0.05), 2),
 }
 
-OBJECTIVES = ("bcubed_f", "ami")
+#: ``cluster_count`` scores ``-|log(predicted / true clusters)|``: a cast of the right size, whatever its
+#: members (what a label-free default must get right first; see docs/CLUSTERING.md).
+OBJECTIVES = ("bcubed_f", "ami", "cluster_count")
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ def calibrate_threshold(embeddings: np.ndarray, labels: np.ndarray, groups: np.n
     def mean_score(value: float) -> float:
         clusterer = clusterer_factory(value)
         predictions = [clusterer.fit_predict(unit[rows], constraints.subset(rows)) for rows in members]
-        return float(np.mean([clustering_metrics(labels[rows], predicted)[objective]
+        return float(np.mean([_objective(clustering_metrics(labels[rows], predicted), objective)
                               for rows, predicted in zip(members, predictions, strict=True)]))
 
     scores = np.full(len(grid), np.nan)
@@ -121,17 +125,27 @@ def calibrate_threshold(embeddings: np.ndarray, labels: np.ndarray, groups: np.n
                        n_instances=int(sum(len(rows) for rows in members)), n_groups=len(members))
 
 
+def _objective(scores: dict[str, float], objective: str) -> float:
+    if objective == "cluster_count":
+        return -abs(float(np.log(scores["pred_clusters"] / scores["true_clusters"])))
+    return float(scores[objective])
+
+
 def auto_threshold(embeddings: np.ndarray, table: pd.DataFrame, method: str = "agglomerative", scope: str = "book",
                    params: dict[str, object] | None = None, objective: str = "bcubed_f",
-                   grid: np.ndarray | None = None, min_dev_instances: int = 20) -> ThresholdChoice:
+                   grid: np.ndarray | None = None, min_dev_instances: int = 20,
+                   label_free: float | None = None) -> ThresholdChoice:
     """Resolve ``--threshold auto`` for ``method``: calibrate on dev rows when there are enough.
 
     ``table`` has one row per instance in embedding order with ``identity`` and ``split`` columns
     (plus ``book``/``page``/``panel``/``sequence`` for scopes and cannot-links). Only rows with
-    ``split == "dev"`` and a known identity are used; with fewer than ``min_dev_instances`` of them,
-    or fewer than 2 identities, :data:`DEFAULT_THRESHOLDS` gives the value (for a registered method
-    not listed there, its constructor's default; its grid then spans 0.5x to 1.5x that default).
-    ``params`` are the clusterer's other hyper-parameters, held fixed during the search.
+    ``split == "dev"`` and a known identity are used. With fewer than ``min_dev_instances`` of them,
+    or fewer than 2 identities, the value is ``label_free`` (source ``model``): the threshold measured
+    for the embedding model on labelled data it was built with and stored with it
+    (:mod:`comicid.models.model_calibration`); a model without one gets :data:`DEFAULT_THRESHOLDS`
+    (source ``default``; for a registered method not listed there, its constructor's default; its
+    grid then spans 0.5x to 1.5x that default). ``params`` are the clusterer's other
+    hyper-parameters, held fixed during the search.
     """
     if method not in CLUSTERERS:
         raise IdentityInputError(f"unknown clustering method {method!r}; choose one of {', '.join(sorted(CLUSTERERS))}")
@@ -139,7 +153,8 @@ def auto_threshold(embeddings: np.ndarray, table: pd.DataFrame, method: str = "a
         raise IdentityInputError(f"the instance table has {len(table)} rows but there are {len(embeddings)} embeddings")
     if CLUSTERERS[method].threshold_parameter is None:
         raise IdentityInputError(f"clustering method {method!r} has no threshold to calibrate")
-    default = ThresholdChoice(value=_default_threshold(method), source="default")
+    default = ThresholdChoice(value=_default_threshold(method), source="default") if label_free is None else \
+        ThresholdChoice(value=float(label_free), source="model")
     if not {"identity", "split"} <= set(table.columns):
         return default
     dev = np.flatnonzero((table["split"].astype(str).to_numpy() == "dev")

@@ -333,13 +333,16 @@ def _normalise_rows(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 
 def fuse_parts(part_features: np.ndarray, instance_index: np.ndarray, n_instances: int,
-               head: nn.Module | None = None) -> np.ndarray:
-    """Instance embeddings ``normalise(head(sum_i normalise(part_i)))``, shape ``(n_instances, D)``.
+               head: nn.Module | None = None, part_weights: np.ndarray | None = None) -> np.ndarray:
+    """Instance embeddings ``normalise(head(sum_i w_i normalise(part_i)))``, shape ``(n_instances, D)``.
 
     Args:
         part_features: ``(P, part_dim)`` raw part features; a zero row (a missing part) adds nothing.
         instance_index: ``(P,)`` instance of each part row, in ``[0, n_instances)``.
         head: ``EmbeddingModel.head``; ``None`` means the identity.
+        part_weights: ``(P,)`` positive weight of each part row (default 1: the plain sum). A model
+            stores its weights per part kind (:attr:`EmbeddingModel.part_weights`); an instance with
+            one part is unaffected by its weight, since the result is normalised.
 
     An instance without any non-zero part gets the zero vector (never a head bias), so that "no
     evidence" stays distinguishable from a real embedding.
@@ -350,8 +353,14 @@ def fuse_parts(part_features: np.ndarray, instance_index: np.ndarray, n_instance
         raise ValueError("part_features must be (P, D) and instance_index (P,)")
     if len(instance_index) and (instance_index.min() < 0 or instance_index.max() >= n_instances):
         raise ValueError(f"instance_index must lie in [0, {n_instances})")
+    unit = _normalise_rows(part_features)  # (P, part_dim)
+    if part_weights is not None:
+        part_weights = np.asarray(part_weights, dtype=np.float32)
+        if part_weights.shape != instance_index.shape or not (part_weights > 0).all():
+            raise ValueError("part_weights must be (P,) and positive")
+        unit = unit * part_weights[:, None]
     summed = np.zeros((n_instances, part_features.shape[1]), dtype=np.float32)
-    np.add.at(summed, instance_index, _normalise_rows(part_features))
+    np.add.at(summed, instance_index, unit)
     empty = ~np.any(summed != 0, axis=1)
     if head is not None and not isinstance(head, nn.Identity):
         parameter = next(head.parameters(), None)

@@ -38,6 +38,7 @@ from comicid.errors import ConfigError, ModelError
 from comicid.models.backbones import Backbone, create_backbone, list_backbones
 from comicid.models.embed import embed_crops, fuse_parts
 from comicid.models.int8 import Int8Backbone, int8_graph_path
+from comicid.models.model_calibration import apply_calibration
 from comicid.models.weights import load_strict
 from comicid.registry import Registry
 from comicid.runtime import resolve_device
@@ -78,10 +79,19 @@ class EmbeddingModel(nn.Module):
             see :mod:`comicid.models.int8`).
         checkpoint_sha256: sha256 of the checkpoint file it was loaded from (``None`` otherwise);
             an int8 graph must name the same one.
+        part_weights, label_free_thresholds: what was calibrated for the model after training
+            (fusion weights per part kind; ``--threshold auto`` without labels), read from its
+            ``<stem>.calibration.json`` by :func:`load_embedding_model`.
     """
 
     precision: str = "fp32"
     checkpoint_sha256: str | None = None
+    #: Weight of each part kind in the instance fusion (``None``: the plain sum); from the model's
+    #: calibration file (:mod:`comicid.models.model_calibration`).
+    part_weights: dict[str, float] | None = None
+    #: Label-free clustering thresholds per method for this model and precision (``--threshold auto``
+    #: without labelled dev rows); from the model's calibration file.
+    label_free_thresholds: dict[str, float] = {}  # noqa: RUF012 (replaced, never mutated)
 
     def __init__(self, backbone: Backbone, head: nn.Module | None = None,
                  model_id: str | None = None) -> None:
@@ -192,6 +202,7 @@ def load_embedding_model(name_or_path: str | Path, device: str | torch.device = 
     if _wants_int8(precision, target, checkpoint, text):
         assert checkpoint is not None  # _wants_int8 says no int8 without a checkpoint
         _use_int8_graph(model, checkpoint, DEFAULT_MODEL if checkpoint == DEFAULT_MODEL_PATH else None)
+    apply_calibration(model, checkpoint if checkpoint is not None else text)
     model = model.to(target).eval()
     if target.type == "cpu":
         model = model.to(memory_format=torch.channels_last)

@@ -9,7 +9,7 @@ same model costs nothing and an interrupted one resumes where it stopped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -34,13 +34,17 @@ class InstanceEmbeddings:
     vectors: np.ndarray
     model_id: str
     views: np.ndarray | None = None
+    #: The model's label-free thresholds per clustering method (``EmbeddingModel.label_free_thresholds``):
+    #: what ``--threshold auto`` uses when no dev rows are labelled.
+    label_free_thresholds: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.table)
 
     def subset(self, mask: np.ndarray) -> InstanceEmbeddings:
         views = None if self.views is None else self.views[:, mask]
-        return InstanceEmbeddings(self.table[mask].reset_index(drop=True), self.vectors[mask], self.model_id, views)
+        return InstanceEmbeddings(self.table[mask].reset_index(drop=True), self.vectors[mask], self.model_id, views,
+                                  self.label_free_thresholds)
 
 
 def _first_non_empty(values: pd.Series) -> str:

@@ -123,7 +123,8 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
     if parameter is not None and value is None:
         reference = calibration if calibration is not None else embedded
         reference = reference.subset(np.any(reference.vectors != 0, axis=1))
-        choice = auto_threshold(reference.vectors, reference.table, method=method, scope=scope, params=params)
+        choice = auto_threshold(reference.vectors, reference.table, method=method, scope=scope, params=params,
+                                label_free=embedded.label_free_thresholds.get(method))
         value, source = choice.value, choice.source
     if parameter is not None and value is not None:
         params[parameter] = value

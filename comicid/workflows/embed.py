@@ -37,12 +37,15 @@ def embed_collection(collection: Collection, model: EmbeddingModel, device: str 
                                cache=cache, num_workers=num_workers, keys=parts["crop_hash"].tolist(), names=names)
         table, instance_index = instance_table(parts)
         head = model.head.to("cpu").eval()
-        vectors = fuse_parts(features, instance_index, len(table), head=head)
+        weights = None if not model.part_weights else \
+            parts["kind"].map(lambda kind: model.part_weights.get(kind, 1.0)).to_numpy(dtype=np.float32)
+        vectors = fuse_parts(features, instance_index, len(table), head=head, part_weights=weights)
         check_finite(vectors, range(len(table)),
                      [f"instance '{display_key(key)}'" for key in table["instance_key"]], model.model_id)
         collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=len(cache))
     views = None
     if n_views > 0:
         part_views = embed_views(crop_paths, model, n_views=n_views, batch_size=batch_size, progress=progress)
-        views = np.stack([fuse_parts(view, instance_index, len(table), head=head) for view in part_views])
-    return InstanceEmbeddings(table, vectors, model.model_id, views)
+        views = np.stack([fuse_parts(view, instance_index, len(table), head=head, part_weights=weights)
+                          for view in part_views])
+    return InstanceEmbeddings(table, vectors, model.model_id, views, dict(model.label_free_thresholds))

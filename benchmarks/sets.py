@@ -1,0 +1,119 @@
+"""Every labelled set the page and cast-size benchmarks score, and their part features per model (cached).
+
+The development manifests of ../shared/datasets (old sprite sets and the cross-style sets), the
+composed real-art pages (``comicid synth --characters comicgen/face_body.csv``, a fixed seed) and the
+held-out synthetic books of ``benchmarks/run.py``. Collections live under ``build/benchmarks/sets`` so a
+second run only fuses and clusters.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import DATASETS, DEV_SETS, ROOT  # noqa: E402
+
+from comicid.data.manifest import read_manifest  # noqa: E402
+from comicid.data.synth import generate_books  # noqa: E402
+from comicid.data.synth.real_art import generate_art_books  # noqa: E402
+from comicid.models.embed import FeatureCache, embed_crops, fuse_parts  # noqa: E402
+from comicid.models.embedding_model import EmbeddingModel  # noqa: E402
+from comicid.store.collection import Collection  # noqa: E402
+from comicid.store.embeddings import instance_table  # noqa: E402
+from comicid.store.ingest import ingest  # noqa: E402
+
+CACHE = ROOT / "build" / "benchmarks" / "sets"
+#: The cross-style development sets (README of ../shared/datasets), after the sprite sets of DEV_SETS.
+CROSS_STYLE = (
+    ("cataclysm cross-tileset", "cataclysm/monsters_cross_tileset.csv"),
+    ("freeciv cross-tileset", "freeciv/units_cross_tileset.csv"),
+    ("emoji cross-vendor", "emoji/emoji_cross_vendor.csv"),
+    ("comicgen figures", "comicgen/figures.csv"),
+    ("comicgen nuovo->classic", "comicgen/nuovo_to_classic.csv"),
+    ("comicgen face+body", "comicgen/face_body.csv"),
+)
+#: Composed real-art pages: comicgen's face+body drawings in synthetic panels (seed never trained on).
+COMPOSED = {"books": 4, "cast": 6, "pages": 8, "seed": 7}
+COMPOSED_NAME = "composed pages (comicgen)"
+#: The held-out synthetic books of benchmarks/run.py.
+SYNTH = {"books": 4, "characters": 12, "pages": 10, "seed": 101}
+SYNTH_NAME = "synthetic books (seed 101)"
+
+
+@dataclass
+class PartData:
+    """One set embedded by one model: instances, and part features with their kinds."""
+
+    name: str
+    table: pd.DataFrame  # one row per instance (store.embeddings.INSTANCE_COLUMNS)
+    features: np.ndarray  # (P, part_dim) raw part features
+    kinds: np.ndarray  # (P,) face | body | character
+    instance_index: np.ndarray  # (P,) instance of each part
+    model: EmbeddingModel
+
+    def fused(self, face_weight: float | None = None) -> np.ndarray:
+        """Instance embeddings; ``face_weight`` w gives faces w and bodies 1 - w (None: the model's own)."""
+        weights = None
+        if face_weight is not None:
+            w = float(np.clip(face_weight, 1e-4, 1 - 1e-4))  # a lone part keeps its instance alive
+            weights = np.where(self.kinds == "face", w, 1 - w)
+        elif self.model.part_weights:
+            weights = np.array([self.model.part_weights.get(kind, 1.0) for kind in self.kinds])
+        return fuse_parts(self.features, self.instance_index, len(self.table), head=self.model.head.to("cpu").eval(),
+                          part_weights=weights)
+
+
+def composed_pages() -> Path | None:
+    source = DATASETS / "comicgen" / "face_body.csv"
+    if not source.is_file():
+        print(f"skipping {COMPOSED_NAME}: {source} not found", file=sys.stderr)
+        return None
+    manifest = CACHE / "composed" / "manifest.csv"
+    if not manifest.is_file():
+        generate_art_books(manifest.parent, source, progress=False, **COMPOSED)
+    return manifest
+
+
+def synthetic_books() -> Path:
+    manifest = CACHE / "synth" / "manifest.csv"
+    if not manifest.is_file():
+        generate_books(manifest.parent, progress=False, **SYNTH)
+    return manifest
+
+
+def all_sets(include_generated: bool = True) -> list[tuple[str, Path]]:
+    """(name, manifest) of every set present; missing ones are skipped with a message."""
+    found = []
+    for name, relative in [(d.name, str(d.manifest)) for d in DEV_SETS] + list(CROSS_STYLE):
+        path = DATASETS / relative
+        if path.is_file():
+            found.append((name, path))
+        else:
+            print(f"skipping {name}: {path} not found (set COMICID_DATASETS)", file=sys.stderr)
+    if include_generated:
+        pages = composed_pages()
+        if pages is not None:
+            found.append((COMPOSED_NAME, pages))
+        found.append((SYNTH_NAME, synthetic_books()))
+    return found
+
+
+def part_data(name: str, manifest: Path, model: EmbeddingModel) -> PartData:
+    """Import ``manifest`` once into its cached collection and embed its parts with ``model`` (cached)."""
+    root = CACHE / "collections" / re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+    collection = Collection.create(root)  # opens it when it exists
+    if not collection.has_instances():
+        ingest(read_manifest(manifest), collection, progress=False)
+    parts = collection.instances()
+    cache = FeatureCache(collection.features_dir, model.model_id)
+    features = embed_crops([collection.crop_path(key) for key in parts["crop_hash"]], model, cache=cache,
+                           keys=parts["crop_hash"].tolist(), progress=False)
+    table, index = instance_table(parts)
+    return PartData(name, table, features, parts["kind"].to_numpy(), index, model)
