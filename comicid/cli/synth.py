@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from comicid.data.synth import generate_books
+from comicid.data.synth import SPEECH_MODES, generate_books
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,12 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--characters", type=int, default=8, help="identities per book, at least 2 (default: 8)")
     parser.add_argument("--pages", type=int, default=4, help="pages per book (default: 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default: 0)")
+    parser.add_argument("--speech", default="catchphrase", choices=SPEECH_MODES,
+                        help="what balloons say: catchphrase (the original books) or manga (book worlds, "
+                             "character voices, narration; see docs/SYNTH.md) (default: catchphrase)")
 
 
 def run(args: argparse.Namespace) -> int:
     quiet = bool(getattr(args, "quiet", False))
     path = generate_books(args.out, books=args.books, characters=args.characters, pages=args.pages,
-                          seed=args.seed, progress=not quiet)
+                          seed=args.seed, progress=not quiet, speech=args.speech)
     if not quiet:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         kinds = frame["kind"].value_counts()
