@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from comicid.errors import ConfigError, ModelError
 from comicid.models.backbones import Backbone, create_backbone, list_backbones
+from comicid.models.multimodal import is_multimodal_spec, load_multimodal_embedder
 from comicid.models.weights import load_strict
 from comicid.runtime import resolve_device
 from comicid.store.atomic import atomic_write
@@ -137,6 +138,8 @@ def load_embedding_model(name_or_path: str | Path, device: str | torch.device = 
         raise ConfigError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
     target = resolve_device(device)
     text = str(name_or_path)
+    if is_multimodal_spec(text):  # Manga-MMTL models (and A+B combinations): image and text features
+        return load_multimodal_embedder(text)  # type: ignore[return-value]
     path = Path(text)
     checkpoint: Path | None = None
     if text == DEFAULT_MODEL:
