@@ -111,7 +111,7 @@ def group_lines(lines: Sequence[tuple[Box, str, float]], min_score: float = MIN_
     return sorted(blocks, key=lambda block: (block.box[1], block.box[0]))
 
 
-def _heads(page: pd.DataFrame, keys: pd.Series) -> dict[str, tuple[float, float]]:
+def instance_heads(page: pd.DataFrame, keys: pd.Series) -> dict[str, tuple[float, float]]:
     """Instance key -> head point: the face box centre, else 10 % down the body box."""
     heads: dict[str, tuple[float, float]] = {}
     for index, row in page.iterrows():
@@ -157,7 +157,7 @@ def attach_ocr_text(frame: pd.DataFrame, reader: LineReader | None = None, progr
     images = sorted(set(out.loc[boxed, "image"]))
     for image in tqdm(images, desc="ocr", unit="page", disable=not progress):
         page = out[(out["image"] == image) & boxed]
-        heads = _heads(page, keys)
+        heads = instance_heads(page, keys)
         blocks = group_lines(reader(np.asarray(load_image(image))))
         counts["pages"] += 1
         counts["blocks"] += len(blocks)
