@@ -106,7 +106,11 @@ def test_train_cli_then_embed_and_evaluate_with_m3_plus_m5(tmp_path: Path) -> No
     model = load_embedding_model(combined)
     assert isinstance(model, MultimodalEmbedder) and model.model_id.count("@") == 2
     out = tmp_path / "result.json"
-    assert main(["-q", "evaluate", str(manifest), "--model", combined, "--split", "all", "--json", str(out)]) == 0
+    collection = tmp_path / "collection"
+    assert main(["-q", "evaluate", str(manifest), "--model", combined, "--split", "all", "--json", str(out),
+                 "--collection", str(collection)]) == 0
     result = json.loads(out.read_text())
     assert result["model"] == model.model_id and 0.0 <= result["retrieval"]["mAP"] <= 1.0
+    page = next((tmp_path / "synth" / "pages" / "b0").glob("*.png"))
+    assert main(["-q", "search", str(collection), str(page), "--model", combined]) == 1  # no text: refused
     assert main(["-q", "evaluate", str(manifest), "--model", combined, "--method", "adaptive"]) == 1
