@@ -14,6 +14,9 @@ M5    M4 + album auxiliary     three classifiers: image -> character, text -> al
                                fused -> character (the main loss)
 ====  =======================  ===============================================================
 
+Inputs are unit vectors (or zero: no text); each is multiplied by the square root of its dimension
+first, so that its components have about unit variance as a freshly initialised ``Linear`` expects
+(without it SGD barely moves in hundreds of steps), and a zero text feature stays zero.
 A branch is ``Linear -> ReLU -> Dropout(0.2)``; a head is ``Linear -> ReLU`` (its output is the
 "second-last FC", the feature) then the ``Linear`` classifier. **Features** of a model: the
 L2-normalised second-last FC of its album head concatenated with that of its character head (either
@@ -108,8 +111,9 @@ class MultimodalNet(nn.Module):
         self.image_character_head = _Head(h, f, characters) if v == "M5" else None
 
     def _branches(self, image: Tensor, text: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        image_h = self.image_branch(image) if self.image_branch is not None else None
-        text_h = self.text_branch(text) if self.text_branch is not None else None
+        spec = self.spec
+        image_h = self.image_branch(image * spec.image_dim ** 0.5) if self.image_branch is not None else None
+        text_h = self.text_branch(text * spec.text_dim ** 0.5) if self.text_branch is not None else None
         return image_h, text_h
 
     def forward(self, image: Tensor, text: Tensor) -> dict[str, Tensor]:
