@@ -171,18 +171,6 @@ def save_multimodal(net: MultimodalNet, characters: Sequence[str], albums: Seque
     return path
 
 
-def is_multimodal_checkpoint(path: str | Path) -> bool:
-    """True for a file written by :func:`save_multimodal` (checked by content, not name)."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - anything unreadable is simply not ours
-        return False
-    return isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT
-
-
 def load_multimodal(path: str | Path) -> tuple[MultimodalNet, str]:
     """The network in eval mode and its id ``<variant>@<sha256[:12]>``."""
     path = Path(path)
@@ -242,9 +230,3 @@ def load_multimodal_embedder(spec: str) -> MultimodalEmbedder:
     """``A.pt`` or ``A.pt+B.pt+...``: the features of those models, concatenated."""
     loaded = [load_multimodal(part) for part in spec.split("+") if part]
     return MultimodalEmbedder([net for net, _ in loaded], [model_id for _, model_id in loaded])
-
-
-def is_multimodal_spec(spec: str | Path) -> bool:
-    """True when every ``+``-separated part of ``spec`` is a multimodal checkpoint file."""
-    parts = [part for part in str(spec).split("+") if part]
-    return bool(parts) and all(is_multimodal_checkpoint(part) for part in parts)
