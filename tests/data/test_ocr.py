@@ -64,10 +64,16 @@ def test_character_error_rate() -> None:
 
 @pytest.mark.skipif(not HAS_RAPIDOCR, reason="rapidocr-onnxruntime (the offline OCR package) is not installed")
 def test_a_rendered_page_is_read_and_its_balloons_assigned(tmp_path: Path) -> None:
+    """`comicid import --ocr` on a synthetic page whose manifest lost its text."""
+    from comicid.cli import main
+    from comicid.data.manifest import write_manifest
+    from comicid.store.collection import Collection
+
     manifest = generate_books(tmp_path, books=1, characters=4, pages=1, seed=3, progress=False, speech="manga")
     frame = read_manifest(manifest)
-    frame["text"] = ""
-    out = attach_ocr_text(frame, progress=False)
+    write_manifest(frame.assign(text="", speech=""), tmp_path / "no_text.csv")
+    assert main(["-q", "import", str(tmp_path / "no_text.csv"), "--out", str(tmp_path / "c"), "--ocr"]) == 0
+    out = Collection.open(tmp_path / "c").instances()
     truth = pd.read_csv(tmp_path / LETTERING_FILE, keep_default_na=False)
     spoken = truth[truth["kind"] == "speech"]
     keys = dict(zip(frame["instance"], instance_keys(frame), strict=True))
