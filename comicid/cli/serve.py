@@ -14,6 +14,7 @@ from pathlib import Path
 
 from comicid.errors import ConfigError
 from comicid.store.collection import Collection
+from comicid.web.app import create_app
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -46,9 +47,7 @@ def check_bind(host: str, allow_remote: bool, token: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from comicid.web.app import create_app
+    import uvicorn  # the server is only needed by this command
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")

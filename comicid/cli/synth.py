@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from comicid.data.synth import generate_books
+from comicid.data.synth import SPEECH_MODES, generate_books
 from comicid.data.synth.real_art import DEFAULT_CAST, generate_art_books
 from comicid.data.synth.styles import STYLES
 from comicid.errors import ConfigError
@@ -39,11 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"with --characters MANIFEST: identities per book (default: {DEFAULT_CAST})")
     parser.add_argument("--styles", default=None,
                         help=f"with --characters MANIFEST: comma-separated panel styles (default: {','.join(STYLES)})")
+    parser.add_argument("--speech", default="catchphrase", choices=SPEECH_MODES,
+                        help="what balloons say: catchphrase (the original books) or manga (book worlds, "
+                             "character voices, narration; see docs/SYNTH.md) (default: catchphrase)")
 
 
 def run(args: argparse.Namespace) -> int:
     quiet = bool(getattr(args, "quiet", False))
     if isinstance(args.characters, Path):
+        if args.speech != "catchphrase":
+            raise ConfigError("--speech applies to procedural books only (--characters K)")
         styles = tuple(s.strip() for s in args.styles.split(",")) if args.styles else STYLES
         path = generate_art_books(args.out, args.characters, books=args.books,
                                   cast=DEFAULT_CAST if args.cast is None else args.cast, pages=args.pages,
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if args.cast is not None or args.styles is not None:
             raise ConfigError("--cast and --styles apply to composed pages only (--characters MANIFEST)")
         path = generate_books(args.out, books=args.books, characters=args.characters, pages=args.pages,
-                              seed=args.seed, progress=not quiet)
+                              seed=args.seed, progress=not quiet, speech=args.speech)
     if not quiet:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         kinds = frame["kind"].value_counts()

@@ -1,9 +1,10 @@
-"""Train the face-body model: `ssl CONFIG` (stage 1) or `finetune CONFIG` (stage 2).
+"""Train the face-body model: `ssl CONFIG` (stage 1) or `finetune CONFIG` (stage 2); `multimodal CONFIG`: M1-M5.
 
 Recipes are YAML files (see configs/ and docs/TRAINING.md). Stage 1 writes OUTPUT_DIR/ssl_model.pt,
 stage 2 reads it and writes the embedding model (OUTPUT_DIR/model.pt unless export.path says
 otherwise), usable wherever a model is asked for (`--model PATH`). Runs checkpoint as they go;
-`--resume` continues an interrupted run from its last checkpoint.
+`--resume` continues an interrupted run from its last checkpoint. `multimodal` trains the Manga-MMTL
+models on image and text features and writes OUTPUT_DIR/<M1..M5>/model.pt (docs/MULTIMODAL.md).
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from pathlib import Path
 
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
 from comicid.training.finetune import train_finetune
+from comicid.training.multimodal import MultimodalConfig
 from comicid.training.ssl import SSL_MODEL_NAME, train_ssl
+from comicid.workflows.multimodal import train_multimodal_from_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     stages = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, help_text in (("ssl", "stage 1: self-supervised face-body pre-training"),
-                            ("finetune", "stage 2: frozen network, trained fusion + projector")):
+                            ("finetune", "stage 2: frozen network, trained fusion + projector"),
+                            ("multimodal", "Manga-MMTL: M1-M5 on image and text features")):
         stage = stages.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("config", metavar="CONFIG", type=Path, help="recipe YAML file")
         stage.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
@@ -29,12 +33,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="continue from the checkpoint in the recipe's output_dir")
         stage.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                            help="no progress bars or summaries")
+        if name == "multimodal":
+            stage.add_argument("--text-model", metavar="NAME|PATH",
+                               help="text encoder: a registry name (minilm-l6, hashing) or a local transformers "
+                                    "model folder; overrides the recipe's text_model")
 
 
 def run(args: argparse.Namespace) -> int:
     quiet = bool(getattr(args, "quiet", False))
     if not quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.stage == "multimodal":
+        overrides = {"text_model": args.text_model} if args.text_model else None
+        mm_config = load_config(args.config, MultimodalConfig, overrides)
+        trained = train_multimodal_from_config(mm_config, args.device, args.resume, progress=not quiet)
+        if not quiet:
+            for variant, (mm_result, path) in trained.items():
+                losses = mm_result.losses()
+                line = f"{variant}: {mm_result.steps} steps"
+                if losses:
+                    line += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+                if mm_result.best is not None:
+                    line += f", best validation {mm_result.best:.4f} at step {mm_result.best_step}"
+                print(f"{line}{' (stopped early)' if mm_result.stopped_early else ''}; wrote {path}")
+        return 0
     if args.stage == "ssl":
         ssl_config = load_config(args.config, SSLConfig)
         result = train_ssl(ssl_config, args.device, args.resume, progress=not quiet)

@@ -39,6 +39,8 @@ from comicid.models.backbones import Backbone, create_backbone, list_backbones
 from comicid.models.embed import embed_crops, fuse_parts
 from comicid.models.int8 import Int8Backbone, int8_graph_path
 from comicid.models.model_calibration import apply_calibration
+from comicid.models.multimodal import CHECKPOINT_FORMAT as MULTIMODAL_FORMAT
+from comicid.models.multimodal import MultimodalEmbedder, load_multimodal_embedder
 from comicid.models.weights import load_strict
 from comicid.registry import Registry
 from comicid.runtime import resolve_device
@@ -180,6 +182,8 @@ def load_embedding_model(name_or_path: str | Path, device: str | torch.device = 
         raise ConfigError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
     target = resolve_device(device)
     text = str(name_or_path)
+    if "+" in text and not Path(text).is_file():  # Manga-MMTL models combined: A.pt+B.pt
+        return load_multimodal_embedder(text)  # type: ignore[return-value]
     path = Path(text)
     checkpoint: Path | None = None
     if text == DEFAULT_MODEL:
@@ -193,7 +197,10 @@ def load_embedding_model(name_or_path: str | Path, device: str | torch.device = 
         model = EmbeddingModel(create_backbone(text, pretrained=True))
     elif path.is_file():
         checkpoint = path
-        model = _load_checkpoint(path)
+        loaded = _load_checkpoint(path)
+        if isinstance(loaded, MultimodalEmbedder):  # image and text features: no precision, no device move
+            return loaded  # type: ignore[return-value]
+        model = loaded
     elif path.suffix or "/" in text or "\\" in text:
         raise ModelError(f"checkpoint '{path}' not found")
     else:
@@ -234,13 +241,15 @@ def _use_int8_graph(model: EmbeddingModel, checkpoint: Path, name: str | None) -
     model.model_id = f"{name or backbone.name}-int8@{backbone.sha256[:12]}"
 
 
-def _load_checkpoint(path: Path, name: str | None = None) -> EmbeddingModel:
+def _load_checkpoint(path: Path, name: str | None = None) -> EmbeddingModel | MultimodalEmbedder:
     """Read a checkpoint strictly; ``model_id`` = ``name`` (default: the backbone) + ``@sha256[:12]``."""
     data = path.read_bytes()
     try:
         checkpoint: Any = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch errors all mean "not a checkpoint"
         raise ModelError(f"'{path}' is not a readable model checkpoint ({error})") from None
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == MULTIMODAL_FORMAT:
+        return load_multimodal_embedder(str(path))
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"'{path}' is not a comicid model checkpoint")
     if checkpoint.get("version") != CHECKPOINT_VERSION:

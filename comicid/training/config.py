@@ -77,7 +77,8 @@ class TrainConfig:
     """The shared loop (see :mod:`comicid.training.loop`). ``steps`` counts optimiser steps.
 
     ``val_every``/``checkpoint_every`` are in steps (0 = only at the end); ``patience`` is the number
-    of validations without improvement before early stopping (0 = never stop early).
+    of validations without improvement before early stopping (0 = never stop early). ``optimizer``:
+    ``adamw`` (default) or ``sgd`` (with ``momentum``, as Manga-MMTL trains).
     """
 
     steps: int = 1000
@@ -94,6 +95,8 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     threads: int = 0
+    optimizer: str = "adamw"
+    momentum: float = 0.9
 
 
 @dataclass
@@ -244,7 +247,10 @@ def _build(cls: type[T], values: Any, where: str, base: Path) -> T:
     return cls(**kwargs)
 
 
-def _check(config: SSLConfig | FinetuneConfig) -> None:
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def _check(config: Any) -> None:
     """Value checks a type cannot express."""
     train = config.train
     for name in ("steps", "batch_size"):
@@ -255,6 +261,8 @@ def _check(config: SSLConfig | FinetuneConfig) -> None:
             raise ConfigError(f"train.{name} must not be negative")
     if train.warmup_steps < 0 or (train.warmup_steps and train.warmup_steps >= train.steps):
         raise ConfigError(f"train.warmup_steps must be in [0, steps), got {train.warmup_steps}")
+    if train.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer must be one of {list(OPTIMIZERS)}, got '{train.optimizer}'")
     if not config.data.manifests:
         raise ConfigError("data.manifests: give at least one training manifest")
     if isinstance(config, SSLConfig):
@@ -267,7 +275,7 @@ def _check(config: SSLConfig | FinetuneConfig) -> None:
             raise ConfigError("loss weights must be non-negative and not all zero")
         if config.loss.temperature <= 0:
             raise ConfigError("loss.temperature must be positive")
-    else:
+    elif isinstance(config, FinetuneConfig):
         if config.loss.name not in ("contrastive", "triplet"):
             raise ConfigError(f"loss.name must be 'contrastive' or 'triplet', got '{config.loss.name}'")
         if config.feature_views < 0:
@@ -306,7 +314,10 @@ def load_config(path: str | Path, cls: type[T], overrides: dict[str, Any] | None
             raw[key] = value
     try:
         config = _build(cls, raw, "", path.parent.resolve())
-        _check(config)  # type: ignore[arg-type]
+        _check(config)
+        extra_check = getattr(config, "check", None)  # recipe-specific value checks (e.g. multimodal)
+        if callable(extra_check):
+            extra_check()
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     return config

@@ -76,8 +76,9 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig,
-                    lr_scale: Callable[[str], float] | None = None) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; biases and normalisation parameters get no weight decay.
+                    lr_scale: Callable[[str], float] | None = None) -> torch.optim.Optimizer:
+    """AdamW (or SGD with momentum, ``config.optimizer``) over trainable parameters; biases and
+    normalisation parameters get no weight decay.
 
     ``lr_scale(parameter name)`` multiplies the learning rate of a parameter, e.g. 0.1 for a
     pretrained backbone under a freshly initialised head, so that the head's large early gradients
@@ -90,10 +91,11 @@ def build_optimizer(model: nn.Module, config: TrainConfig,
             groups.setdefault((parameter.ndim > 1, scale), []).append(parameter)
     if not groups:
         raise ConfigError("the model has no trainable parameters")
-    return torch.optim.AdamW([{"params": params, "lr": config.lr * scale,
-                               "weight_decay": config.weight_decay if decay else 0.0}
-                              for (decay, scale), params in sorted(groups.items(), key=lambda item: item[0])],
-                             lr=config.lr)
+    param_groups = [{"params": params, "lr": config.lr * scale, "weight_decay": config.weight_decay if decay else 0.0}
+                    for (decay, scale), params in sorted(groups.items(), key=lambda item: item[0])]
+    if getattr(config, "optimizer", "adamw") == "sgd":
+        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(param_groups, lr=config.lr)
 
 
 def move_to(batch: Any, device: torch.device) -> Any:

@@ -6,21 +6,28 @@ from __future__ import annotations
 import numpy as np
 
 from comicid.data.manifest import display_key
-from comicid.errors import CollectionError
+from comicid.errors import CollectionError, ConfigError
 from comicid.models.embed import FeatureCache, check_finite, embed_crops, fuse_parts
-from comicid.models.embedding_model import EmbeddingModel
+from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
+from comicid.models.multimodal import MultimodalEmbedder
+from comicid.models.text import create_text_encoder
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings, instance_table
 from comicid.training.adapt import embed_views
 
 
-def embed_collection(collection: Collection, model: EmbeddingModel, device: str = "cpu", batch_size: int = 64,
-                     progress: bool = True, num_workers: int | None = None, n_views: int = 0) -> InstanceEmbeddings:
+def embed_collection(collection: Collection, model: EmbeddingModel | MultimodalEmbedder, device: str = "cpu",
+                     batch_size: int = 64, progress: bool = True, num_workers: int | None = None,
+                     n_views: int = 0) -> InstanceEmbeddings:
     """Embed every part of ``collection`` (cached, resumable) and fuse parts into instances.
 
     With ``n_views > 0`` also embeds that many seeded augmented views of every crop (not cached: they
     are cheap next to what they feed, and reproducible from their seeds) and fuses each view.
+    A :class:`~comicid.models.multimodal.MultimodalEmbedder` embeds with its image model first, then
+    combines those vectors with the text features of each instance's ``text``.
     """
+    if isinstance(model, MultimodalEmbedder):
+        return _embed_multimodal(collection, model, device, batch_size, progress, num_workers, n_views)
     with collection.writer("embed"):
         parts = collection.instances()
         cache = FeatureCache(collection.features_dir, model.model_id)
@@ -49,3 +56,17 @@ def embed_collection(collection: Collection, model: EmbeddingModel, device: str 
         views = np.stack([fuse_parts(view, instance_index, len(table), head=head, part_weights=weights)
                           for view in part_views])
     return InstanceEmbeddings(table, vectors, model.model_id, views, dict(model.label_free_thresholds))
+
+
+def _embed_multimodal(collection: Collection, model: MultimodalEmbedder, device: str, batch_size: int,
+                      progress: bool, num_workers: int | None, n_views: int) -> InstanceEmbeddings:
+    if n_views > 0:
+        raise ConfigError("this clustering method learns from augmented image views; a multimodal model has "
+                          "none: use another --method, or an image model")
+    image_model = load_embedding_model(model.image_model, device=device)
+    image = embed_collection(collection, image_model, device=device, batch_size=batch_size, progress=progress,
+                             num_workers=num_workers)
+    text = create_text_encoder(model.text_model, device=device).encode(image.table["text"].tolist())
+    vectors = model.encode(image.vectors, text)
+    collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=len(collection.instances()))
+    return InstanceEmbeddings(image.table, vectors, model.model_id)

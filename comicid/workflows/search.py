@@ -38,6 +38,9 @@ def find_instance(embedded: InstanceEmbeddings, wanted: str) -> int:
 
 def embed_query_image(path: str | Path, model: EmbeddingModel, device: str = "cpu") -> np.ndarray:
     """Embedding ``(1, D)`` of a query image taken as one whole-character part."""
+    if not isinstance(model, EmbeddingModel):  # a multimodal model needs the instance's text too
+        raise ConfigError("a multimodal model embeds instances with their text, not a lone image; search with "
+                          "--instance BOOK/ID, or use an image model")
     features = embed_crops([load_image(path)], model, device=device, num_workers=0, progress=False)
     return fuse_parts(features, np.zeros(1, dtype=np.int64), 1, head=model.head.to("cpu").eval())
 

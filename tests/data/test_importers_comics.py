@@ -135,3 +135,47 @@ def test_structural_errors(tmp_path: Path) -> None:
         import_comics(_comics(tmp_path / "d"), panels=tmp_path / "nowhere")
     with pytest.raises(ManifestError, match="no merged_face_body.csv in"):
         import_comics(tmp_path)
+
+
+OCR_FILE = ("comic_no,page_no,panel_no,textbox_no,dialog_or_narration,text,x1,y1,x2,y2\n"
+            "1443,58,6,1,1,\"Look out,\",3,3,30,12\n"
+            "1443,58,6,0,2,Meanwhile...,1,1,40,8\n"
+            "1443,58,6,2,1,  below!  ,3,14,30,20\n"
+            "2001,3,0,0,1,,0,0,1,1\n")
+
+
+def test_ocr_transcripts_become_the_text_of_every_instance_of_the_panel(tmp_path: Path) -> None:
+    root = _comics(tmp_path)
+    (root / "COMICS_ocr_file.csv").write_text(OCR_FILE)
+
+    frame = import_comics(root)
+
+    texts = dict(zip(frame["panel"] + "/" + frame["kind"] + frame["instance"], frame["text"], strict=True))
+    panel_58_6 = frame[frame["panel"] == "58_6"]
+    assert len(panel_58_6) == 3
+    assert set(panel_58_6["text"]) == {"Meanwhile... Look out, below!"}  # textbox_no order, spaces squeezed
+    assert set(frame[frame["panel"] != "58_6"]["text"]) == {""}  # empty OCR text or no OCR row
+    assert len(texts) == len(frame)
+
+
+def test_ocr_file_given_explicitly_and_checked(tmp_path: Path) -> None:
+    root = _comics(tmp_path)
+    (tmp_path / "elsewhere.csv").write_text("comic_no,page_no,text\n1,2,hi\n")
+    with pytest.raises(ManifestError, match="lacks the columns panel_no, textbox_no"):
+        import_comics(root, ocr=tmp_path / "elsewhere.csv")
+    with pytest.raises(ManifestError, match="OCR file .* not found"):
+        import_comics(root, ocr=tmp_path / "missing.csv")
+    assert set(import_comics(root)["text"]) == {""}  # no OCR file: no text, no error
+
+
+def test_ocr_text_is_kept_by_import_into_a_collection(tmp_path: Path) -> None:
+    from comicid.cli import main
+    from comicid.store.collection import Collection
+    from comicid.store.embeddings import instance_table
+
+    root = _comics(tmp_path / "src")
+    (root / "COMICS_ocr_file.csv").write_text(OCR_FILE)
+    assert main(["-q", "import", str(root), "--out", str(tmp_path / "c")]) == 0
+    table, _ = instance_table(Collection.open(tmp_path / "c").instances())
+    assert set(table.loc[table["panel"] == "58_6", "text"]) == {"Meanwhile... Look out, below!"}
+    assert set(table.loc[table["panel"] != "58_6", "text"]) == {""}

@@ -43,7 +43,7 @@ def _manga109(root: Path, xml: str = BOOK_XML) -> Path:
     (root / "books.txt").write_text("TinyTale\n")
     (root / "annotations" / "TinyTale.xml").write_text(xml, encoding="utf-8")
     for index in (0, 1):
-        Image.new("RGB", (200, 100), "white").save(root / "images" / "TinyTale" / f"{index:03d}.jpg")
+        Image.new("RGB", (300, 100), "white").save(root / "images" / "TinyTale" / f"{index:03d}.jpg")
     return root
 
 
@@ -96,3 +96,15 @@ def test_layout_errors(tmp_path: Path) -> None:
         import_manga109(root)
     with pytest.raises(ManifestError, match="is not a Manga109 folder: books.txt not found"):
         import_manga109(tmp_path / "elsewhere")
+
+
+def test_frame_text_is_kept_by_import_into_a_collection(tmp_path: Path) -> None:
+    from comicid.cli import main
+    from comicid.store.collection import Collection
+    from comicid.store.embeddings import instance_table
+
+    root = _manga109(tmp_path / "src")
+    assert main(["-q", "import", str(root), "--out", str(tmp_path / "c")]) == 0
+    table, _ = instance_table(Collection.open(tmp_path / "c").instances())
+    assert set(table.loc[table["panel"] == "f001", "text"]) == {"Hello! Who are you?"}
+    assert set(table.loc[table["panel"] != "f001", "text"]) == {""}

@@ -12,7 +12,8 @@ from comicid.identity import CLUSTERERS, Constraints, IdentityInputError, create
 from comicid.registry import Registry
 
 FAST = {"adaptive": {"max_rounds": 1}}  # one round keeps the adaptive method within a second here
-BAD = {"agglomerative": {"linkage": "single"}, "hdbscan": {"noise": "drop"}, "adaptive": {"low_quality": "drop"}}
+BAD = {"agglomerative": {"linkage": "single"}, "hdbscan": {"noise": "drop"}, "adaptive": {"low_quality": "drop"},
+       "umap-hdbscan": {"n_neighbors": 1}}
 
 
 def blobs(seed: int, n_identities: int = 3, per: int = 5, dim: int = 16) -> np.ndarray:
@@ -46,7 +47,12 @@ def test_validation_happens_in_fit(name: str) -> None:
         estimator.fit_predict(blobs(0))
 
 
-@pytest.mark.parametrize("name", sorted(CLUSTERERS))
+#: Methods whose fit compiles numba code on first use (UMAP, ~11 s a process): slow, kept out of unit runs.
+JIT_COMPILED = {"umap-hdbscan"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in JIT_COMPILED else name
+                                  for name in sorted(CLUSTERERS)])
 def test_no_state_kept_between_calls(name: str) -> None:
     first, second = blobs(1), blobs(2, n_identities=4, per=3)
     constraints = Constraints(cannot_link=[[0, 1]])

@@ -11,6 +11,10 @@ Re-Identification", over the panel images of the COMICS dataset (Iyyer et al. 20
   ``{"seq_id": "1014_14_0+1014_14_1+...", "annotations": [{"charId": ..., "charInstances":
   [{"face": "<series>_<page>_<panel>_face_<idx>", "body": "..._body_<idx>"}, ...]}, ...]}``.
 * panel images ``<panels>/<series>/<page>_<panel>.jpg`` (COMICS ``raw_panel_images``).
+* optionally the COMICS OCR transcripts ``COMICS_ocr_file.csv`` (Iyyer et al.): one row per text box,
+  ``comic_no, page_no, panel_no, textbox_no, dialog_or_narration, text, x1, y1, x2, y2``; the texts of
+  a panel, in ``textbox_no`` order, become the ``text`` of every instance of that panel (as Manga-MMTL
+  reads Manga109: the text of a frame is attached to the characters of that frame).
 
 Identities in CSI are only defined *within a sequence* (annotators grouped the characters of four
 panels; the same hero in two sequences has two unrelated ids), so the manifest identity is
@@ -32,6 +36,10 @@ from comicid.data.importers.jsonfile import load_json
 from comicid.errors import ManifestError
 
 CSV_NAME = "merged_face_body.csv"
+OCR_NAME = "COMICS_ocr_file.csv"
+#: Where the COMICS repository keeps the OCR file, relative to the annotation folder.
+OCR_FOLDERS = (".", "data")
+OCR_COLUMNS = ("comic_no", "page_no", "panel_no", "textbox_no", "text")
 SEQUENCES_SUFFIX = "_sequences.json"
 #: Where the upstream repository keeps each file, relative to its ``data`` folder.
 CSV_FOLDERS = (".", "ssl")
@@ -61,6 +69,38 @@ class _Part:
 def find_csv(root: Path) -> Path | None:
     """``merged_face_body.csv`` in ``root`` or ``root/ssl`` (the upstream layout), else None."""
     return next((root / folder / CSV_NAME for folder in CSV_FOLDERS if (root / folder / CSV_NAME).is_file()), None)
+
+
+def find_ocr(root: Path) -> Path | None:
+    """``COMICS_ocr_file.csv`` in ``root`` or ``root/data``, else None."""
+    return next((root / folder / OCR_NAME for folder in OCR_FOLDERS if (root / folder / OCR_NAME).is_file()), None)
+
+
+def read_ocr_texts(path: Path) -> dict[tuple[str, str, str], str]:
+    """Panel ``(series, page, panel)`` -> its transcribed text boxes joined by spaces, in ``textbox_no`` order."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ManifestError([f"cannot parse '{path}' as CSV ({error})"]) from None
+    table.columns = [str(column).strip() for column in table.columns]
+    missing = [column for column in OCR_COLUMNS if column not in table.columns]
+    if missing:
+        raise ManifestError([f"'{path}' lacks the columns {', '.join(missing)} (the COMICS OCR file has "
+                             f"{', '.join(OCR_COLUMNS)}, ...)"])
+    boxes: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
+    for number, row in enumerate(table.itertuples(index=False), start=1):
+        text = " ".join(str(row.text).split())
+        if not text:
+            continue
+        try:
+            order = float(row.textbox_no or 0)
+        except ValueError:
+            raise ManifestError([f"row {number}: textbox_no {row.textbox_no!r} is not a number"],
+                                source=str(path)) from None
+        key = (_number_text(row.comic_no), _number_text(row.page_no), _number_text(row.panel_no))
+        boxes.setdefault(key, []).append((order, text))
+    return {key: " ".join(text for _, text in sorted(items, key=lambda item: item[0]))
+            for key, items in boxes.items()}
 
 
 def _number_text(value: str) -> str:
@@ -151,9 +191,10 @@ class _SequenceReader:
     """Turns CSI sequences and CCI boxes into manifest records, collecting every problem."""
 
     def __init__(self, parts: Mapping[tuple[str, str, str, str, str], _Part], panels: Path,
-                 skip_missing_boxes: bool) -> None:
+                 skip_missing_boxes: bool, texts: Mapping[tuple[str, str, str], str] | None = None) -> None:
         self.parts = parts
         self.panels = panels
+        self.texts = texts or {}
         self.skip_missing_boxes = skip_missing_boxes
         self.records: list[dict[str, Any]] = []
         self.problems: list[str] = []
@@ -165,7 +206,8 @@ class _SequenceReader:
         return {
             "image": str(self.panels / part.series / f"{part.page}_{part.panel}.jpg"),
             "x0": x0, "y0": y0, "x1": x1, "y1": y1, "kind": part.kind, "book": part.series,
-            "page": part.page, "panel": f"{part.page}_{part.panel}", **fields,
+            "page": part.page, "panel": f"{part.page}_{part.panel}",
+            "text": self.texts.get((part.series, part.page, part.panel), ""), **fields,
         }
 
     def add_sequences(self, path: Path, split: str) -> None:
@@ -237,7 +279,7 @@ def _panel_folder(root: Path, panels: str | Path | None, check_files: bool) -> P
 
 def import_comics(root: str | Path, *, panels: str | Path | None = None, splits: Iterable[str] | None = None,
                   unlabelled: bool | None = None, skip_missing_boxes: bool = False,
-                  check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
+                  ocr: str | Path | None = None, check_files: bool = True, allow_outside: bool = False) -> pd.DataFrame:
     """Read CCI boxes and CSI sequences into a manifest, one row per face or body.
 
     Args:
@@ -249,6 +291,8 @@ def import_comics(root: str | Path, *, panels: str | Path | None = None, splits:
             when there is no sequence file, so that plain CCI gives an unlabelled collection.
         skip_missing_boxes: leave out sequence parts absent from the CSV (listed in
             ``frame.attrs["skipped"]``) instead of raising.
+        ocr: the COMICS OCR transcripts (``COMICS_ocr_file.csv``); default: that file in ``root`` or
+            ``root/data`` when present. Each instance's ``text`` = the text boxes of its panel.
         check_files: passed to manifest validation (and requires the panel folder).
         allow_outside: accept ``series_id`` values that lead out of the panel folder (refused by default).
 
@@ -265,7 +309,11 @@ def import_comics(root: str | Path, *, panels: str | Path | None = None, splits:
     parts = _read_parts(csv_path)
     files = _sequence_files(root, None if splits is None else [split.lower() for split in splits])
     panel_folder = _panel_folder(root, panels, check_files)
-    reader = _SequenceReader(parts, panel_folder, skip_missing_boxes)
+    ocr_path = Path(ocr).resolve() if ocr is not None else find_ocr(root)
+    if ocr_path is not None and not ocr_path.is_file():
+        raise ManifestError([f"COMICS OCR file '{ocr_path}' not found"])
+    texts = read_ocr_texts(ocr_path) if ocr_path is not None else None
+    reader = _SequenceReader(parts, panel_folder, skip_missing_boxes, texts)
     for path, split in files:
         reader.add_sequences(path, split)
     if reader.problems:

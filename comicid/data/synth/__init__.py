@@ -9,21 +9,31 @@ arguments give the same manifest and page bytes. See ``docs/SYNTH.md``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
 from comicid.data.manifest import from_records, write_manifest
 from comicid.data.synth.pages import plan_book, render_page
+from comicid.data.synth.speech import plan_world
 from comicid.errors import ConfigError
+from comicid.atomic import write_table
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_CHARACTERS", "generate_books"]
+__all__ = ["DEFAULT_PAGE_SIZE", "LETTERING_FILE", "MAX_CHARACTERS", "SPEECH_MODES", "generate_books"]
 
 #: Width and height in pixels: small enough that a 2-book, 8-page demo draws in a few seconds.
 DEFAULT_PAGE_SIZE: tuple[int, int] = (800, 1100)
 #: Identities per book; beyond this they can no longer be kept apart by shape traits and names.
 MAX_CHARACTERS = 64
 MIN_PAGE_SIDE = 300
+#: ``catchphrase``: the original balloons (a speaker's catchphrase or a stock line, the speaker's own
+#: line as ``text``); ``manga``: book worlds and character voices (:mod:`.speech`), every instance's
+#: ``text`` = all text of its panel, its own line in ``speech``.
+SPEECH_MODES = ("catchphrase", "manga")
+#: Ground truth of every piece of text drawn (OCR and text-assignment checks), beside the manifest.
+LETTERING_FILE = "lettering.csv"
 
 
 def _validate(books: int, characters: int, pages: int, seed: int, page_size: tuple[int, int]) -> tuple[int, int]:
@@ -48,24 +58,42 @@ def _validate(books: int, characters: int, pages: int, seed: int, page_size: tup
 
 
 def generate_books(out_dir: Path, books: int = 2, characters: int = 8, pages: int = 4, seed: int = 0,
-                   page_size: tuple[int, int] = DEFAULT_PAGE_SIZE, progress: bool = True) -> Path:
+                   page_size: tuple[int, int] = DEFAULT_PAGE_SIZE, progress: bool = True,
+                   speech: str = "catchphrase") -> Path:
     """Draw ``books`` books of ``pages`` pages with ``characters`` identities each; return the manifest path.
 
     Pages are written to ``out_dir/pages/b{i}/p{j:03d}.png`` and the manifest to
     ``out_dir/manifest.csv`` (image paths relative to it). Identities are ``b{i}-c{k}`` and never
     recur across books; each gets at least three appearances per book when the pages have room.
 
+    ``speech`` (:data:`SPEECH_MODES`) decides what balloons say; pictures are the same in both
+    modes except for the lettering itself (balloon text, and in ``manga`` mode narration boxes and
+    sound effects), because words come from random streams of their own. Every piece of text drawn is
+    listed in ``out_dir/lettering.csv`` with its box and speaker instance.
+
     Raises:
         ConfigError: an argument is out of range (fewer than 2 characters, no pages, a tiny page...).
     """
     size = _validate(books, characters, pages, seed, page_size)
+    if speech not in SPEECH_MODES:
+        raise ConfigError(f"speech must be one of {', '.join(SPEECH_MODES)}, got {speech!r}")
     out_dir = Path(out_dir)
     plans = [plan_book(seed, book, characters, pages, size) for book in range(books)]
+    if speech == "manga":
+        plans = [dataclasses.replace(plan, world=plan_world(seed, plan.name, [i.id for i in plan.identities]))
+                 for plan in plans]
     records: list[dict[str, object]] = []
+    lettering: list[dict[str, object]] = []
     with tqdm(total=books * pages, desc="synth pages", unit="page", disable=not progress) as bar:
         for plan in plans:
             for index, page in enumerate(plan.pages):
-                records.extend(render_page(plan, index, out_dir / "pages" / plan.name / f"{page.name}.png"))
+                records.extend(render_page(plan, index, out_dir / "pages" / plan.name / f"{page.name}.png",
+                                           lettering))
                 bar.update(1)
     frame = from_records(records, source="synth")
-    return write_manifest(frame, out_dir / "manifest.csv")
+    path = write_manifest(frame, out_dir / "manifest.csv")
+    table = pd.DataFrame(lettering, columns=["image", "book", "page", "panel", "kind", "text", "x0", "y0", "x1",
+                                             "y1", "instance", "identity", "tail_x", "tail_y"])
+    table["image"] = [str(Path(image).resolve().relative_to(out_dir.resolve())) for image in table["image"]]
+    write_table(table, out_dir / LETTERING_FILE)
+    return path

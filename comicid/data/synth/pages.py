@@ -26,6 +26,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from comicid.data.synth.characters import INK, Identity, draw_figure, sample_appearance, sample_identities
+from comicid.data.synth.speech import NARRATION_RATE, SFX_RATE, BookWorld, narration, sound_effect, speech_line
 from comicid.data.synth.styles import apply_style, sample_style
 from comicid.atomic import atomic_write
 
@@ -81,6 +82,20 @@ class BookPlan:
     splits: dict[str, str]
     pages: tuple[PagePlan, ...]
     page_size: tuple[int, int]
+    #: ``None``: balloons say catchphrases and stock lines (the original synth); else manga-like speech.
+    world: BookWorld | None = None
+
+
+@dataclass(frozen=True)
+class Lettering:
+    """One piece of text drawn in a panel: ``kind`` is speech, narration or sfx; ``rect`` in panel
+    pixels; ``speaker`` the identity id of a balloon's speaker ("" for narration and sound effects)."""
+
+    kind: str
+    text: str
+    rect: Rect
+    speaker: str = ""
+    tail: tuple[float, float] | None = None
 
 
 # ---------------------------------------------------------------- planning
@@ -241,7 +256,7 @@ def _overlaps(a: Rect, b: Rect) -> bool:
 
 
 def _draw_balloon(image: Image.Image, text: str, target: tuple[float, float], placed: list[Rect],
-                  font: ImageFont.FreeTypeFont) -> None:
+                  font: ImageFont.FreeTypeFont) -> Rect:
     """An oval balloon near the top of the panel with a tail pointing at ``target`` (the speaker's head)."""
     width, height = image.size
     draw = ImageDraw.Draw(image)
@@ -267,6 +282,30 @@ def _draw_balloon(image: Image.Image, text: str, target: tuple[float, float], pl
                      fill=(255, 255, 255))
     draw.multiline_text((cx - (right - left) / 2 - left, cy - (bottom - top) / 2 - top), wrapped, fill=INK, font=font,
                         align="center")
+    return rect
+
+
+def _draw_narration(image: Image.Image, text: str, font: ImageFont.FreeTypeFont) -> Rect:
+    """A rectangular caption box in the panel's bottom-left corner (narration has no tail, no speaker)."""
+    width, height = image.size
+    draw = ImageDraw.Draw(image)
+    wrapped = _wrap(text, font, min(width * 0.6, 200))
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), wrapped, font=font)
+    rect = (3, round(height - (bottom - top) - 14), round(min(width - 3, (right - left) + 15)), height - 3)
+    draw.rectangle(rect, fill=(255, 250, 205), outline=INK, width=2)
+    draw.multiline_text((rect[0] + 6 - left, rect[1] + 5 - top), wrapped, fill=INK, font=font)
+    return rect
+
+
+def _draw_sfx(rng: random.Random, image: Image.Image, text: str, font: ImageFont.FreeTypeFont) -> Rect:
+    """Free lettering (a sound effect) somewhere in the lower middle of the panel."""
+    width, height = image.size
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x = rng.uniform(4, max(5.0, width - (right - left) - 4))
+    y = rng.uniform(height * 0.45, max(height * 0.45 + 1, height - (bottom - top) - 20))
+    draw.text((x - left, y - top), text, fill=(200, 30, 30), font=font, stroke_width=2, stroke_fill=(255, 255, 255))
+    return round(x), round(y), round(x + right - left), round(y + bottom - top)
 
 
 def _line(rng: random.Random, speaker: Identity, others: list[Identity]) -> str:
@@ -345,8 +384,9 @@ def _slots(rng: random.Random, width: int, count: int) -> list[tuple[float, floa
     return [(step * (i + 0.35 - 0.1 * rng.random()), step * (i + 0.65 + 0.1 * rng.random())) for i in range(count)]
 
 
-def _render_panel(rng: random.Random, book: BookPlan, panel: PanelPlan, style: str,
-                  font: ImageFont.FreeTypeFont) -> tuple[Image.Image, list[_Placed], dict[str, str]]:
+def _render_panel(rng: random.Random, book: BookPlan, panel: PanelPlan, style: str, font: ImageFont.FreeTypeFont,
+                  speech_rng: random.Random | None = None,
+                  ) -> tuple[Image.Image, list[_Placed], dict[str, str], list[Lettering]]:
     x0, y0, x1, y1 = panel.rect
     canvas = _background(rng, (x1 - x0, y1 - y0))
     cast = [book.identities[index] for index in panel.cast]
@@ -361,23 +401,40 @@ def _render_panel(rng: random.Random, book: BookPlan, panel: PanelPlan, style: s
     canvas = apply_style(canvas, style, rng)
     texts: dict[str, str] = {}
     balloons: list[Rect] = []
+    lettering: list[Lettering] = []
     for index, identity in enumerate(cast):
         if rng.random() < SPEAK_RATE:
+            # Drawn from the picture stream in both modes, so that manga speech leaves every other draw as it was.
             text = _line(rng, identity, [other for other in cast if other is not identity] or list(book.identities))
+            if book.world is not None and speech_rng is not None:
+                others = [other for other in cast if other is not identity] or \
+                    [other for other in book.identities if other is not identity]
+                text = speech_line(speech_rng, book.world, identity.id, [(o.id, o.name) for o in others])
             texts[identity.id] = text
-            _draw_balloon(canvas, text, placed[index].head_top, balloons, font)
-    return canvas, [placed[index] for index in range(len(cast))], texts
+            rect = _draw_balloon(canvas, text, placed[index].head_top, balloons, font)
+            lettering.append(Lettering("speech", text, rect, identity.id, placed[index].head_top))
+    if book.world is not None and speech_rng is not None:
+        if speech_rng.random() < NARRATION_RATE:
+            text = narration(speech_rng, book.world)
+            lettering.append(Lettering("narration", text, _draw_narration(canvas, text, font)))
+        if speech_rng.random() < SFX_RATE:
+            text = sound_effect(speech_rng)
+            lettering.append(Lettering("sfx", text, _draw_sfx(speech_rng, canvas, text, font)))
+    return canvas, [placed[index] for index in range(len(cast))], texts, lettering
 
 
 def _rows(book: BookPlan, page: PagePlan, panel: PanelPlan, image: Path, style: str, placed: list[_Placed],
-          texts: dict[str, str]) -> list[dict[str, object]]:
+          texts: dict[str, str], lettering: list[Lettering]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     px, py = panel.rect[0], panel.rect[1]
+    panel_text = " ".join(item.text for item in lettering)
     for number, figure in enumerate(placed):
         common = {"identity": figure.identity.id, "instance": f"{panel.key}-i{number}", "book": book.name,
                   "page": page.name, "panel": panel.key, "sequence": panel.sequence,
                   "text": texts.get(figure.identity.id, ""), "role": "", "source": "",
                   "split": book.splits[figure.identity.id], "style": style}
+        if book.world is not None:  # as Manga109 is read: every instance gets all the text of its panel
+            common.update(text=panel_text, speech=texts.get(figure.identity.id, ""))
         for kind, box in (("face", figure.face), ("body", figure.body)):
             if box is not None:
                 rows.append({"image": str(image), "x0": float(box[0] + px), "y0": float(box[1] + py),
@@ -385,10 +442,16 @@ def _rows(book: BookPlan, page: PagePlan, panel: PanelPlan, image: Path, style: 
     return rows
 
 
-def render_page(book: BookPlan, page_index: int, image_path: Path) -> list[dict[str, object]]:
-    """Draw one page, write it as PNG (atomically) and return its manifest rows (absolute image path)."""
+def render_page(book: BookPlan, page_index: int, image_path: Path,
+                lettering_rows: list[dict[str, object]] | None = None) -> list[dict[str, object]]:
+    """Draw one page, write it as PNG (atomically) and return its manifest rows (absolute image path).
+
+    ``lettering_rows``, when given, receives one row per piece of text drawn (kind, text, box in page
+    pixels, the speaker's instance): the ground truth of OCR and of text-to-instance assignment.
+    """
     page = book.pages[page_index]
     rng = random.Random(f"comicid-synth/{book.seed}/{book.name}/{page.name}")
+    speech_rng = random.Random(f"comicid-synth/{book.seed}/{book.name}/{page.name}/speech")
     width, height = book.page_size
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
@@ -398,10 +461,25 @@ def render_page(book: BookPlan, page_index: int, image_path: Path) -> list[dict[
     rows: list[dict[str, object]] = []
     for panel in page.panels:
         style = page_style or sample_style(rng)
-        canvas, placed, texts = _render_panel(rng, book, panel, style, font)
+        canvas, placed, texts, lettering = _render_panel(rng, book, panel, style, font, speech_rng)
         sheet.paste(canvas, panel.rect[:2])
         draw.rectangle((panel.rect[0] - 1, panel.rect[1] - 1, panel.rect[2], panel.rect[3]), outline=INK, width=3)
-        rows.extend(_rows(book, page, panel, image, style, placed, texts))
+        rows.extend(_rows(book, page, panel, image, style, placed, texts, lettering))
+        if lettering_rows is not None:
+            lettering_rows.extend(_lettering_rows(book, page, panel, image, placed, lettering))
     with atomic_write(image_path, "wb") as handle:
         sheet.save(handle, format="PNG", compress_level=3)
     return rows
+
+
+def _lettering_rows(book: BookPlan, page: PagePlan, panel: PanelPlan, image: Path, placed: list[_Placed],
+                    lettering: list[Lettering]) -> list[dict[str, object]]:
+    px, py = panel.rect[0], panel.rect[1]
+    instance_of = {figure.identity.id: f"{panel.key}-i{number}" for number, figure in enumerate(placed)}
+    return [{"image": str(image), "book": book.name, "page": page.name, "panel": panel.key, "kind": item.kind,
+             "text": item.text, "x0": float(item.rect[0] + px), "y0": float(item.rect[1] + py),
+             "x1": float(item.rect[2] + px), "y1": float(item.rect[3] + py),
+             "instance": instance_of.get(item.speaker, ""), "identity": item.speaker,
+             "tail_x": float(item.tail[0] + px) if item.tail else float("nan"),
+             "tail_y": float(item.tail[1] + py) if item.tail else float("nan")}
+            for item in lettering]
