@@ -216,6 +216,10 @@ def _load_checkpoint(path: Path, name: str | None = None) -> EmbeddingModel:
         from comicid.models.facebody import finetuned_from_checkpoint
 
         model = finetuned_from_checkpoint(checkpoint, model_id, f"checkpoint '{path}'")
+    elif "bot" in checkpoint:  # a BoT re-ID network (see comicid.models.bot)
+        from comicid.models.bot import bot_from_checkpoint
+
+        model = bot_from_checkpoint(checkpoint, model_id, f"checkpoint '{path}'")
     else:
         kwargs = {"input_size": checkpoint["input_size"]} if "input_size" in checkpoint else {}
         backbone = create_backbone(backbone_name, pretrained=False, **kwargs)
