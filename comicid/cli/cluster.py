@@ -14,7 +14,7 @@ from comicid.cli.common import add_cluster_options, add_model_options
 from comicid.data.manifest import display_key
 from comicid.identity import write_assignments
 from comicid.identity.assign import assign_identities, collection_params, save_learnt_state, views_needed
-from comicid.models.embedding_model import load_embedding_model
+from comicid.models.ensemble import load_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import embed_collection
 
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     collection = Collection.open(args.collection)
-    model = load_embedding_model(args.model, device=args.device, precision=args.precision)
+    model = load_model(args.model, device=args.device, precision=args.precision)
     embedded = embed_collection(collection, model, device=args.device, batch_size=args.batch_size,
                                 progress=not args.quiet, n_views=views_needed(args.method))
     assignment = assign_identities(embedded, method=args.method, scope=args.scope, threshold=args.threshold,

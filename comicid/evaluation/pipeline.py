@@ -25,9 +25,11 @@ from comicid.data.manifest import read_manifest
 from comicid.errors import ConfigError
 from comicid.evaluation.clustering import clustering_metrics_by_group
 from comicid.evaluation.protocols import global_protocol, local_protocol
-from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics
+from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics, retrieval_metrics_from_similarity
 from comicid.identity.assign import assign_identities, collection_params, save_learnt_state, views_needed
-from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
+from comicid.identity.rerank import KReciprocalReranker, average_query_expansion
+from comicid.models.embedding_model import EmbeddingModel
+from comicid.models.ensemble import Ensemble, load_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings, embed_collection
 from comicid.store.ingest import ingest
@@ -51,6 +53,8 @@ class EvaluationOptions:
     batch_size: int = 64
     skip_bad: bool = False
     progress: bool = True
+    rerank: bool = False
+    aqe: int = 0
 
 
 def choose_rows(embedded: InstanceEmbeddings, split: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -67,8 +71,13 @@ def choose_rows(embedded: InstanceEmbeddings, split: str) -> tuple[np.ndarray, n
     return scored, splits == "dev", split
 
 
-def retrieval_scores(embedded: InstanceEmbeddings) -> dict[str, Any]:
-    """Query/gallery retrieval over the labelled instances of ``embedded``."""
+def retrieval_scores(embedded: InstanceEmbeddings, rerank: bool = False, aqe: int = 0) -> dict[str, Any]:
+    """Query/gallery retrieval over the labelled instances of ``embedded``.
+
+    ``aqe`` > 0 replaces each query's vector by its average query expansion over the gallery (in
+    leave-one-out every instance is a query, so every vector is expanded); ``rerank`` ranks by the
+    k-reciprocal distance computed over queries and gallery together (:mod:`comicid.identity.rerank`).
+    """
     table = embedded.table
     labelled = (table["identity"] != "").to_numpy()
     roles = table["role"].to_numpy()
@@ -81,8 +90,19 @@ def retrieval_scores(embedded: InstanceEmbeddings) -> dict[str, Any]:
     q, g = np.flatnonzero(queries), np.flatnonzero(gallery)
     exclude = exclusion_mask(table["source"].to_numpy()[q], table["source"].to_numpy()[g],
                              None if ids is None else ids[q], None if ids is None else ids[g])
-    scores = retrieval_metrics(embedded.vectors[q], table["identity"].to_numpy()[q], embedded.vectors[g],
-                               table["identity"].to_numpy()[g], exclude=exclude)
+    labels = table["identity"].to_numpy()
+    if rerank or aqe:
+        points = np.union1d(q, g)  # each instance once, even when it is both query and gallery
+        q_at, g_at = np.searchsorted(points, q), np.searchsorted(points, g)
+        vectors = average_query_expansion(embedded.vectors[points], q_at, aqe, gallery_rows=g_at)
+        if rerank:
+            distance = KReciprocalReranker().fit(vectors).distances(q_at, g_at)
+            scores = retrieval_metrics_from_similarity(distance, labels[q], labels[g], exclude, kind="distance")
+        else:
+            scores = retrieval_metrics(vectors[q_at], labels[q], vectors[g_at], labels[g], exclude=exclude)
+    else:
+        scores = retrieval_metrics(embedded.vectors[q], labels[q], embedded.vectors[g], labels[g], exclude=exclude)
+    scores["reranked"], scores["aqe"] = bool(rerank), int(aqe)
     scores["protocol"] = "query->gallery" if ids is None else "leave-one-out"
     return scores
 
@@ -111,7 +131,7 @@ def protocol_scores(embedded: InstanceEmbeddings, protocol: str) -> dict[str, An
 
 
 def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = None,
-                      model: EmbeddingModel | None = None, workdir: str | Path | None = None) -> dict[str, Any]:
+                      model: EmbeddingModel | Ensemble | None = None, workdir: str | Path | None = None) -> dict[str, Any]:
     """Score ``manifest`` end to end; returns the JSON-ready result (see docs/EVALUATION.md).
 
     ``workdir`` keeps the collection (crops and cached features) for later runs; by default a
@@ -122,7 +142,7 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
         raise ConfigError(f"unknown protocol {options.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     started = time.perf_counter()
     frame = read_manifest(manifest, check_files=not options.skip_bad)
-    model = model if model is not None else load_embedding_model(options.model, device=options.device,
+    model = model if model is not None else load_model(options.model, device=options.device,
                                                                      precision=options.precision)
     with tempfile.TemporaryDirectory(prefix="comicid-eval-") as scratch:
         collection = Collection.create(Path(workdir) if workdir else Path(scratch) / "collection")
@@ -136,7 +156,7 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
         result: dict[str, Any] = {"manifest": str(manifest), "model": model.model_id, "method": options.method,
                                   "scope": options.scope, "split": split, "images": len(collection.instances()),
                                   "instances": int(len(evaluated)), "skipped_rows": len(report.skipped)}
-        result["retrieval"] = retrieval_scores(evaluated)
+        result["retrieval"] = retrieval_scores(evaluated, rerank=options.rerank, aqe=options.aqe)
         if options.protocol != "standard":
             result["protocol"] = {"name": options.protocol, **protocol_scores(evaluated, options.protocol)}
 

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from comicid.models.embed import FeatureCache, embed_crops, fuse_parts
+from comicid.errors import ConfigError
 from comicid.models.embedding_model import EmbeddingModel
+from comicid.models.ensemble import Ensemble
 from comicid.store.collection import Collection
 
 #: Columns of the instance table: one row per instance, labels taken from its parts.
@@ -64,13 +66,22 @@ def instance_table(parts: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     return table, codes.astype(np.int64)
 
 
-def embed_collection(collection: Collection, model: EmbeddingModel, device: str = "cpu", batch_size: int = 64,
-                     progress: bool = True, num_workers: int | None = None, n_views: int = 0) -> InstanceEmbeddings:
+def embed_collection(collection: Collection, model: EmbeddingModel | Ensemble, device: str = "cpu",
+                     batch_size: int = 64, progress: bool = True, num_workers: int | None = None,
+                     n_views: int = 0) -> InstanceEmbeddings:
     """Embed every part of ``collection`` (cached, resumable) and fuse parts into instances.
 
     With ``n_views > 0`` also embeds that many seeded augmented views of every crop (not cached: they
-    are cheap next to what they feed, and reproducible from their seeds) and fuses each view.
+    are cheap next to what they feed, and reproducible from their seeds) and fuses each view. An
+    :class:`~comicid.models.ensemble.Ensemble` embeds with each member (each cached under its own id)
+    and combines the instance embeddings.
     """
+    if isinstance(model, Ensemble):
+        if n_views > 0:
+            raise ConfigError("augmented views (--method adaptive) need a single --model, not an ensemble")
+        members = [embed_collection(collection, member, device=device, batch_size=batch_size, progress=progress,
+                                    num_workers=num_workers) for member in model.members]
+        return InstanceEmbeddings(members[0].table, model.combine([m.vectors for m in members]), model.model_id)
     parts = collection.instances()
     cache = FeatureCache(collection.features_dir, model.model_id)
     crop_paths = [collection.crop_path(key) for key in parts["crop_hash"]]
