@@ -19,11 +19,12 @@ from comicid.data.importers.coco import import_coco
 from comicid.data.importers.comics import find_csv, import_comics
 from comicid.data.importers.folder import import_folder
 from comicid.data.importers.manga109 import import_manga109, is_manga109_root
+from comicid.data.importers.webcaricature import import_webcaricature, is_webcaricature_root
 from comicid.data.manifest import read_manifest
 from comicid.errors import ConfigError, ManifestError
 
 __all__ = ["IMPORTERS", "Importer", "detect_format", "load_source", "import_coco", "import_comics",
-           "import_folder", "import_manga109", "import_manifest"]
+           "import_folder", "import_manga109", "import_manifest", "import_webcaricature"]
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -44,6 +45,7 @@ IMPORTERS: dict[str, Importer] = {
     "coco": import_coco,
     "comics": import_comics,
     "manga109": import_manga109,
+    "webcaricature": import_webcaricature,
 }
 
 
@@ -64,6 +66,8 @@ def detect_format(src: Path) -> str:
     if src.is_dir():
         if is_manga109_root(src):
             return "manga109"
+        if is_webcaricature_root(src):
+            return "webcaricature"
         if find_csv(src) is not None:
             return "comics"
         return "folder"
