@@ -76,3 +76,17 @@ def test_embed_search_evaluate_with_an_ensemble(book: Path, collection: Path, tm
     assert json.loads(result.read_text())["model"].startswith("ensemble(")
     assert main(["-q", "evaluate", str(book), "--model", "tiny-cnn,tiny-cnn"]) == 1
     assert "listed twice" in capsys.readouterr().err
+
+
+def test_cluster_with_identity_mining_leaves_far_instances_unknown(collection: Path) -> None:
+    import pandas as pd
+
+    out = collection / "mined.csv"
+    assert main(["-q", "cluster", str(collection), *MODEL, "--method", "mining", "--threshold", "0.05",
+                 "--out", str(out)]) == 0
+    tight = pd.read_csv(out, keep_default_na=False)
+    assert main(["-q", "cluster", str(collection), *MODEL, "--method", "mining", "--threshold", "auto",
+                 "--out", str(out)]) == 0
+    calibrated = pd.read_csv(out, keep_default_na=False)
+    assert (tight["identity"] == "").sum() > (calibrated["identity"] == "").sum() >= 0
+    assert (tight.loc[tight["identity"] == "", "confidence"] == 0).all()
