@@ -82,7 +82,9 @@ def main() -> int:
             "Synthetic clustered unit vectors (identities of 5-20 members); queries and gallery are re-ranked "
             "together, as in Zhong et al. `fit` is the two exact faiss passes (nearest neighbours, farthest point) "
             "plus the sparse encodings; the top list computes each query block's final distance to the whole "
-            "gallery. Peak RSS includes the feature matrix and the Python runtime. The published dense "
+            "gallery. Peak RSS includes the feature matrix and the Python runtime; \"RSS before\" is measured "
+            "after imports (torch, loaded by `comicid.identity`) and the features, so the difference is what "
+            "re-ranking itself added. The published dense "
             "implementation keeps several N×N matrices (last column: one of them).\n\n" + table)
     if not args.no_write:
         write_section("rerank-scale", body)
