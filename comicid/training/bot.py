@@ -52,14 +52,22 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from comicid.data.augment import STYLE_OPS, clean_view, reid_view
-from comicid.data.datasets import CropCache, Instance, build_instances, instance_rows, make_loader
+from comicid.data.datasets import (
+    CropCache,
+    Instance,
+    build_instances,
+    instance_rows,
+    make_loader,
+    read_training_frame,
+)
 from comicid.data.manifest import read_manifest
 from comicid.data.samplers import CrossDomainPKSampler, PKBatchSampler
 from comicid.errors import ConfigError
+from comicid.identity.mining import mine_identities
 from comicid.losses import CenterLoss, cross_domain_batch_hard
 from comicid.models.bot import POOLINGS, BoTBackbone, BoTNetwork, save_bot_model
 from comicid.runtime import resolve_device
-from comicid.store.atomic import atomic_write_text
+from comicid.store.atomic import atomic_write, atomic_write_text
 from comicid.training.config import DataConfig, TrainConfig
 from comicid.training.finetune import scoped_retrieval
 from comicid.training.loop import TrainResult, fit
@@ -277,21 +285,27 @@ class _CropSamples(Dataset):
 
 
 def domain_values(frame: pd.DataFrame, config: BotDataConfig, where: str, required: bool) -> pd.Series:
-    """Each row's domain: ``config.domain_column``, else the first fallback column the frame has.
+    """Each row's domain: its ``config.domain_column`` value, else its first non-empty fallback column.
+
+    Row by row, so manifests that name their domains differently (``style`` in one, ``view`` in
+    another) can be trained together; a row with none of them has the domain ``""``.
 
     Raises:
-        ConfigError: ``required`` (cross-domain triplets) and none of those columns exists.
+        ConfigError: ``required`` (cross-domain triplets) and the frame has none of those columns.
     """
-    for column in [config.domain_column, *config.domain_fallbacks]:
-        if column in frame.columns:
-            values = frame[column].fillna("").astype(str)
-            if (values != "").any():
-                return values
-    if required:
-        raise ConfigError(f"{where}: no '{config.domain_column}' column (nor any of {config.domain_fallbacks}) "
-                          f"names the domain of each crop; add one, set data.domain_column, or set "
-                          f"loss.cross_domain: false")
-    return pd.Series([""] * len(frame), index=frame.index, dtype=object)
+    columns = [column for column in [config.domain_column, *config.domain_fallbacks]
+               if column in frame.columns and (frame[column].fillna("").astype(str) != "").any()]
+    if not columns:
+        if required:
+            raise ConfigError(f"{where}: no '{config.domain_column}' column (nor any of {config.domain_fallbacks}) "
+                              f"with values names the domain of each crop; add one, set data.domain_column, "
+                              f"or set loss.cross_domain: false")
+        return pd.Series([""] * len(frame), index=frame.index, dtype=object)
+    values = pd.Series([""] * len(frame), index=frame.index, dtype=object)
+    for column in reversed(columns):  # the first column wins where it has a value
+        own = frame[column].fillna("").astype(str)
+        values = own.where(own != "", values)
+    return values
 
 
 def _held_out(label: str, share: float) -> bool:
@@ -379,10 +393,13 @@ def _load_labelled(config: BotDataConfig, manifests: Sequence[Path], splits: Seq
                    progress: bool, domains_required: bool, val_manifests: Sequence[Path] = ()) -> _Labelled:
     data_config = dataclasses.replace(config, manifests=list(manifests), splits=list(splits),
                                       val_manifests=list(val_manifests))
-    data = prepare_training_data(data_config, seed, progress, require_labels=True)
     where = ", ".join(str(path) for path in manifests)
-    if not data.train:
-        raise ConfigError(f"{where}: no row with an identity; BoT needs labelled rows")
+    frame, _ = read_training_frame(manifests, splits)
+    if not (frame["identity"] != "").any():
+        raise ConfigError(f"{where}: no row with an identity in splits {list(splits)}; BoT trains on labelled "
+                          f"rows (unlabelled ones go to --pseudo-label)")
+    domain_values(frame, config, where, domains_required)  # a missing domain column fails before any crop is cut
+    data = prepare_training_data(data_config, seed, progress, require_labels=True)
     values = domain_values(data.frame, config, where, domains_required)
     domains = [values.iloc[next(iter(instance.rows.values()))] for instance in data.train]
     return _Labelled(data, domains)
@@ -425,8 +442,15 @@ def _phase(name: str, config: BotConfig, trainable: _Trainable, samples: list[Sa
     """Train ``trainable`` on ``samples`` for ``epochs`` in ``output_dir/name`` (skipped if already done)."""
     folder = Path(config.output_dir) / name
     done = folder / PHASE_DONE
+    # Phases before re-training do not depend on the pseudo-label settings or the export path, so a
+    # pseudo-label run can resume from (and reuse) a finished run of the same recipe.
+    stamp = f"{fingerprint(dataclasses.replace(config, pseudo=PseudoLabelConfig(), export_path=None))}:{name}:{salt}"
     if resume and done.is_file():
-        trainable.load_state_dict(torch.load(done, map_location=target, weights_only=True))
+        state = torch.load(done, map_location=target, weights_only=True)
+        if state.get("fingerprint") != stamp:
+            raise ConfigError(f"--resume: phase '{name}' in '{folder}' was made by a different recipe; "
+                              f"use another output_dir or run without --resume")
+        trainable.load_state_dict(state["model"])
         log.info("phase '%s' already finished; loaded its weights", name)
         return TrainResult(steps=0)
     train = config.train
@@ -459,8 +483,9 @@ def _phase(name: str, config: BotConfig, trainable: _Trainable, samples: list[Sa
              len(set(labels)), epochs, batches_per_epoch, train.p, train.k)
     result = fit(trainable, batches, objective, loop_config, folder, target, validate, monitor="map_at_r",
                  mode="max", resume=resume and (folder / "checkpoint.pt").is_file(), progress=progress,
-                 fingerprint=f"{fingerprint(config)}:{name}:{salt}", lr_scale=lr_scale)
-    torch.save(trainable.state_dict(), done)
+                 fingerprint=stamp, lr_scale=lr_scale)
+    with atomic_write(done, "wb") as handle:
+        torch.save({"fingerprint": stamp, "model": trainable.state_dict()}, handle)
     return result
 
 
@@ -497,8 +522,6 @@ def mine_pseudo_labels(backbone: BoTBackbone, manifest: Path, config: BotConfig,
     Raises:
         ConfigError: the manifest has no row without an identity.
     """
-    from comicid.identity.mining import mine_identities  # identity mining is helper 15b's module
-
     frame = read_manifest(manifest)
     unlabelled = frame[frame["identity"] == ""].reset_index(drop=True)
     if unlabelled.empty:
@@ -582,13 +605,19 @@ def train_bot(config: BotConfig, device: str | torch.device = "cpu", resume: boo
     if pseudo_label is not None:
         pseudo, instances, cache, domains = mine_pseudo_labels(trainable.network.backbone, Path(pseudo_label),
                                                                config, target, progress)
-        keep = [i for i, label in enumerate(pseudo.labels) if label >= 0]
+        sizes = np.bincount(pseudo.labels[pseudo.labels >= 0]) if (pseudo.labels >= 0).any() else np.zeros(0, int)
+        # a pseudo-identity of one instance has no positive to learn from; it only adds a class to confuse
+        keep = [i for i, label in enumerate(pseudo.labels) if label >= 0 and sizes[label] >= 2]
         mined = [dataclasses.replace(instances[i], label=f"pseudo\x1f{int(pseudo.labels[i])}") for i in keep]
         atomic_write_text(Path(config.output_dir) / PSEUDO_LABELS_NAME,
                           pd.DataFrame({"instance": pseudo.keys, "pseudo_label": pseudo.labels}).to_csv(index=False))
-        notes.append(f"identity mining: {len(keep)} of {len(instances)} unlabelled instances labelled "
-                     f"({pseudo.coverage:.1%}) into {pseudo.identities} pseudo-identities "
-                     f"(d_n {config.pseudo.d_n}, d_p {config.pseudo.d_p})")
+        notes.append(f"identity mining: {int((pseudo.labels >= 0).sum())} of {len(instances)} unlabelled instances "
+                     f"labelled ({pseudo.coverage:.1%}) into {pseudo.identities} pseudo-identities (d_n "
+                     f"{config.pseudo.d_n}, d_p {config.pseudo.d_p}); {len(keep)} instances in "
+                     f"{int((sizes >= 2).sum())} pseudo-identities of two or more train, singletons are left out")
+        if not keep:
+            raise ConfigError(f"--pseudo-label {pseudo_label}: identity mining found no pseudo-identity of two or "
+                              f"more instances; raise pseudo.d_p (now {config.pseudo.d_p})")
         log.info(notes[-1])
         samples = primary_samples + coder.samples(len(caches[:1]), mined, [domains[i] for i in keep])
         trainable = _new_trainable(trainable.network.backbone, len(coder.labels), config, target, trainable.network)

@@ -1,0 +1,343 @@
+"""The BoT re-ID recipe on the development sets: trained on split=dev identities, scored on split=test.
+
+    nice -n 10 python benchmarks/bot.py                 # the CPU-sized run that wrote docs/BENCHMARKS.md
+    python benchmarks/bot.py --quick --no-docs          # a 2-3 minute end-to-end check of the pipeline
+    python benchmarks/bot.py --size 128 --epochs 40 --batches 0 --p 16 --k 4 --device cuda   # full size
+
+Steps (every step is cached in ``--out`` and skipped when its output exists, so an interrupted run
+resumes):
+
+1. **Data.** The ``split=dev`` rows of every development manifest whose images are not another
+   manifest's (comicgen's ``nuovo_to_classic`` and ``face_body`` reuse ``figures``' drawings), books
+   prefixed by the set. A hash of each identity puts a fifth of them aside as *unlabelled* rows
+   (identity blanked) for identity mining; of the rest, the recipe holds a fifth out for validation
+   (``data.val_identities``). ``split=test`` rows are only read by step 4.
+2. **Secondary data for MDL**: synthetic comic books (``comicid synth``, fixed seed).
+3. **Runs** of ``configs/bot_default.yaml`` sized down by the flags: ``base`` (BoT), ``cross``
+   (+ cross-domain triplets, domain = the manifest's ``style``, else ``view``), ``mdl`` (+ the
+   first 40 synthetic identities in pre-training, then fine-tuning on the sprites with two stages
+   frozen) and ``pseudo`` (``base`` + identity mining on the unlabelled dev rows + re-training). The
+   mining radii are chosen on the validation identities (largest coverage at pairwise precision
+   >= 0.85), never on test rows.
+4. **Scores** of every model and of ``default`` and ``effnet-lite0-imagenet`` (all fp32) on the
+   ``split=test`` rows of every development manifest, through ``evaluate_manifest`` (rank-1, mAP,
+   mINP, AMI and predicted/true cluster counts; with k-reciprocal re-ranking too where the
+   evaluation supports it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import DATASETS, ROOT, DevSet, available_dev_sets, markdown_table, write_section  # noqa: E402
+
+from comicid.data.datasets import CropCache, build_instances, instance_rows  # noqa: E402
+from comicid.data.manifest import read_manifest, write_manifest  # noqa: E402
+from comicid.data.synth import generate_books  # noqa: E402
+from comicid.evaluation.pipeline import EvaluationOptions, evaluate_manifest  # noqa: E402
+from comicid.identity.mining import mine_identities  # noqa: E402
+from comicid.models.embedding_model import load_embedding_model  # noqa: E402
+from comicid.runtime import resolve_device, tune_allocator  # noqa: E402
+from comicid.training.bot import BotConfig, embed_instances, train_bot  # noqa: E402
+from comicid.training.config import load_config  # noqa: E402
+
+#: The cross-style development sets (../shared/datasets/README.md), besides common.DEV_SETS.
+CROSS_STYLE_SETS = (
+    DevSet("cataclysm cross-tileset", Path("cataclysm/monsters_cross_tileset.csv"), "cross-style, source = tileset"),
+    DevSet("freeciv cross-tileset", Path("freeciv/units_cross_tileset.csv"), "cross-style, source = unit set"),
+    DevSet("emoji cross-vendor", Path("emoji/emoji_cross_vendor.csv"), "cross-style, source = vendor"),
+    DevSet("comicgen figures", Path("comicgen/figures.csv"), "new poses, emotions and views"),
+    DevSet("comicgen nuovo->classic", Path("comicgen/nuovo_to_classic.csv"), "restyle -> classic line art"),
+    DevSet("comicgen face_body", Path("comicgen/face_body.csv"), "face and body rows per instance"),
+)
+#: Manifests whose dev rows are other manifests' drawings: scored, never added to training twice.
+NOT_TRAINED = {"comicgen nuovo->classic", "comicgen face_body"}
+BASELINES = ("default", "effnet-lite0-imagenet")
+VARIANTS = ("base", "cross", "mdl", "pseudo")
+UNLABELLED_SHARE = 0.2
+VAL_SHARE = 0.2
+MIN_PURITY = 0.85
+SECONDARY_IDENTITIES = 40
+
+
+def all_sets() -> list[DevSet]:
+    """Every development manifest present here (missing ones are named on stderr)."""
+    found = available_dev_sets()
+    for dev_set in CROSS_STYLE_SETS:
+        path = DATASETS / dev_set.manifest
+        if path.is_file():
+            found.append(DevSet(dev_set.name, path, dev_set.note))
+        else:
+            print(f"skipping {dev_set.name}: {path} not found", file=sys.stderr)
+    return found
+
+
+def _hashed(text: str, share: float, salt: str) -> bool:
+    return int(hashlib.sha1(f"{salt}:{text}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
+
+
+def build_data(out: Path, sets: list[DevSet], quick: bool) -> tuple[Path, Path, Path]:
+    """``train.csv`` (labelled dev rows), ``unlabelled.csv`` (identity blanked) and its ``truth.csv``."""
+    train, unlabelled, truth = out / "train.csv", out / "unlabelled.csv", out / "truth.csv"
+    if train.is_file() and unlabelled.is_file() and truth.is_file():
+        return train, unlabelled, truth
+    labelled_frames, unlabelled_frames = [], []
+    for dev_set in sets:
+        if dev_set.name in NOT_TRAINED:
+            continue
+        frame = read_manifest(dev_set.manifest)
+        frame = frame[frame["split"] == "dev"].copy()
+        if quick:  # a few identities per set
+            keep = sorted(frame["identity"].unique())[:12]
+            frame = frame[frame["identity"].isin(keep)]
+        frame["book"] = f"{dev_set.name}:" + frame["book"]
+        aside = frame["identity"].map(lambda name, s=dev_set.name: _hashed(f"{s}/{name}", UNLABELLED_SHARE,
+                                                                           "unlabelled")).to_numpy(dtype=bool)
+        labelled_frames.append(frame[~aside])
+        unlabelled_frames.append(frame[aside])
+    hidden = pd.concat(unlabelled_frames, ignore_index=True)
+    write_manifest(hidden, truth)
+    blank = hidden.copy()
+    blank["identity"] = ""
+    write_manifest(blank, unlabelled)
+    write_manifest(pd.concat(labelled_frames, ignore_index=True), train)
+    return train, unlabelled, truth
+
+
+def overrides(args: argparse.Namespace, out: Path, train: Path, name: str) -> dict[str, Any]:
+    """``configs/bot_default.yaml`` sized down by the flags, for run ``name``."""
+    epochs = args.epochs
+    over: dict[str, Any] = {
+        "output_dir": str(out / name),
+        "data": {"manifests": [str(train)], "splits": ["dev"], "val_identities": VAL_SHARE,
+                 "cache_dir": str(out / "crops"), "num_workers": 0, "domain_fallbacks": ["style", "view"],
+                 "crop_max_side": max(64, args.size + args.size // 4)},
+        "model": {"input_size": args.size},
+        "train": {"epochs": epochs, "warmup_epochs": max(1, epochs // 8), "p": args.p, "k": args.k,
+                  "batches_per_epoch": args.batches, "patience": 0, "threads": 1, "log_every": 10},
+    }
+    if name == "cross":
+        over["loss"] = {"cross_domain": True}
+    if name == "mdl":
+        over["mdl"] = {"secondary_manifests": [str(out / "synth" / "manifest.csv")], "secondary_splits": ["", "dev", "test"],
+                       "secondary_identities": SECONDARY_IDENTITIES, "finetune_epochs": max(1, epochs // 3)}
+    return over
+
+
+def _purity_coverage(labels: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Pairwise precision of the pseudo-labels (of the instance pairs sharing one, the share of the same
+    true identity) and their coverage (share of instances in a pseudo-identity of two or more, the
+    ones re-training uses)."""
+    sizes = pd.Series(labels[labels >= 0]).value_counts()
+    grouped = np.asarray([label >= 0 and sizes[label] >= 2 for label in labels])
+    if not grouped.any():
+        return float("nan"), 0.0
+    frame = pd.DataFrame({"pseudo": labels[grouped], "true": truth[grouped]})
+    pairs = frame.groupby("pseudo").size().map(lambda n: n * (n - 1) / 2).sum()
+    same = frame.groupby(["pseudo", "true"]).size().map(lambda n: n * (n - 1) / 2).sum()
+    return float(same / pairs), float(grouped.mean())
+
+
+def _instances_and_features(model_path: Path, frame: pd.DataFrame, out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of ``frame``'s instances with a BoT checkpoint; their identities and panel groups."""
+    model = load_embedding_model(model_path, precision="fp32")
+    table = build_instances(frame.reset_index(drop=True), ["face", "body"], "book", "book")
+    cache = CropCache(frame.reset_index(drop=True), instance_rows(table.instances), 160, out / "crops")
+    features = embed_instances(model.backbone, table.instances, cache, resolve_device("cpu"))  # type: ignore[arg-type]
+    identities = np.asarray([instance.identity for instance in table.instances], dtype=object)
+    return features, identities, np.asarray([""] * len(identities), dtype=object)
+
+
+def choose_radii(model_path: Path, train: Path, out: Path) -> dict[str, Any]:
+    """(d_n, d_p) with the largest coverage at pairwise precision >= MIN_PURITY on the validation identities."""
+    from comicid.training.bot import _held_out
+
+    frame = read_manifest(train)
+    labels = frame["book"] + "\x1f" + frame["identity"]
+    val = frame[labels.map(lambda label: _held_out(label, VAL_SHARE)).to_numpy(dtype=bool)]
+    features, identities, groups = _instances_and_features(model_path, val, out)
+    grid = []
+    for d_p in np.arange(0.15, 1.01, 0.05):
+        for ratio in (1.5, 2.0, 2.5):
+            d_n = min(1.99, float(d_p * ratio))
+            if d_n <= d_p:
+                continue
+            labels_mined = mine_identities(features, d_n=d_n, d_p=float(d_p), groups=groups)
+            purity, coverage = _purity_coverage(labels_mined, identities)
+            grid.append({"d_n": round(d_n, 3), "d_p": round(float(d_p), 3), "purity": purity, "coverage": coverage})
+    good = [row for row in grid if row["purity"] >= MIN_PURITY]
+    best = max(good, key=lambda row: (row["coverage"], row["purity"])) if good else \
+        max(grid, key=lambda row: float(np.nan_to_num(row["purity"])))
+    paper = next((row for row in grid if abs(row["d_p"] - 0.25) < 1e-6 and abs(row["d_n"] - 0.5) < 1e-6), None)
+    return {"chosen": best, "paper_like": paper, "val_instances": int(len(identities))}
+
+
+def run_variant(args: argparse.Namespace, out: Path, train: Path, unlabelled: Path, truth: Path,
+                name: str, log: dict[str, Any]) -> Path:
+    """Train one variant (skipped when its model exists); returns the model path."""
+    if name == "pseudo":
+        model = out / "base" / "model_pseudo.pt"
+        if model.is_file():
+            return model
+        radii = log.setdefault("radii", choose_radii(out / "base" / "model.pt", train, out))
+        over = overrides(args, out, train, "base")
+        over["pseudo"] = {"d_n": radii["chosen"]["d_n"], "d_p": radii["chosen"]["d_p"],
+                          "epochs": max(1, args.epochs // 3)}
+        over["export_path"] = str(model)
+        config = load_config(ROOT / "configs" / "bot_default.yaml", BotConfig, over)
+        started = time.perf_counter()
+        result = train_bot(config, args.device, resume=True, progress=not args.quiet, pseudo_label=unlabelled)
+        assert result.pseudo is not None
+        true_instances = build_instances(read_manifest(truth), ["face", "body"], "book", "book").instances
+        keys = {instance.key: instance.identity for instance in true_instances}
+        identities = np.asarray([keys[key] for key in result.pseudo.keys], dtype=object)
+        purity, coverage = _purity_coverage(result.pseudo.labels, identities)
+        log["pseudo_labels"] = {"purity": purity, "coverage": coverage, "identities": result.pseudo.identities,
+                                "true_identities": int(len(set(identities))), "instances": int(len(identities)),
+                                "seconds": round(time.perf_counter() - started, 1)}
+        return result.model_path
+    model = out / name / "model.pt"
+    if model.is_file():
+        return model
+    config = load_config(ROOT / "configs" / "bot_default.yaml", BotConfig, overrides(args, out, train, name))
+    started = time.perf_counter()
+    result = train_bot(config, args.device, resume=True, progress=not args.quiet)
+    log.setdefault("train", {})[name] = {
+        "seconds": round(time.perf_counter() - started, 1),
+        "phases": {phase: {"steps": r.steps, "best_map_at_r": r.best, "loss_first_last":
+                           [r.losses()[0], r.losses()[-1]] if r.losses() else None}
+                   for phase, r in result.phases.items()},
+        "notes": result.notes}
+    return result.model_path
+
+
+def score(model: str, label: str, dev_set: DevSet, out: Path, rerank: bool) -> dict[str, Any]:
+    """Scores of ``model`` on the test rows of ``dev_set``; features cached per model and set."""
+    options = EvaluationOptions(model=model, split="test", precision="fp32", progress=False)
+    if rerank:
+        options.rerank = True  # type: ignore[attr-defined]
+    workdir = out / "eval" / hashlib.sha1(f"{label}|{model}|{dev_set.manifest}".encode()).hexdigest()[:16]
+    result = evaluate_manifest(dev_set.manifest, options, workdir=workdir)
+    retrieval, clustering = result["retrieval"], result["clustering"]
+    return {"rank1": retrieval["rank1"], "mAP": retrieval["mAP"], "mINP": retrieval["mINP"],
+            "AMI": clustering["ami"], "pred": clustering["pred_clusters"], "true": clustering["true_clusters"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_bot")
+    parser.add_argument("--size", type=int, default=112, help="input side in pixels (full size: 128)")
+    parser.add_argument("--epochs", type=int, default=12, help="epochs (full size: 40)")
+    parser.add_argument("--batches", type=int, default=25, help="batches per epoch (0 = crops // (P*K))")
+    parser.add_argument("--p", type=int, default=8)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="a few identities and steps: checks the pipeline")
+    parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.batches, args.p, args.size = 2, 3, 4, 64
+        args.out = args.out.with_name(args.out.name + "_quick")
+    tune_allocator()
+    torch.set_num_threads(1)
+    sets = all_sets()
+    if not sets:
+        print("no development set found; nothing to benchmark", file=sys.stderr)
+        return 0
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "log.json"
+    log: dict[str, Any] = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    train, unlabelled, truth = build_data(out, sets, args.quick)
+    if "mdl" in args.variants and not (out / "synth" / "manifest.csv").is_file():
+        generate_books(out / "synth", books=2 if args.quick else 6, characters=8, pages=2 if args.quick else 4,
+                       seed=500, progress=False)
+    models: dict[str, str] = {name: name for name in BASELINES}
+    for name in args.variants:
+        models[f"BoT {name}"] = str(run_variant(args, out, train, unlabelled, truth, name, log))
+        log_path.write_text(json.dumps(log, indent=1))
+    rerank = "rerank" in {f.name for f in fields(EvaluationOptions)}
+    scores = log.setdefault("scores", {})
+    eval_sets = sets[:2] if args.quick else sets
+    for label, model in models.items():
+        for dev_set in eval_sets:
+            key = f"{label}|{dev_set.name}"
+            if key not in scores:
+                scores[key] = score(model, label, dev_set, out, rerank=False)
+                if rerank:
+                    scores[key]["rerank"] = score(model, label, dev_set, out, rerank=True)
+                print(key, json.dumps(scores[key]))
+                log_path.write_text(json.dumps(log, indent=1))
+    if not args.no_docs:
+        write_section("bot", render(log, models, eval_sets, args))
+    return 0
+
+
+def render(log: dict[str, Any], models: dict[str, str], sets: list[DevSet], args: argparse.Namespace) -> str:
+    scores = log["scores"]
+    lines = ["## BoT re-ID recipe (`benchmarks/bot.py`)", "",
+             f"Scale of this run (CPU, shared and contended, 1 torch thread): {args.size} px, P x K = "
+             f"{args.p} x {args.k}, {args.epochs} epochs of {args.batches} batches, EfficientNet-Lite0 (ImageNet) "
+             "with last stride 1, GAP, BNNeck, soft-margin batch-hard triplet + label-smoothed CE, SGD warm-up "
+             f"1e-3 -> 1e-2. Command: `nice -n 10 python benchmarks/bot.py --size {args.size} --epochs "
+             f"{args.epochs} --batches {args.batches} --p {args.p} --k {args.k}`. Full size: "
+             "`python benchmarks/bot.py --size 128 --epochs 40 --batches 0 --p 16 --k 4 --device cuda`.",
+             "", "Trained on the `split=dev` identities only (a fifth of them set aside unlabelled for identity "
+             "mining, a fifth of the rest for validation); scored on the `split=test` rows of each manifest, "
+             "all models fp32.", ""]
+    header = ["set", *[f"{label} r1 / mAP / mINP / AMI (pred/true)" for label in models]]
+    rows = []
+    for dev_set in sets:
+        row: list[object] = [dev_set.name]
+        for label in models:
+            s = scores.get(f"{label}|{dev_set.name}")
+            row.append("-" if s is None else f"{s['rank1']:.3f} / {s['mAP']:.3f} / {s['mINP']:.3f} / "
+                                             f"{s['AMI']:.3f} ({s['pred']}/{s['true']})")
+        rows.append(row)
+    lines += [markdown_table(header, rows), ""]
+    mean_rows = []
+    for label in models:
+        found = [scores[f"{label}|{d.name}"] for d in sets if f"{label}|{d.name}" in scores]
+        if not found:
+            continue
+        means = [float(np.mean([s[key] for s in found])) for key in ("rank1", "mAP", "mINP", "AMI")]
+        rr = [s["rerank"] for s in found if "rerank" in s]
+        rr_means = [float(np.mean([s[key] for s in rr])) for key in ("rank1", "mAP")] if rr else ["-", "-"]
+        mean_rows.append([label, *means, *rr_means])
+    lines += ["Means over the sets (ablation: `base` = BoT alone; `cross` + cross-domain triplets; `mdl` + "
+              "multi-domain learning with synthetic comics as the secondary domain; `pseudo` = `base` + "
+              "identity-mining pseudo-labels on unlabelled dev rows, re-trained):", "",
+              markdown_table(["model", "rank-1", "mAP", "mINP", "AMI", "re-ranked rank-1", "re-ranked mAP"],
+                             mean_rows), ""]
+    if "pseudo_labels" in log:
+        p, r = log["pseudo_labels"], log.get("radii", {}).get("chosen", {})
+        lines += [f"Identity mining on the unlabelled dev rows with `base`: d_n {r.get('d_n')}, d_p {r.get('d_p')} "
+                  f"(chosen on the validation identities: largest coverage at pairwise precision >= {MIN_PURITY}; "
+                  f"there precision {r.get('purity', float('nan')):.3f}, coverage {r.get('coverage', float('nan')):.3f}); "
+                  f"on the unlabelled rows pairwise precision {p['purity']:.3f}, coverage (instances in "
+                  f"pseudo-identities of two or more) {p['coverage']:.3f}, "
+                  f"{p['identities']} pseudo-identities for {p['true_identities']} true ones "
+                  f"({p['instances']} instances).", ""]
+    if "train" in log:
+        times = ", ".join(f"{name} {info['seconds'] / 60:.0f} min" for name, info in log["train"].items())
+        lines += [f"Training time (contended 2-core CPU, not a speed figure): {times}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
