@@ -73,6 +73,31 @@ MIN_PURITY = 0.85
 SECONDARY_IDENTITIES = 40
 
 
+class Record:
+    """Results kept as one JSON file per entry under ``out/log``, so that a training process and
+    evaluation processes can run side by side (this machine's cores are shared) without clobbering."""
+
+    def __init__(self, out: Path) -> None:
+        self.folder = out / "log"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+
+    def get(self, key: str) -> Any:
+        path = self._path(key)
+        return json.loads(path.read_text())["value"] if path.is_file() else None
+
+    def set(self, key: str, value: Any) -> None:
+        from comicid.store.atomic import atomic_write_text
+
+        atomic_write_text(self._path(key), json.dumps({"key": key, "value": value}, indent=1))
+
+    def items(self, prefix: str) -> dict[str, Any]:
+        entries = [json.loads(path.read_text()) for path in sorted(self.folder.glob("*.json"))]
+        return {entry["key"][len(prefix):]: entry["value"] for entry in entries if entry["key"].startswith(prefix)}
+
+
 def all_sets() -> list[DevSet]:
     """Every development manifest present here (missing ones are named on stderr)."""
     found = available_dev_sets()
@@ -127,7 +152,8 @@ def overrides(args: argparse.Namespace, out: Path, train: Path, name: str) -> di
                  "crop_max_side": max(64, args.size + args.size // 4)},
         "model": {"input_size": args.size},
         "train": {"epochs": epochs, "warmup_epochs": max(1, epochs // 8), "p": args.p, "k": args.k,
-                  "batches_per_epoch": args.batches, "patience": 0, "threads": 1, "log_every": 10},
+                  "batches_per_epoch": args.batches, "patience": 0, "threads": 1, "log_every": 10,
+                  "val_every_epochs": args.val_every},
     }
     if name == "cross":
         over["loss"] = {"cross_domain": True}
@@ -186,13 +212,16 @@ def choose_radii(model_path: Path, train: Path, out: Path) -> dict[str, Any]:
 
 
 def run_variant(args: argparse.Namespace, out: Path, train: Path, unlabelled: Path, truth: Path,
-                name: str, log: dict[str, Any]) -> Path:
+                name: str, log: Record) -> Path:
     """Train one variant (skipped when its model exists); returns the model path."""
     if name == "pseudo":
         model = out / "base" / "model_pseudo.pt"
         if model.is_file():
             return model
-        radii = log.setdefault("radii", choose_radii(out / "base" / "model.pt", train, out))
+        radii = log.get("radii")
+        if radii is None:
+            radii = choose_radii(out / "base" / "model.pt", train, out)
+            log.set("radii", radii)
         over = overrides(args, out, train, "base")
         over["pseudo"] = {"d_n": radii["chosen"]["d_n"], "d_p": radii["chosen"]["d_p"],
                           "epochs": max(1, args.epochs // 3)}
@@ -205,9 +234,9 @@ def run_variant(args: argparse.Namespace, out: Path, train: Path, unlabelled: Pa
         keys = {instance.key: instance.identity for instance in true_instances}
         identities = np.asarray([keys[key] for key in result.pseudo.keys], dtype=object)
         purity, coverage = _purity_coverage(result.pseudo.labels, identities)
-        log["pseudo_labels"] = {"purity": purity, "coverage": coverage, "identities": result.pseudo.identities,
-                                "true_identities": int(len(set(identities))), "instances": int(len(identities)),
-                                "seconds": round(time.perf_counter() - started, 1)}
+        log.set("pseudo_labels", {"purity": purity, "coverage": coverage, "identities": result.pseudo.identities,
+                                  "true_identities": int(len(set(identities))), "instances": int(len(identities)),
+                                  "seconds": round(time.perf_counter() - started, 1), "notes": result.notes})
         return result.model_path
     model = out / name / "model.pt"
     if model.is_file():
@@ -215,12 +244,12 @@ def run_variant(args: argparse.Namespace, out: Path, train: Path, unlabelled: Pa
     config = load_config(ROOT / "configs" / "bot_default.yaml", BotConfig, overrides(args, out, train, name))
     started = time.perf_counter()
     result = train_bot(config, args.device, resume=True, progress=not args.quiet)
-    log.setdefault("train", {})[name] = {
+    log.set(f"train|{name}", {
         "seconds": round(time.perf_counter() - started, 1),
         "phases": {phase: {"steps": r.steps, "best_map_at_r": r.best, "loss_first_last":
                            [r.losses()[0], r.losses()[-1]] if r.losses() else None}
                    for phase, r in result.phases.items()},
-        "notes": result.notes}
+        "notes": result.notes})
     return result.model_path
 
 
@@ -244,10 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=25, help="batches per epoch (0 = crops // (P*K))")
     parser.add_argument("--p", type=int, default=8)
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="a few identities and steps: checks the pipeline")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--train-only", action="store_const", const=[], dest="eval",
+                        help="train the variants, score nothing (run scoring in another process)")
+    parser.add_argument("--eval", nargs="*", metavar="MODEL",
+                        help="score only these (default, effnet-lite0-imagenet, base, cross, mdl, pseudo); "
+                             "variants not yet trained are trained first")
+    parser.add_argument("--val-every", type=int, default=2, help="validation every N epochs")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -261,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "log.json"
-    log: dict[str, Any] = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    log = Record(out)
     train, unlabelled, truth = build_data(out, sets, args.quick)
     if "mdl" in args.variants and not (out / "synth" / "manifest.csv").is_file():
         generate_books(out / "synth", books=2 if args.quick else 6, characters=8, pages=2 if args.quick else 4,
@@ -270,26 +304,26 @@ def main(argv: list[str] | None = None) -> int:
     models: dict[str, str] = {name: name for name in BASELINES}
     for name in args.variants:
         models[f"BoT {name}"] = str(run_variant(args, out, train, unlabelled, truth, name, log))
-        log_path.write_text(json.dumps(log, indent=1))
     rerank = "rerank" in {f.name for f in fields(EvaluationOptions)}
-    scores = log.setdefault("scores", {})
     eval_sets = sets[:2] if args.quick else sets
-    for label, model in models.items():
+    to_score = {label: model for label, model in models.items()
+                if args.eval is None or label in args.eval or label.removeprefix("BoT ") in args.eval}
+    for label, model in to_score.items():
         for dev_set in eval_sets:
-            key = f"{label}|{dev_set.name}"
-            if key not in scores:
-                scores[key] = score(model, label, dev_set, out, rerank=False)
+            key = f"score|{label}|{dev_set.name}"
+            if log.get(key) is None:
+                scored = score(model, label, dev_set, out, rerank=False)
                 if rerank:
-                    scores[key]["rerank"] = score(model, label, dev_set, out, rerank=True)
-                print(key, json.dumps(scores[key]))
-                log_path.write_text(json.dumps(log, indent=1))
+                    scored["rerank"] = score(model, label, dev_set, out, rerank=True)
+                log.set(key, scored)
+                print(key, json.dumps(scored), flush=True)
     if not args.no_docs:
         write_section("bot", render(log, models, eval_sets, args))
     return 0
 
 
-def render(log: dict[str, Any], models: dict[str, str], sets: list[DevSet], args: argparse.Namespace) -> str:
-    scores = log["scores"]
+def render(log: Record, models: dict[str, str], sets: list[DevSet], args: argparse.Namespace) -> str:
+    scores = log.items("score|")
     lines = ["## BoT re-ID recipe (`benchmarks/bot.py`)", "",
              f"Scale of this run (CPU, shared and contended, 1 torch thread): {args.size} px, P x K = "
              f"{args.p} x {args.k}, {args.epochs} epochs of {args.batches} batches, EfficientNet-Lite0 (ImageNet) "
@@ -324,8 +358,8 @@ def render(log: dict[str, Any], models: dict[str, str], sets: list[DevSet], args
               "identity-mining pseudo-labels on unlabelled dev rows, re-trained):", "",
               markdown_table(["model", "rank-1", "mAP", "mINP", "AMI", "re-ranked rank-1", "re-ranked mAP"],
                              mean_rows), ""]
-    if "pseudo_labels" in log:
-        p, r = log["pseudo_labels"], log.get("radii", {}).get("chosen", {})
+    if log.get("pseudo_labels") is not None:
+        p, r = log.get("pseudo_labels"), (log.get("radii") or {}).get("chosen", {})
         lines += [f"Identity mining on the unlabelled dev rows with `base`: d_n {r.get('d_n')}, d_p {r.get('d_p')} "
                   f"(chosen on the validation identities: largest coverage at pairwise precision >= {MIN_PURITY}; "
                   f"there precision {r.get('purity', float('nan')):.3f}, coverage {r.get('coverage', float('nan')):.3f}); "
@@ -333,8 +367,9 @@ def render(log: dict[str, Any], models: dict[str, str], sets: list[DevSet], args
                   f"pseudo-identities of two or more) {p['coverage']:.3f}, "
                   f"{p['identities']} pseudo-identities for {p['true_identities']} true ones "
                   f"({p['instances']} instances).", ""]
-    if "train" in log:
-        times = ", ".join(f"{name} {info['seconds'] / 60:.0f} min" for name, info in log["train"].items())
+    trained = log.items("train|")
+    if trained:
+        times = ", ".join(f"{name} {info['seconds'] / 60:.0f} min" for name, info in trained.items())
         lines += [f"Training time (contended 2-core CPU, not a speed figure): {times}.", ""]
     return "\n".join(lines)
 
