@@ -158,7 +158,8 @@ def overrides(args: argparse.Namespace, out: Path, train: Path, name: str) -> di
     if name == "cross":
         over["loss"] = {"cross_domain": True}
     if name == "mdl":
-        over["mdl"] = {"secondary_manifests": [str(out / "synth" / "manifest.csv")], "secondary_splits": ["", "dev", "test"],
+        over["mdl"] = {"secondary_manifests": [str(out / "synth" / "manifest.csv")],
+                       "secondary_splits": ["", "dev", "test"],
                        "secondary_identities": SECONDARY_IDENTITIES, "finetune_epochs": max(1, epochs // 3)}
     return over
 
@@ -177,7 +178,8 @@ def _purity_coverage(labels: np.ndarray, truth: np.ndarray) -> tuple[float, floa
     return float(same / pairs), float(grouped.mean())
 
 
-def _instances_and_features(model_path: Path, frame: pd.DataFrame, out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _instances_and_features(model_path: Path, frame: pd.DataFrame,
+                            out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of ``frame``'s instances with a BoT checkpoint; their identities and panel groups."""
     model = load_embedding_model(model_path, precision="fp32")
     table = build_instances(frame.reset_index(drop=True), ["face", "body"], "book", "book")
@@ -362,7 +364,8 @@ def render(log: Record, models: dict[str, str], sets: list[DevSet], args: argpar
         p, r = log.get("pseudo_labels"), (log.get("radii") or {}).get("chosen", {})
         lines += [f"Identity mining on the unlabelled dev rows with `base`: d_n {r.get('d_n')}, d_p {r.get('d_p')} "
                   f"(chosen on the validation identities: largest coverage at pairwise precision >= {MIN_PURITY}; "
-                  f"there precision {r.get('purity', float('nan')):.3f}, coverage {r.get('coverage', float('nan')):.3f}); "
+                  f"there precision {r.get('purity', float('nan')):.3f}, "
+                  f"coverage {r.get('coverage', float('nan')):.3f}); "
                   f"on the unlabelled rows pairwise precision {p['purity']:.3f}, coverage (instances in "
                   f"pseudo-identities of two or more) {p['coverage']:.3f}, "
                   f"{p['identities']} pseudo-identities for {p['true_identities']} true ones "

@@ -380,6 +380,10 @@ class _Trainable(nn.Module):
         self.network = network
         self.center = center
 
+    def no_weight_decay(self) -> set[str]:
+        """The centres follow their features at BoT's large learning rate; weight decay would shrink them."""
+        return {"center.centers"} if self.center is not None else set()
+
 
 @dataclass
 class _Labelled:
@@ -471,7 +475,8 @@ def _phase(name: str, config: BotConfig, trainable: _Trainable, samples: list[Sa
     warmup = min(train.warmup_epochs * batches_per_epoch, steps - 1) if epochs > train.warmup_epochs else 0
     loop_config = dataclasses.replace(train, steps=steps, warmup_steps=warmup, lr=lr if lr is not None else train.lr,
                                       val_every=max(1, train.val_every_epochs) * batches_per_epoch,
-                                      checkpoint_every=min(train.checkpoint_every, batches_per_epoch) or batches_per_epoch)
+                                      checkpoint_every=min(train.checkpoint_every or batches_per_epoch,
+                                                           batches_per_epoch))
 
     def batches(epoch: int, skip: int) -> torch.utils.data.DataLoader:
         sampler.set_position(epoch, skip)

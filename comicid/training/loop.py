@@ -98,18 +98,20 @@ def lr_factor(config: TrainConfig) -> Callable[[int], float]:
 
 def build_optimizer(model: nn.Module, config: TrainConfig,
                     lr_scale: Callable[[str], float] | None = None) -> torch.optim.Optimizer:
-    """``config.optimizer`` (AdamW by default, Adam or SGD) over trainable parameters; biases and
-    normalisation parameters get no weight decay.
+    """``config.optimizer`` (AdamW by default, Adam or SGD) over trainable parameters; biases,
+    normalisation parameters and those named by the model's ``no_weight_decay()`` get no weight decay.
 
     ``lr_scale(parameter name)`` multiplies the learning rate of a parameter, e.g. 0.1 for a
     pretrained backbone under a freshly initialised head, so that the head's large early gradients
     do not wash out what the backbone already knows.
     """
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    # timm's convention: a model may name parameters that must not decay (e.g. center-loss centres)
+    no_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             scale = 1.0 if lr_scale is None else float(lr_scale(name))
-            groups.setdefault((parameter.ndim > 1, scale), []).append(parameter)
+            groups.setdefault((parameter.ndim > 1 and name not in no_decay, scale), []).append(parameter)
     if not groups:
         raise ConfigError("the model has no trainable parameters")
     param_groups = [{"params": params, "lr": config.lr * scale, "weight_decay": config.weight_decay if decay else 0.0}

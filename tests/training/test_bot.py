@@ -17,9 +17,10 @@ from comicid.data.synth import generate_books
 from comicid.errors import ConfigError
 from comicid.losses import CenterLoss, cross_domain_batch_hard
 from comicid.models.embedding_model import load_embedding_model
-from comicid.training.bot import BotConfig, train_bot
+from comicid.models.bot import BoTBackbone, BoTNetwork
+from comicid.training.bot import BotConfig, _Trainable, train_bot
 from comicid.training.config import TrainConfig, load_config
-from comicid.training.loop import lr_factor
+from comicid.training.loop import build_optimizer, lr_factor
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "bot_synth_tiny.yaml"
 
@@ -71,7 +72,8 @@ def test_cross_domain_center_loss_mdl_and_pseudo_labels(books: Path, tmp_path: P
     after = torch.load(tmp_path / "run" / "finetune" / "phase.pt", weights_only=True)["model"]
     first = "network.backbone.feature_map.0.weight"
     assert torch.equal(before[first], after[first])
-    assert not torch.equal(before["network.backbone.feature_map.3.weight"], after["network.backbone.feature_map.3.weight"])
+    later = "network.backbone.feature_map.3.weight"
+    assert not torch.equal(before[later], after[later])
     assert result.pseudo is not None and result.pseudo.identities >= 1
     written = pd.read_csv(tmp_path / "run" / "pseudo_labels.csv")
     assert len(written) == len(result.pseudo.labels) and (written["pseudo_label"] >= 0).any()
@@ -91,6 +93,16 @@ def test_cross_domain_miner_takes_the_hardest_pairs_of_other_domains() -> None:
         pos = [j for j in range(12) if labels[j] == labels[a] and domains[j] != domains[a]]
         neg = [j for j in range(12) if labels[j] != labels[a] and domains[j] != domains[a]]
         assert distance[a, p] == distance[a, pos].max() and distance[a, n] == distance[a, neg].min()
+
+
+def test_centres_move_at_bots_rate_without_weight_decay() -> None:
+    network = BoTNetwork(BoTBackbone("tiny-cnn", False, 32), 3)
+    trainable = _Trainable(network, CenterLoss(3, network.backbone.feature_dim))
+    config = TrainConfig(optimizer="sgd", lr=0.01, weight_decay=5e-4)
+    optimizer = build_optimizer(trainable, config, lr_scale=lambda name: 100.0 if name.startswith("center.") else 1.0)
+    (group,) = [g for g in optimizer.param_groups if any(p is trainable.center.centers for p in g["params"])]
+    assert group["weight_decay"] == 0.0 and group["lr"] == pytest.approx(1.0)
+    assert isinstance(optimizer, torch.optim.SGD)
 
 
 def test_center_loss_is_the_mean_squared_distance_to_the_centre() -> None:
