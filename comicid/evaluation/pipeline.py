@@ -25,7 +25,13 @@ from comicid.data.manifest import read_manifest
 from comicid.errors import ConfigError
 from comicid.evaluation.clustering import clustering_metrics_by_group
 from comicid.evaluation.protocols import global_protocol, local_protocol
-from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics, retrieval_metrics_from_similarity
+from comicid.evaluation.retrieval import (
+    QueryScores,
+    exclusion_mask,
+    query_retrieval_scores,
+    retrieval_metrics,
+    summarise_retrieval,
+)
 from comicid.identity.assign import assign_identities, collection_params, save_learnt_state, views_needed
 from comicid.identity.rerank import KReciprocalReranker, average_query_expansion
 from comicid.models.embedding_model import EmbeddingModel
@@ -95,9 +101,11 @@ def retrieval_scores(embedded: InstanceEmbeddings, rerank: bool = False, aqe: in
         points = np.union1d(q, g)  # each instance once, even when it is both query and gallery
         q_at, g_at = np.searchsorted(points, q), np.searchsorted(points, g)
         vectors = average_query_expansion(embedded.vectors[points], q_at, aqe, gallery_rows=g_at)
-        if rerank:
-            distance = KReciprocalReranker().fit(vectors).distances(q_at, g_at)
-            scores = retrieval_metrics_from_similarity(distance, labels[q], labels[g], exclude, kind="distance")
+        if rerank and len(q):  # scored one block of queries at a time: memory O(block x gallery), like the plain path
+            reranker = KReciprocalReranker().fit(vectors)
+            scores = summarise_retrieval(QueryScores.concatenate(
+                query_retrieval_scores(distance, labels[q][part], labels[g], exclude[part], kind="distance")
+                for part, distance in reranker.blocks(q_at, g_at)))
         else:
             scores = retrieval_metrics(vectors[q_at], labels[q], vectors[g_at], labels[g], exclude=exclude)
     else:

@@ -65,8 +65,10 @@ def _unit(features: np.ndarray) -> np.ndarray:
     if array.ndim != 2 or array.shape[1] == 0:
         raise RerankError(f"re-ranking needs a (N, D) feature matrix, got shape {array.shape}")
     norms = np.linalg.norm(array, axis=1, keepdims=True)
-    if not np.isfinite(array).all() or (norms == 0).any():
-        raise RerankError("re-ranking needs finite, non-zero feature rows")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1) | (norms[:, 0] == 0))
+    if len(bad):
+        raise RerankError(f"re-ranking needs finite, non-zero feature rows; row {int(bad[0])} is not "
+                          f"({len(bad)} such rows; an all-zero embedding is a crop the model saw nothing in)")
     return array / norms
 
 
