@@ -260,7 +260,8 @@ def score(model: str, label: str, dev_set: DevSet, out: Path, rerank: bool) -> d
     options = EvaluationOptions(model=model, split="test", precision="fp32", progress=False)
     if rerank:
         options.rerank = True  # type: ignore[attr-defined]
-    workdir = out / "eval" / hashlib.sha1(f"{label}|{model}|{dev_set.manifest}".encode()).hexdigest()[:16]
+    # one collection per set: its crops are cut once and every model's features are cached in it
+    workdir = out / "eval" / hashlib.sha1(str(dev_set.manifest).encode()).hexdigest()[:16]
     result = evaluate_manifest(dev_set.manifest, options, workdir=workdir)
     retrieval, clustering = result["retrieval"], result["clustering"]
     return {"rank1": retrieval["rank1"], "mAP": retrieval["mAP"], "mINP": retrieval["mINP"],
@@ -285,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="score only these (default, effnet-lite0-imagenet, base, cross, mdl, pseudo); "
                              "variants not yet trained are trained first")
     parser.add_argument("--val-every", type=int, default=2, help="validation every N epochs")
+    parser.add_argument("--rerank", action="store_true", help="also score with k-reciprocal re-ranking")
+    parser.add_argument("--await-variants", nargs="*", default=[], choices=VARIANTS, metavar="VARIANT",
+                        help="score these variants as another process finishes training them (never trains)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -306,11 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     models: dict[str, str] = {name: name for name in BASELINES}
     for name in args.variants:
         models[f"BoT {name}"] = str(run_variant(args, out, train, unlabelled, truth, name, log))
-    rerank = "rerank" in {f.name for f in fields(EvaluationOptions)}
+    rerank = args.rerank and "rerank" in {f.name for f in fields(EvaluationOptions)}
     eval_sets = sets[:2] if args.quick else sets
-    to_score = {label: model for label, model in models.items()
-                if args.eval is None or label in args.eval or label.removeprefix("BoT ") in args.eval}
-    for label, model in to_score.items():
+    to_score = [(label, model) for label, model in models.items()
+                if args.eval is None or label in args.eval or label.removeprefix("BoT ") in args.eval]
+    to_score += [(f"BoT {name}", str(out / "base" / "model_pseudo.pt" if name == "pseudo" else out / name / "model.pt"))
+                 for name in args.await_variants]
+    for label, model in to_score:
+        while not Path(model).is_file() and model not in BASELINES:
+            time.sleep(30)  # another process is training it
         for dev_set in eval_sets:
             key = f"score|{label}|{dev_set.name}"
             if log.get(key) is None:
