@@ -27,7 +27,8 @@ continues the unfinished one and skips finished ones):
 3. ``pseudo`` (``--pseudo-label UNLABELLED.csv``): the current model embeds the rows of that
    manifest without ``identity``, identity mining (:func:`comicid.identity.mining.mine_identities`)
    labels the confident ones (never two instances of one panel alike), and training continues on the
-   labelled data plus these pseudo-identities for ``pseudo.epochs``.
+   labelled data plus these pseudo-identities for ``pseudo.epochs`` (after MDL, with its frozen
+   stages and learning rates).
 
 The exported model (``export_path``, default ``output_dir/model.pt``) is a comicid-model checkpoint
 (:func:`~comicid.models.bot.save_bot_model`): ``--model PATH`` everywhere, ``comicid quantize PATH``
@@ -596,6 +597,8 @@ def train_bot(config: BotConfig, device: str | torch.device = "cpu", resume: boo
     trainable = _new_trainable(backbone, len(coder.labels), config, target)
     phases["train"] = _phase("train", config, trainable, samples, caches, config.train.epochs, target, validate,
                              resume, progress, lr_scale=_center_scale(config, config.train.lr))
+    # what later phases train with: the recipe's rates, or after MDL fine-tuning its frozen stages and rates
+    later_lr, later_scale, frozen = config.train.lr, _center_scale(config, config.train.lr), 0
     if mdl.secondary_manifests:
         trainable = _new_trainable(trainable.network.backbone, n_primary, config, target, trainable.network)
         trainable.network.freeze_stages(mdl.freeze_stages)
@@ -606,6 +609,7 @@ def train_bot(config: BotConfig, device: str | torch.device = "cpu", resume: boo
             return ratio if name.startswith("network.backbone.") else center_scale(name)
         phases["finetune"] = _phase("finetune", config, trainable, primary_samples, caches[:1], mdl.finetune_epochs,
                                     target, validate, resume, progress, lr=mdl.head_lr, lr_scale=finetune_scale)
+        later_lr, later_scale, frozen = mdl.head_lr, finetune_scale, mdl.freeze_stages
     pseudo = None
     if pseudo_label is not None:
         pseudo, instances, cache, domains = mine_pseudo_labels(trainable.network.backbone, Path(pseudo_label),
@@ -626,9 +630,10 @@ def train_bot(config: BotConfig, device: str | torch.device = "cpu", resume: boo
         log.info(notes[-1])
         samples = primary_samples + coder.samples(len(caches[:1]), mined, [domains[i] for i in keep])
         trainable = _new_trainable(trainable.network.backbone, len(coder.labels), config, target, trainable.network)
+        trainable.network.freeze_stages(frozen)
         phases["pseudo"] = _phase("pseudo", config, trainable, samples, [primary.data.cache, cache],
-                                  config.pseudo.epochs, target, validate, resume, progress,
-                                  lr_scale=_center_scale(config, config.train.lr), salt=str(pseudo_label))
+                                  config.pseudo.epochs, target, validate, resume, progress, lr=later_lr,
+                                  lr_scale=later_scale, salt=str(pseudo_label))
     path = config.export_path or Path(config.output_dir) / MODEL_NAME
     save_bot_model(trainable.network.backbone.cpu().eval(), path)
     return BotResult(phases, path, pseudo, notes)
