@@ -1,6 +1,7 @@
 """The BoT re-ID recipe on the development sets: trained on split=dev identities, scored on split=test.
 
-    nice -n 10 python benchmarks/bot.py                 # the CPU-sized run that wrote docs/BENCHMARKS.md
+    nice -n 10 python benchmarks/bot.py --size 96 --epochs 8 --batches 15 --p 8 --k 4 \
+        --variants base cross mdl pseudo adam        # the CPU-sized run that wrote docs/BENCHMARKS.md
     python benchmarks/bot.py --quick --no-docs          # a 2-3 minute end-to-end check of the pipeline
     python benchmarks/bot.py --size 128 --epochs 40 --batches 0 --p 16 --k 4 --device cuda   # full size
 
@@ -16,7 +17,8 @@ resumes):
 3. **Runs** of ``configs/bot_default.yaml`` sized down by the flags: ``base`` (BoT), ``cross``
    (+ cross-domain triplets, domain = the manifest's ``style``, else ``view``), ``mdl`` (+ the
    first 40 synthetic identities in pre-training, then fine-tuning on the sprites with two stages
-   frozen) and ``pseudo`` (``base`` + identity mining on the unlabelled dev rows + re-training). The
+   frozen), ``pseudo`` (``base`` + identity mining on the unlabelled dev rows + re-training) and
+   ``adam`` (``base`` with Adam 3.5e-4, the optimiser of Luo et al.; not run by default). The
    mining radii are chosen on the validation identities (largest coverage at pairwise precision
    >= 0.85), never on test rows.
 4. **Scores** of every model and of ``default`` and ``effnet-lite0-imagenet`` (all fp32) on the
@@ -360,7 +362,8 @@ def render(log: Record, models: dict[str, str], sets: list[DevSet], args: argpar
              f"{args.p} x {args.k}, {args.epochs} epochs of {args.batches} batches, EfficientNet-Lite0 (ImageNet) "
              "with last stride 1, GAP, BNNeck, soft-margin batch-hard triplet + label-smoothed CE, SGD warm-up "
              f"1e-3 -> 1e-2. Command: `nice -n 10 python benchmarks/bot.py --size {args.size} --epochs "
-             f"{args.epochs} --batches {args.batches} --p {args.p} --k {args.k}`. Full size: "
+             f"{args.epochs} --batches {args.batches} --p {args.p} --k {args.k} --variants "
+             f"{' '.join(label.removeprefix('BoT ') for label in models if label.startswith('BoT '))}`. Full size: "
              "`python benchmarks/bot.py --size 128 --epochs 40 --batches 0 --p 16 --k 4 --device cuda`.",
              "", "Trained on the `split=dev` identities only (a fifth of them set aside unlabelled for identity "
              "mining, a fifth of the rest for validation); scored on the `split=test` rows of each manifest, "
@@ -386,15 +389,18 @@ def render(log: Record, models: dict[str, str], sets: list[DevSet], args: argpar
         rr_means = [float(np.mean([s[key] for s in rr])) for key in ("rank1", "mAP")] \
             if rr and len(rr) == len(found) else ["-", "-"]
         mean_rows.append([label if complete else f"{label} ({len(found)} of {len(sets)} sets)", *means, *rr_means])
+    header = ["model", "rank-1", "mAP", "mINP", "AMI", "re-ranked rank-1", "re-ranked mAP"]
+    if all(row[-1] == "-" for row in mean_rows):  # no re-ranked scores in this run (--rerank)
+        header, mean_rows = header[:-2], [row[:-2] for row in mean_rows]
     lines += ["Clustering: the threshold is calibrated on each manifest's `split=dev` rows, which the BoT "
               "models were trained on (four fifths of them); probably their dev distances are tighter than on "
               "unseen identities, so the calibrated threshold splits test identities (AMI 0 on tuxemon "
               "back->front: every instance its own cluster). Not verified here.", "",
               "Means over the sets (ablation: `base` = BoT alone; `cross` + cross-domain triplets; `mdl` + "
               "multi-domain learning with synthetic comics as the secondary domain; `pseudo` = `base` + "
-              "identity-mining pseudo-labels on unlabelled dev rows, re-trained):", "",
-              markdown_table(["model", "rank-1", "mAP", "mINP", "AMI", "re-ranked rank-1", "re-ranked mAP"],
-                             mean_rows), ""]
+              "identity-mining pseudo-labels on unlabelled dev rows, re-trained; `adam` = `base` with Adam 3.5e-4, Luo et "
+              "al.'s own optimiser):", "",
+              markdown_table(header, mean_rows), ""]
     if log.get("pseudo_labels") is not None:
         p, r = log.get("pseudo_labels"), (log.get("radii") or {}).get("chosen", {})
         lines += [f"Identity mining on the unlabelled dev rows with `base`: d_n {r.get('d_n')}, d_p {r.get('d_p')} "
