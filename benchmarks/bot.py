@@ -398,8 +398,8 @@ def render(log: Record, models: dict[str, str], sets: list[DevSet], args: argpar
               "back->front: every instance its own cluster). Not verified here.", "",
               "Means over the sets (ablation: `base` = BoT alone; `cross` + cross-domain triplets; `mdl` + "
               "multi-domain learning with synthetic comics as the secondary domain; `pseudo` = `base` + "
-              "identity-mining pseudo-labels on unlabelled dev rows, re-trained; `adam` = `base` with Adam 3.5e-4, Luo et "
-              "al.'s own optimiser):", "",
+              "identity-mining pseudo-labels on unlabelled dev rows, re-trained; `adam` = `base` with Adam "
+              "3.5e-4, Luo et al.'s own optimiser):", "",
               markdown_table(header, mean_rows), ""]
     if log.get("pseudo_labels") is not None:
         p, r = log.get("pseudo_labels"), (log.get("radii") or {}).get("chosen", {})
