@@ -20,6 +20,7 @@ from comicid.identity import (
     ConstrainedClusterer,
     Constraints,
     HDBSCANClusterer,
+    MiningClusterer,
     UmapHDBSCANClusterer,
     create_clusterer,
 )
@@ -30,7 +31,7 @@ from comicid.workflows.cluster import Assignment
 
 __all__ = [
     "CLUSTERERS", "SCOPES", "AdaptiveClusterer", "AgglomerativeClusterer", "Assignment", "ComicidError",
-    "Collection", "ConstrainedClusterer", "Constraints", "EmbeddingModel", "HDBSCANClusterer", "InstanceEmbeddings", "UmapHDBSCANClusterer",
+    "Collection", "ConstrainedClusterer", "Constraints", "EmbeddingModel", "HDBSCANClusterer", "InstanceEmbeddings", "MiningClusterer", "UmapHDBSCANClusterer",
     "__version__",
     "cluster", "create_clusterer", "embed", "evaluate", "import_source", "load_model", "open_collection", "search",
 ]

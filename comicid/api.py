@@ -21,7 +21,9 @@ from typing import Any
 import pandas as pd
 
 from comicid.errors import ConfigError
-from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
+from comicid.models.embedding_model import EmbeddingModel
+from comicid.models.ensemble import Ensemble
+from comicid.models.ensemble import load_model as load_any_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.workflows.cluster import Assignment, assign_identities
@@ -31,17 +33,19 @@ from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest
 from comicid.workflows.imports import import_source as _import_source
 from comicid.workflows.search import search_collection
 
-ModelLike = str | Path | EmbeddingModel
+ModelLike = str | Path | EmbeddingModel | Ensemble
 CollectionLike = str | Path | Collection
 
 
-def load_model(name_or_path: str | Path = "default", device: str = "cpu", precision: str = "auto") -> EmbeddingModel:
-    """An embedding model: ``"default"`` (the shipped model), a backbone registry name, or a checkpoint.
+def load_model(name_or_path: str | Path = "default", device: str = "cpu",
+               precision: str = "auto") -> EmbeddingModel | Ensemble:
+    """An embedding model: ``"default"`` (the shipped model), a backbone registry name, or a checkpoint;
+    or an ensemble: ``"A,B"``, ``"A=0.7,B=0.3"`` or an ensemble YAML file (docs/SEARCH.md).
 
     ``precision="auto"`` runs the checkpoint's int8 graph on the CPU when it has one (the shipped model
-    does), ``"fp32"`` the exact torch model. The model has :meth:`~EmbeddingModel.embed_images`.
+    does), ``"fp32"`` the exact torch model. Every model has ``embed_images(images) -> (N, D)``.
     """
-    return load_embedding_model(name_or_path, device=device, precision=precision)
+    return load_any_model(name_or_path, device=device, precision=precision)
 
 
 def open_collection(path: str | Path) -> Collection:
@@ -57,8 +61,10 @@ def import_source(src: str | Path, collection: CollectionLike, format: str = "au
     return _import_source(src, collection, format=format, skip_bad=skip_bad, progress=progress, **options).collection
 
 
-def _model(model: ModelLike, device: str, precision: str) -> EmbeddingModel:
-    return model if isinstance(model, EmbeddingModel) else load_model(model, device=device, precision=precision)
+def _model(model: ModelLike, device: str, precision: str) -> EmbeddingModel | Ensemble:
+    if isinstance(model, (EmbeddingModel, Ensemble)):
+        return model
+    return load_model(model, device=device, precision=precision)
 
 
 def _collection(collection: CollectionLike) -> Collection:

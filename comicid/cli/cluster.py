@@ -13,7 +13,7 @@ from pathlib import Path
 from comicid.cli.common import add_cluster_options, add_model_options, output_file
 from comicid.data.manifest import display_key
 from comicid.identity import assignment_table, write_assignments
-from comicid.models.embedding_model import load_embedding_model
+from comicid.models.ensemble import load_model
 from comicid.store.collection import Collection
 from comicid.workflows.cluster_collection import cluster_collection
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, collection: Collection) -> int:
-    model = load_embedding_model(args.model, device=args.device, precision=args.precision)
+    model = load_model(args.model, device=args.device, precision=args.precision)
     assignment = cluster_collection(collection, model, method=args.method, scope=args.scope,
                                     threshold=args.threshold, device=args.device, batch_size=args.batch_size,
                                     progress=not args.quiet, keep_edits=args.keep_edits, bank=args.bank)

@@ -16,6 +16,7 @@ DEFAULT_MODEL = "default"
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|CKPT",
                         help="registry name (see `comicid embed --list-models`) or checkpoint file; "
+                             "A,B or A=0.7,B=0.3 or ensemble.yaml: an ensemble (docs/SEARCH.md); "
                              "default: the shipped model")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8"),
@@ -32,6 +33,17 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", default="auto", metavar="auto|FLOAT",
                         help="distance threshold; auto = calibrated on split=dev rows, else the documented "
                              "default (default: auto)")
+
+
+def add_rerank_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rerank", action="store_true",
+                        help="k-reciprocal re-ranking (Zhong et al. 2017; k1 20, k2 6, lambda 0.3) of the results")
+    parser.add_argument("--aqe", type=non_negative_int, default=0, metavar="K",
+                        help="average query expansion with the K nearest instances (default: 0, off)")
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
 
 
 def positive_int(text: str) -> int:

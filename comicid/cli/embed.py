@@ -11,7 +11,7 @@ from pathlib import Path
 
 from comicid.cli.common import add_model_options
 from comicid.models.backbones import list_backbones
-from comicid.models.embedding_model import load_embedding_model
+from comicid.models.ensemble import load_model
 from comicid.store.collection import Collection
 from comicid.workflows.embed import embed_collection
 
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     collection = Collection.open(args.collection)
-    model = load_embedding_model(args.model, device=args.device, precision=args.precision)
+    model = load_model(args.model, device=args.device, precision=args.precision)
     embedded = embed_collection(collection, model, device=args.device, batch_size=args.batch_size,
                                 progress=not args.quiet)
     if not args.quiet:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from comicid.atomic import atomic_write_text
-from comicid.cli.common import add_cluster_options, add_model_options, output_file, printable
+from comicid.cli.common import add_cluster_options, add_model_options, add_rerank_options, output_file, printable
 from comicid.workflows.evaluate import PROTOCOLS, SPLITS, EvaluationOptions, evaluate_manifest
 
 
@@ -29,12 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true", help="skip rows whose image is missing or unreadable")
     parser.add_argument("--allow-outside", action="store_true",
                         help="read images outside the manifest's folder (refused by default)")
+    add_rerank_options(parser)
 
 
 def format_summary(result: dict) -> str:
     r, c = result["retrieval"], result["clustering"]
     lines = [f"{result['manifest']}: {result['instances']} instances ({result['split']}), model {result['model']}",
-             f"  retrieval ({r['protocol']}, {r['queries']} queries): rank-1 {r['rank1']:.3f}  rank-5 {r['rank5']:.3f}"
+             f"  retrieval ({r['protocol']}{', re-ranked' if r.get('reranked') else ''}, {r['queries']} queries): rank-1 {r['rank1']:.3f}  rank-5 {r['rank5']:.3f}"
              f"  rank-10 {r['rank10']:.3f}  mAP {r['mAP']:.3f}  mINP {r['mINP']:.3f}  MAP@R {r['map_at_r']:.3f}",
              f"  clustering ({result['method']}, mean of {c['books']} books): AMI {c['ami']:.3f}  ARI {c['ari']:.3f}  "
              f"NMI {c['nmi']:.3f}  V {c['v_measure']:.3f}  B3-F {c['bcubed_f']:.3f}  pair-F {c['pairwise_f']:.3f}  "
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     options = EvaluationOptions(model=args.model, method=args.method, scope=args.scope, threshold=args.threshold,
                                 split=args.split, protocol=args.protocol, device=args.device, precision=args.precision,
                                 batch_size=args.batch_size, skip_bad=args.skip_bad, progress=not args.quiet,
-                                allow_outside=args.allow_outside)
+                                allow_outside=args.allow_outside, rerank=args.rerank, aqe=args.aqe)
     if args.json:
         output_file(args.json, "--json")
     result = evaluate_manifest(args.manifest, options, workdir=args.collection)

@@ -9,8 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from comicid.cli.common import add_model_options, positive_int, printable
-from comicid.models.embedding_model import load_embedding_model
+from comicid.cli.common import add_model_options, add_rerank_options, positive_int, printable
+from comicid.models.ensemble import load_model
 from comicid.search.index import BACKENDS
 from comicid.workflows.search import search_collection
 from comicid.store.collection import Collection
@@ -23,14 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=positive_int, default=10, help="results to show (default: 10)")
     parser.add_argument("--index", default="exact", choices=BACKENDS, help="search backend (default: exact)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_rerank_options(parser)
     add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     collection = Collection.open(args.collection)
-    model = load_embedding_model(args.model, device=args.device, precision=args.precision)
+    model = load_model(args.model, device=args.device, precision=args.precision)
     result = search_collection(collection, model, image=args.image, instance=args.instance, top=args.top,
-                               backend=args.index, device=args.device, progress=not args.quiet)
+                               backend=args.index, device=args.device, progress=not args.quiet,
+                               rerank=args.rerank, aqe=args.aqe)
     if args.json:
         print(json.dumps(result.to_dict(orient="records"), indent=2))
     else:

@@ -1,4 +1,7 @@
-"""Train the face-body model: `ssl CONFIG` (stage 1) or `finetune CONFIG` (stage 2); `multimodal CONFIG`: M1-M5.
+"""Train a model: `ssl CONFIG` (stage 1) or `finetune CONFIG` (stage 2) of the face-body recipe,
+`bot CONFIG [--pseudo-label UNLABELLED.csv]`, the BoT re-ID recipe, or `multimodal CONFIG`: Manga-MMTL's
+M1-M5 (docs/TRAINING.md, docs/MULTIMODAL.md).
+
 
 Recipes are YAML files (see configs/ and docs/TRAINING.md). Stage 1 writes OUTPUT_DIR/ssl_model.pt,
 stage 2 reads it and writes the embedding model (OUTPUT_DIR/model.pt unless export.path says
@@ -14,6 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
+from comicid.identity import mine_identities
+from comicid.training.bot import BotConfig, train_bot
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
 from comicid.training.finetune import train_finetune
 from comicid.training.multimodal import MultimodalConfig
@@ -25,12 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stages = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, help_text in (("ssl", "stage 1: self-supervised face-body pre-training"),
                             ("finetune", "stage 2: frozen network, trained fusion + projector"),
-                            ("multimodal", "Manga-MMTL: M1-M5 on image and text features")):
+                            ("multimodal", "Manga-MMTL: M1-M5 on image and text features"),
+                            ("bot", "BoT re-ID recipe: BNNeck, batch-hard triplets, cross-domain, MDL")):
         stage = stages.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("config", metavar="CONFIG", type=Path, help="recipe YAML file")
         stage.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
         stage.add_argument("--resume", action="store_true",
                            help="continue from the checkpoint in the recipe's output_dir")
+        if name == "bot":
+            stage.add_argument("--pseudo-label", type=Path, metavar="UNLABELLED",
+                               help="manifest whose rows without identity are pseudo-labelled by identity "
+                                    "mining and added to training")
         stage.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                            help="no progress bars or summaries")
         if name == "multimodal":
@@ -61,6 +71,14 @@ def run(args: argparse.Namespace) -> int:
         ssl_config = load_config(args.config, SSLConfig)
         result = train_ssl(ssl_config, args.device, args.resume, progress=not quiet)
         written: Path | None = ssl_config.output_dir / SSL_MODEL_NAME
+    elif args.stage == "bot":
+        bot_config = load_config(args.config, BotConfig)
+        bot = train_bot(bot_config, args.device, args.resume, progress=not quiet, pseudo_label=args.pseudo_label,
+                        labeler=mine_identities)
+        result, written = bot.phases[next(reversed(bot.phases))], bot.model_path
+        if not quiet and bot.pseudo is not None:
+            print(f"pseudo-labels: {bot.pseudo.coverage:.1%} of unlabelled instances into "
+                  f"{bot.pseudo.identities} identities")
     else:
         finetune_config = load_config(args.config, FinetuneConfig)
         result, written = train_finetune(finetune_config, args.device, args.resume, progress=not quiet)

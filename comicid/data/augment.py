@@ -194,3 +194,25 @@ def weak_view(size: int, mean: Sequence[float], std: Sequence[float],
 def clean_view(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image], Tensor]:
     """Exactly the inference preprocessing (letterbox + normalise), for validation."""
     return v2.Compose([_Letterbox(size)] + _to_tensor(mean, std))
+
+
+def reid_view(size: int, mean: Sequence[float], std: Sequence[float], pad: float = 0.08, erasing_p: float = 0.5,
+              flip: bool = True, style_ops: Sequence[str] = (), style_p: float = 0.0
+              ) -> Callable[[Image.Image], Tensor]:
+    """The BoT re-ID training view: letterbox, maybe a drawing style, flip, pad-and-crop, random erasing.
+
+    ``pad`` is the padding as a fraction of ``size`` (BoT pads 10 px of a 256x128 person crop: about
+    0.04-0.08); the crop back to ``size`` then shifts the character by up to that much. Random
+    erasing (Zhong et al.) blanks a rectangle of 2-40 % of the area with probability ``erasing_p``,
+    after normalisation, so that no single part (a hat, a logo) carries the identity alone.
+    """
+    ops: list[Callable] = [_Letterbox(size), RandomStyle(style_ops, style_p)]
+    if flip:
+        ops.append(v2.RandomHorizontalFlip())
+    padding = round(pad * size)
+    if padding > 0:
+        ops.append(v2.RandomCrop(size, padding=padding, fill=255))
+    ops += _to_tensor(mean, std)
+    if erasing_p > 0:
+        ops.append(v2.RandomErasing(p=erasing_p, scale=(0.02, 0.4), value=0))
+    return v2.Compose(ops)

@@ -24,14 +24,15 @@ from comicid.identity.constraints import Constraints, IdentityInputError
 from comicid.identity.density import HDBSCANClusterer
 from comicid.identity.registry import CLUSTERERS, create_clusterer
 from comicid.identity.adaptive import AdaptiveClusterer
+from comicid.identity.mining import MiningClusterer, mine_identities
 from comicid.identity.umap_hdbscan import UmapHDBSCANClusterer
 from comicid.identity.scopes import SCOPES, assignment_table, cluster_by_scope, write_assignments
 
 
 __all__ = [
     "CLUSTERERS", "DEFAULT_THRESHOLDS", "SCOPES", "AdaptiveClusterer", "AgglomerativeClusterer", "Calibration",
-    "ConstrainedClusterer", "Constraints", "HDBSCANClusterer", "IdentityInputError", "ThresholdChoice", "UmapHDBSCANClusterer",
+    "ConstrainedClusterer", "Constraints", "HDBSCANClusterer", "IdentityInputError", "MiningClusterer", "ThresholdChoice", "UmapHDBSCANClusterer",
     "assignment_table",
-    "auto_threshold", "calibrate_threshold", "cluster_by_scope", "confidence", "create_clusterer",
-    "write_assignments",
+    "auto_threshold", "calibrate_threshold", "cluster_by_scope", "confidence", "create_clusterer", "mine_identities",
+    "mine_identities", "write_assignments",
 ]

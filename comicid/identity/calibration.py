@@ -31,10 +31,11 @@ from comicid.identity.scopes import scope_keys
 DEFAULT_THRESHOLDS: dict[str, float] = {"agglomerative": 0.5, "hdbscan": 0.0}
 
 #: Values tried per method: cosine distance for agglomerative, euclidean-between-unit-vectors
-#: epsilon (``sqrt(2 * cosine distance)``) for HDBSCAN.
+#: epsilon (``sqrt(2 * cosine distance)``) for HDBSCAN and the assignment radius ``d_p`` for mining.
 DEFAULT_GRIDS: dict[str, np.ndarray] = {
     "agglomerative": np.round(np.arange(0.05, 1.2001, 0.05), 2),
     "hdbscan": np.round(np.arange(0.0, 1.0001, 0.05), 2),
+    "mining": np.round(np.arange(0.1, 1.4001, 0.05), 2),  # d_p; values >= d_n are refused and skipped
 }
 
 #: ``cluster_count`` scores ``-|log(predicted / true clusters)|``: a cast of the right size, whatever its

@@ -12,7 +12,7 @@ from comicid.models.backbones import (
 )
 from comicid.models.embed import CropSource, FeatureCache, crop_key, embed_crops, fuse_parts
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model, save_embedding_model
-from comicid.models import facebody  # noqa: F401  (registers the face-body checkpoint kind, as timm's models/__init__ does)
+from comicid.models import bot, facebody  # noqa: F401  (register their checkpoint kinds, as timm's models/__init__ does)
 
 __all__ = [
     "DEFAULT_BACKBONE",

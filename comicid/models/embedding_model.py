@@ -61,11 +61,13 @@ PLAIN_KIND = "plain"
 
 def checkpoint_kind(checkpoint: dict[str, Any]) -> str:
     """The kind of a comicid-model checkpoint: its ``kind`` field, or for files written before that field
-    existed, ``facebody`` when it has a ``part_head`` and ``plain`` otherwise."""
+    existed, ``facebody`` when it has a ``part_head``, ``bot`` when it has a ``bot`` field, else ``plain``."""
     kind = checkpoint.get("kind")
     if isinstance(kind, str):
         return kind
-    return "facebody" if "part_head" in checkpoint else PLAIN_KIND
+    if "part_head" in checkpoint:
+        return "facebody"
+    return "bot" if "bot" in checkpoint else PLAIN_KIND
 
 
 class EmbeddingModel(nn.Module):

@@ -26,6 +26,9 @@ T = TypeVar("T")
 
 #: Stage-2 projector starts (see :class:`FinetuneConfig`).
 PROJECTOR_INITS = ("pca", "orthogonal", "random")
+#: ``train.optimizer`` and ``train.schedule`` values (see :class:`TrainConfig`).
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "step")
 
 
 @dataclass
@@ -77,8 +80,11 @@ class TrainConfig:
     """The shared loop (see :mod:`comicid.training.loop`). ``steps`` counts optimiser steps.
 
     ``val_every``/``checkpoint_every`` are in steps (0 = only at the end); ``patience`` is the number
-    of validations without improvement before early stopping (0 = never stop early). ``optimizer``:
-    ``adamw`` (default) or ``sgd`` (with ``momentum``, as Manga-MMTL trains).
+    of validations without improvement before early stopping (0 = never stop early).
+    ``optimizer``: ``adamw`` (default), ``adam`` or ``sgd`` (with ``momentum``, Nesterov off, as the
+    BoT recipe). The learning rate rises linearly from ``warmup_start * lr`` to ``lr`` over
+    ``warmup_steps``, then follows ``schedule``: ``cosine`` down to 0, or ``step`` (multiplied by
+    ``gamma`` at each of ``milestones``, fractions of ``steps``).
     """
 
     steps: int = 1000
@@ -86,6 +92,12 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 50
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    warmup_start: float = 0.0
+    schedule: str = "cosine"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
     grad_clip: float = 1.0
     amp: bool = True
     channels_last: bool = True
@@ -95,8 +107,6 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     threads: int = 0
-    optimizer: str = "adamw"
-    momentum: float = 0.9
 
 
 @dataclass
@@ -247,9 +257,6 @@ def _build(cls: type[T], values: Any, where: str, base: Path) -> T:
     return cls(**kwargs)
 
 
-OPTIMIZERS = ("adamw", "sgd")
-
-
 def _check(config: Any) -> None:
     """Value checks a type cannot express."""
     train = config.train
@@ -263,8 +270,16 @@ def _check(config: Any) -> None:
         raise ConfigError(f"train.warmup_steps must be in [0, steps), got {train.warmup_steps}")
     if train.optimizer not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer must be one of {list(OPTIMIZERS)}, got '{train.optimizer}'")
+    if train.schedule not in SCHEDULES:
+        raise ConfigError(f"train.schedule must be one of {list(SCHEDULES)}, got '{train.schedule}'")
+    if not 0.0 <= train.warmup_start <= 1.0:
+        raise ConfigError(f"train.warmup_start must be in [0, 1], got {train.warmup_start}")
     if not config.data.manifests:
         raise ConfigError("data.manifests: give at least one training manifest")
+    custom_check = getattr(config, "check", None)
+    if callable(custom_check):  # recipes defined outside this module check their own sections
+        custom_check()
+        return
     if isinstance(config, SSLConfig):
         if not 0.0 <= config.model.freeze_fraction < 1.0:
             raise ConfigError(f"model.freeze_fraction must be in [0, 1), got {config.model.freeze_fraction}")
@@ -314,10 +329,7 @@ def load_config(path: str | Path, cls: type[T], overrides: dict[str, Any] | None
             raw[key] = value
     try:
         config = _build(cls, raw, "", path.parent.resolve())
-        _check(config)
-        extra_check = getattr(config, "check", None)  # recipe-specific value checks (e.g. multimodal)
-        if callable(extra_check):
-            extra_check()
+        _check(config)  # runs a recipe's own check() too (e.g. multimodal, bot)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     return config

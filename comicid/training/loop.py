@@ -2,10 +2,10 @@
 
 What lives here, once: seeding, device placement of batches, mixed precision (CUDA only: fp16
 autocast with a gradient scaler; CPU trains in fp32, where autocast brings no speed for training),
-gradient clipping, AdamW with linear warm-up then cosine decay, periodic validation with early
-stopping and best-weights restore, progress (tqdm), a JSON history, and checkpoints written atomically
-every ``checkpoint_every`` steps so that ``resume=True`` continues exactly where a run stopped
-(optimiser, schedule, random state and position in the epoch included).
+gradient clipping, AdamW (or Adam, SGD) with linear warm-up then cosine or step decay, periodic
+validation with early stopping and best-weights restore, progress (tqdm), a JSON history, and
+checkpoints written atomically every ``checkpoint_every`` steps so that ``resume=True`` continues
+exactly where a run stopped (optimiser, schedule, random state and position in the epoch included).
 
 Files in ``output_dir``: ``checkpoint.pt`` (resume state), ``best.pt`` (best validated weights),
 ``history.json`` (one record per logged interval and per validation).
@@ -75,26 +75,51 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
+def lr_factor(config: TrainConfig) -> Callable[[int], float]:
+    """The learning-rate factor of ``config``: linear warm-up from ``warmup_start``, then its schedule.
+
+    ``cosine`` with ``warmup_start`` 0 is :func:`warmup_cosine` exactly (the SSL/finetune recipes);
+    ``step`` multiplies by ``gamma`` at each milestone (fractions of ``steps``), as BoT does.
+    """
+    if config.schedule == "cosine" and config.warmup_start == 0.0:
+        return warmup_cosine(config.warmup_steps, config.steps)
+    warmup, start = config.warmup_steps, config.warmup_start
+    milestones = sorted(round(fraction * config.steps) for fraction in config.milestones)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return start + (1.0 - start) * step / warmup
+        if config.schedule == "step":
+            return config.gamma ** sum(step >= milestone for milestone in milestones)
+        progress = (step - warmup) / max(1, config.steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig,
                     lr_scale: Callable[[str], float] | None = None) -> torch.optim.Optimizer:
-    """AdamW (or SGD with momentum, ``config.optimizer``) over trainable parameters; biases and
-    normalisation parameters get no weight decay.
+    """``config.optimizer`` (AdamW by default, Adam or SGD) over trainable parameters; biases,
+    normalisation parameters and those named by the model's ``no_weight_decay()`` get no weight decay.
 
     ``lr_scale(parameter name)`` multiplies the learning rate of a parameter, e.g. 0.1 for a
     pretrained backbone under a freshly initialised head, so that the head's large early gradients
     do not wash out what the backbone already knows.
     """
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    # timm's convention: a model may name parameters that must not decay (e.g. center-loss centres)
+    no_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             scale = 1.0 if lr_scale is None else float(lr_scale(name))
-            groups.setdefault((parameter.ndim > 1, scale), []).append(parameter)
+            groups.setdefault((parameter.ndim > 1 and name not in no_decay, scale), []).append(parameter)
     if not groups:
         raise ConfigError("the model has no trainable parameters")
     param_groups = [{"params": params, "lr": config.lr * scale, "weight_decay": config.weight_decay if decay else 0.0}
                     for (decay, scale), params in sorted(groups.items(), key=lambda item: item[0])]
-    if getattr(config, "optimizer", "adamw") == "sgd":
+    if config.optimizer == "sgd":
         return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(param_groups, lr=config.lr)
     return torch.optim.AdamW(param_groups, lr=config.lr)
 
 
@@ -203,7 +228,7 @@ def fit(model: nn.Module, data: EpochData, step: StepFn, config: TrainConfig, ou
         configure_threads(config.threads)
     seed_everything(config.seed)
     optimizer = build_optimizer(model, config, lr_scale)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     watcher = _Monitor(monitor, mode, config.patience)

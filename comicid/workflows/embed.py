@@ -9,6 +9,7 @@ from comicid.data.manifest import display_key
 from comicid.errors import CollectionError, ConfigError
 from comicid.models.embed import FeatureCache, check_finite, embed_crops, fuse_parts
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
+from comicid.models.ensemble import Ensemble
 from comicid.models.multimodal import MultimodalEmbedder
 from comicid.models.text import create_text_encoder
 from comicid.store.collection import Collection
@@ -16,7 +17,7 @@ from comicid.store.embeddings import InstanceEmbeddings, instance_table
 from comicid.training.adapt import embed_views
 
 
-def embed_collection(collection: Collection, model: EmbeddingModel | MultimodalEmbedder, device: str = "cpu",
+def embed_collection(collection: Collection, model: EmbeddingModel | Ensemble | MultimodalEmbedder, device: str = "cpu",
                      batch_size: int = 64, progress: bool = True, num_workers: int | None = None,
                      n_views: int = 0) -> InstanceEmbeddings:
     """Embed every part of ``collection`` (cached, resumable) and fuse parts into instances.
@@ -24,10 +25,17 @@ def embed_collection(collection: Collection, model: EmbeddingModel | MultimodalE
     With ``n_views > 0`` also embeds that many seeded augmented views of every crop (not cached: they
     are cheap next to what they feed, and reproducible from their seeds) and fuses each view.
     A :class:`~comicid.models.multimodal.MultimodalEmbedder` embeds with its image model first, then
-    combines those vectors with the text features of each instance's ``text``.
+    combines those vectors with the text features of each instance's ``text``; an
+    :class:`~comicid.models.ensemble.Ensemble` embeds with each member and combines the instance embeddings.
     """
     if isinstance(model, MultimodalEmbedder):
         return _embed_multimodal(collection, model, device, batch_size, progress, num_workers, n_views)
+    if isinstance(model, Ensemble):  # each member cached under its own id, instance embeddings combined
+        if n_views > 0:
+            raise ConfigError("augmented views (--method adaptive) need a single --model, not an ensemble")
+        members = [embed_collection(collection, member, device=device, batch_size=batch_size, progress=progress,
+                                    num_workers=num_workers) for member in model.members]
+        return InstanceEmbeddings(members[0].table, model.combine([m.vectors for m in members]), model.model_id)
     with collection.writer("embed"):
         parts = collection.instances()
         cache = FeatureCache(collection.features_dir, model.model_id)

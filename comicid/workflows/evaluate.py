@@ -30,10 +30,18 @@ from comicid.data.manifest import instance_keys, read_manifest
 from comicid.errors import ConfigError
 from comicid.evaluation.clustering import clustering_metrics_by_group
 from comicid.evaluation.protocols import global_protocol, local_protocol
-from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics
+from comicid.evaluation.retrieval import (
+    QueryScores,
+    exclusion_mask,
+    query_retrieval_scores,
+    retrieval_metrics,
+    summarise_retrieval,
+)
 from comicid.workflows.cluster import (Assignment, assign_identities, collection_params, save_learnt_state,
                                        views_needed)
-from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
+from comicid.identity.rerank import KReciprocalReranker, average_query_expansion
+from comicid.models.embedding_model import EmbeddingModel
+from comicid.models.ensemble import Ensemble, load_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.workflows.embed import embed_collection
@@ -60,6 +68,8 @@ class EvaluationOptions:
     skip_bad: bool = False
     progress: bool = True
     allow_outside: bool = False
+    rerank: bool = False
+    aqe: int = 0
 
 
 def choose_rows(embedded: InstanceEmbeddings, split: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -76,8 +86,13 @@ def choose_rows(embedded: InstanceEmbeddings, split: str) -> tuple[np.ndarray, n
     return scored, splits == "dev", split
 
 
-def retrieval_scores(embedded: InstanceEmbeddings) -> dict[str, Any]:
-    """Query/gallery retrieval over the labelled instances of ``embedded``."""
+def retrieval_scores(embedded: InstanceEmbeddings, rerank: bool = False, aqe: int = 0) -> dict[str, Any]:
+    """Query/gallery retrieval over the labelled instances of ``embedded``.
+
+    ``aqe`` > 0 replaces each query's vector by its average query expansion over the gallery (in
+    leave-one-out every instance is a query, so every vector is expanded); ``rerank`` ranks by the
+    k-reciprocal distance computed over queries and gallery together (:mod:`comicid.identity.rerank`).
+    """
     table = embedded.table
     labelled = (table["identity"] != "").to_numpy()
     roles = table["role"].to_numpy()
@@ -92,8 +107,21 @@ def retrieval_scores(embedded: InstanceEmbeddings) -> dict[str, Any]:
     exclude = exclusion_mask(table["source"].to_numpy()[q], table["source"].to_numpy()[g],
                              None if ids is None else ids[q], None if ids is None else ids[g],
                              query_labels=identities[q], gallery_labels=identities[g])
-    scores = retrieval_metrics(embedded.vectors[q], identities[q], embedded.vectors[g], identities[g],
-                               exclude=exclude)
+    if rerank or aqe:
+        points = np.union1d(q, g)  # each instance once, even when it is both query and gallery
+        q_at, g_at = np.searchsorted(points, q), np.searchsorted(points, g)
+        vectors = average_query_expansion(embedded.vectors[points], q_at, aqe, gallery_rows=g_at)
+        if rerank and len(q):  # scored one block of queries at a time: memory O(block x gallery), like the plain path
+            reranker = KReciprocalReranker().fit(vectors)
+            scores = summarise_retrieval(QueryScores.concatenate(
+                query_retrieval_scores(distance, identities[q][part], identities[g], exclude[part], kind="distance")
+                for part, distance in reranker.blocks(q_at, g_at)))
+        else:
+            scores = retrieval_metrics(vectors[q_at], identities[q], vectors[g_at], identities[g], exclude=exclude)
+    else:
+        scores = retrieval_metrics(embedded.vectors[q], identities[q], embedded.vectors[g], identities[g],
+                                   exclude=exclude)
+    scores["reranked"], scores["aqe"] = bool(rerank), int(aqe)
     scores["protocol"] = "query->gallery" if ids is None else "leave-one-out"
     if not scores["queries"]:
         raise ConfigError(f"no query has a matching identity left in its gallery ({len(q)} queries, "
@@ -181,7 +209,7 @@ def assign_every_split(embedded: InstanceEmbeddings, scored: np.ndarray, split: 
 
 
 def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = None,
-                      model: EmbeddingModel | None = None, workdir: str | Path | None = None) -> dict[str, Any]:
+                      model: EmbeddingModel | Ensemble | None = None, workdir: str | Path | None = None) -> dict[str, Any]:
     """Score ``manifest`` end to end; returns the JSON-ready result (see docs/EVALUATION.md).
 
     ``workdir`` keeps the collection (crops and cached features) for later runs; by default a
@@ -195,7 +223,7 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
     if not (frame["identity"] != "").any():
         raise ConfigError(f"'{manifest}' has no row with an identity: evaluate needs labelled rows "
                           "(use `comicid cluster` for unlabelled data)")
-    model = model if model is not None else load_embedding_model(options.model, device=options.device,
+    model = model if model is not None else load_model(options.model, device=options.device,
                                                                      precision=options.precision)
     with tempfile.TemporaryDirectory(prefix="comicid-eval-") as scratch:
         collection = Collection.create(Path(workdir) if workdir else Path(scratch) / "collection")
@@ -220,7 +248,7 @@ def _evaluate(manifest: str | Path, frame: pd.DataFrame, options: EvaluationOpti
                               "model": model.model_id, "method": options.method,
                               "scope": options.scope, "split": split, "images": int(len(frame) - len(report.skipped)),
                               "instances": int(len(evaluated)), "skipped_rows": len(report.skipped)}
-    result["retrieval"] = retrieval_scores(evaluated)
+    result["retrieval"] = retrieval_scores(evaluated, rerank=options.rerank, aqe=options.aqe)
     if options.protocol != "standard":
         result["protocol"] = {"name": options.protocol, **protocol_scores(evaluated, options.protocol)}
 

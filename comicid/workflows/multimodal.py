@@ -24,7 +24,7 @@ from comicid.workflows.embed import embed_collection
 
 def compute_features(config: MultimodalConfig, device: str | torch.device = "cpu", progress: bool = True) -> Features:
     """Import and embed the training manifests once; encode the texts; keep the labelled training rows."""
-    frames = [read_manifest(path) for path in config.data.manifests]
+    frames = [read_manifest(path, allow_outside=True) for path in config.data.manifests]  # the recipe's own
     frame = pd.concat(frames, ignore_index=True)
     keep = frame["split"].isin(config.data.splits) & (frame["identity"] != "")
     if not keep.any():

@@ -12,8 +12,10 @@ from comicid.data.manifest import display_key
 from comicid.errors import ConfigError
 from comicid.identity.adaptive.clusterer import load_adapter
 from comicid.workflows.cluster import learnt_state_paths
+from comicid.identity.rerank import KReciprocalReranker, average_query_expansion
 from comicid.models.embed import embed_crops, fuse_parts
 from comicid.models.embedding_model import EmbeddingModel
+from comicid.models.ensemble import Ensemble
 from comicid.search.index import create_index
 from comicid.store.collection import Collection
 from comicid.training.adapt import apply_adapter
@@ -36,8 +38,10 @@ def find_instance(embedded: InstanceEmbeddings, wanted: str) -> int:
                       f"e.g. '{shown.iloc[0] if len(shown) else '...'}')")
 
 
-def embed_query_image(path: str | Path, model: EmbeddingModel, device: str = "cpu") -> np.ndarray:
+def embed_query_image(path: str | Path, model: EmbeddingModel | Ensemble, device: str = "cpu") -> np.ndarray:
     """Embedding ``(1, D)`` of a query image taken as one whole-character part."""
+    if isinstance(model, Ensemble):
+        return model.combine([embed_query_image(path, member, device) for member in model.members])
     if not isinstance(model, EmbeddingModel):  # a multimodal model needs the instance's text too
         raise ConfigError("a multimodal model embeds instances with their text, not a lone image; search with "
                           "--instance BOOK/ID, or use an image model")
@@ -80,13 +84,36 @@ def _adapted_scores(query: np.ndarray, embedded: InstanceEmbeddings,
     return scores, adapted
 
 
-def search_collection(collection: Collection, model: EmbeddingModel, image: str | Path | None = None,
+def _reranked(vectors: np.ndarray, query: np.ndarray, exclude: int, top: int, rerank: bool,
+              aqe: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and rows of the ``top`` best instances after query expansion and/or k-reciprocal re-ranking.
+
+    An image query joins the instances as one more row; the score is ``1 - re-ranked distance`` (or the
+    cosine of the expanded query without ``rerank``), higher = closer.
+    """
+    n = len(vectors)
+    points = vectors if exclude >= 0 else np.vstack([vectors, query])
+    row = exclude if exclude >= 0 else n
+    points = average_query_expansion(points, np.array([row]), aqe, gallery_rows=np.arange(n))
+    if rerank:
+        distance, rows = KReciprocalReranker().fit(points).top(np.array([row]), top, np.arange(n))
+        return 1.0 - distance[0], rows[0]
+    similarity = points[:n] @ points[row]
+    order = np.lexsort((np.arange(n), -similarity))
+    order = order[order != row][:top]
+    return similarity[order], order
+
+
+def search_collection(collection: Collection, model: EmbeddingModel | Ensemble, image: str | Path | None = None,
                       instance: str | None = None, top: int = 10, backend: str = "exact", device: str = "cpu",
-                      progress: bool = False) -> pd.DataFrame:
+                      progress: bool = False, rerank: bool = False, aqe: int = 0) -> pd.DataFrame:
     """The ``top`` nearest instances, best first, with their labels and predicted identities.
 
     Ranking is by cosine similarity; after ``cluster --method adaptive`` each book's instances are
-    compared in the metric learnt for that book (column ``space`` says which was used).
+    compared in the metric learnt for that book (column ``space`` says which was used). ``rerank``
+    applies k-reciprocal re-ranking over the whole collection and ``aqe`` > 0 expands the query with
+    its ``aqe`` nearest instances (see :mod:`comicid.identity.rerank`); both work on the model's own
+    cosine space (``space`` = ``reranked``/``expanded``).
     """
     if (image is None) == (instance is None):
         raise ConfigError("give either a query IMAGE or --instance ID, not both or neither")
@@ -98,7 +125,10 @@ def search_collection(collection: Collection, model: EmbeddingModel, image: str 
         exclude = find_instance(embedded, str(instance))
         query = embedded.vectors[exclude:exclude + 1]
     spaces = adapted_space(collection, embedded)
-    if spaces:  # each book ranked in its own learnt metric: exact scores, no shared index
+    if rerank or aqe:
+        scores, rows = _reranked(embedded.vectors, query, exclude, top, rerank, aqe)
+        space = np.full(len(rows), "reranked" if rerank else "expanded")
+    elif spaces:  # each book ranked in its own learnt metric: exact scores, no shared index
         all_scores, adapted = _adapted_scores(query, embedded, spaces)
         order = np.lexsort((np.arange(len(all_scores)), -all_scores))
         order = order[order != exclude][:top]

@@ -18,7 +18,7 @@ def _image(path: Path) -> None:
 
 
 def test_registry_names() -> None:
-    assert sorted(IMPORTERS) == ["coco", "comics", "folder", "manga109", "manifest"]
+    assert sorted(IMPORTERS) == ["coco", "comics", "folder", "manga109", "manifest", "webcaricature"]
 
 
 def test_detects_each_layout(tmp_path: Path) -> None:

@@ -19,12 +19,13 @@ from comicid.data.importers.coco import import_coco
 from comicid.data.importers.comics import find_csv, import_comics
 from comicid.data.importers.folder import import_folder
 from comicid.data.importers.manga109 import import_manga109, is_manga109_root
+from comicid.data.importers.webcaricature import import_webcaricature, is_webcaricature_root
 from comicid.data.manifest import read_manifest
 from comicid.errors import ConfigError, ManifestError
 from comicid.registry import Registry
 
 __all__ = ["IMPORTERS", "Importer", "detect_format", "load_source", "import_coco", "import_comics",
-           "import_folder", "import_manga109", "import_manifest"]
+           "import_folder", "import_manga109", "import_manifest", "import_webcaricature"]
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -43,7 +44,7 @@ def import_manifest(path: str | Path, *, check_files: bool = True, allow_outside
 #: name -> importer (the one registry mechanism, :mod:`comicid.registry`); a new format registers here.
 IMPORTERS: Registry[Importer] = Registry("source format")
 for _name, _importer in (("manifest", import_manifest), ("folder", import_folder), ("coco", import_coco),
-                         ("comics", import_comics), ("manga109", import_manga109)):
+                         ("comics", import_comics), ("manga109", import_manga109), ("webcaricature", import_webcaricature)):
     IMPORTERS.register(_name)(_importer)
 
 
@@ -64,6 +65,8 @@ def detect_format(src: Path) -> str:
     if src.is_dir():
         if is_manga109_root(src):
             return "manga109"
+        if is_webcaricature_root(src):
+            return "webcaricature"
         if find_csv(src) is not None:
             return "comics"
         return "folder"

@@ -1,0 +1,105 @@
+"""P x K identity batches for re-ID training: P identities, K crops each, optionally across domains.
+
+Two samplers, both resumable exactly (the batches of epoch ``e`` are a function of the seed and
+``e`` only, see :class:`~comicid.data.datasets._EpochSampler`):
+
+* :class:`PKBatchSampler` (``cross_domain=False``): pytorch-metric-learning's ``MPerClassSampler``
+  with its module-level NumPy generator re-seeded per epoch (PML draws from a global generator,
+  which would make an interrupted epoch impossible to replay);
+* :class:`CrossDomainPKSampler`: P identities that appear in at least two domains (drawing styles,
+  sources), and K crops of each spread round-robin over its domains, so every anchor in the batch
+  has a positive *and* negatives from another domain: what the cross-domain triplet rule of Deng,
+  Xie & Liu (2024) mines from (:func:`cross_domain_batch_hard`). PML has no domain-aware sampler.
+  Identities seen in one domain only cannot serve that rule; they are counted in ``left_out``.
+
+Both take integer label and domain codes per sample (one sample = one part crop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pytorch_metric_learning.samplers import MPerClassSampler
+from pytorch_metric_learning.utils import common_functions as pml_common
+
+from comicid.data.datasets import _EpochSampler
+from comicid.errors import ConfigError
+
+
+def _check_pk(p: int, k: int, identities: int, what: str) -> None:
+    if p < 2 or k < 2:
+        raise ConfigError(f"P x K batches need P >= 2 identities and K >= 2 crops each, got P={p}, K={k}")
+    if identities < p:
+        raise ConfigError(f"only {identities} {what} for P = {p} identities per batch; lower train.p or add data")
+
+
+class PKBatchSampler(_EpochSampler):
+    """``batches_per_epoch`` batches of ``p`` random identities x ``k`` crops (with replacement when short)."""
+
+    def __init__(self, labels: Sequence[int], p: int, k: int, batches_per_epoch: int, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        _check_pk(p, k, len(np.unique(self.labels)), "identities")
+        self.p, self.k, self.batches_per_epoch = p, k, max(1, int(batches_per_epoch))
+        self.left_out = 0
+
+    def batches(self) -> list[list[int]]:
+        size = self.p * self.k
+        sampler = MPerClassSampler(self.labels, self.k, batch_size=size,
+                                   length_before_new_iter=size * self.batches_per_epoch)
+        saved = pml_common.NUMPY_RANDOM
+        pml_common.NUMPY_RANDOM = np.random.RandomState(np.random.SeedSequence([self.seed, self.epoch])
+                                                        .generate_state(1)[0])
+        try:
+            order = [int(i) for i in sampler]
+        finally:
+            pml_common.NUMPY_RANDOM = saved
+        return [order[start:start + size] for start in range(0, len(order), size)]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+
+class CrossDomainPKSampler(_EpochSampler):
+    """P identities seen in >= 2 domains x K crops spread over their domains (see the module docstring)."""
+
+    def __init__(self, labels: Sequence[int], domains: Sequence[int], p: int, k: int, batches_per_epoch: int,
+                 seed: int = 0) -> None:
+        super().__init__(seed)
+        labels_arr = np.asarray(labels, dtype=np.int64)
+        domains_arr = np.asarray(domains, dtype=np.int64)
+        if len(labels_arr) != len(domains_arr):
+            raise ValueError("labels and domains must have one value per sample")
+        # identity -> domain -> sample indices, in sorted order (deterministic)
+        self.members: list[list[np.ndarray]] = []
+        self.left_out = 0
+        for label in np.unique(labels_arr):
+            rows = np.flatnonzero(labels_arr == label)
+            by_domain = [rows[domains_arr[rows] == d] for d in np.unique(domains_arr[rows])]
+            if len(by_domain) >= 2:
+                self.members.append(by_domain)
+            else:
+                self.left_out += 1
+        if len(np.unique(domains_arr)) < 2:
+            raise ConfigError("cross-domain triplets need at least two domains in the training data; "
+                              "check data.domain_column or set loss.cross_domain: false")
+        _check_pk(p, k, len(self.members), "identities seen in two or more domains")
+        self.p, self.k, self.batches_per_epoch = p, k, max(1, int(batches_per_epoch))
+
+    def batches(self) -> list[list[int]]:
+        rng = self._generator()
+        out = []
+        for _ in range(self.batches_per_epoch):
+            batch: list[int] = []
+            for identity in rng.choice(len(self.members), size=self.p, replace=False):
+                domains = self.members[identity]
+                pools = [rng.permutation(domains[d]) for d in rng.permutation(len(domains))]
+                for slot in range(self.k):  # round-robin over the domains; repeats only when a domain runs out
+                    pool = pools[slot % len(pools)]
+                    batch.append(int(pool[(slot // len(pools)) % len(pool)]))
+            out.append(batch)
+        return out
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
