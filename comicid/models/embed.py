@@ -6,14 +6,14 @@ the cores the network uses), glibc's allocator is tuned once (:func:`comicid.run
 and the network runs channels_last under ``torch.inference_mode``. Workers send 8-bit tensors; the
 float conversion and normalisation happen on the model's device.
 
-Features can be cached per (crop hash, ``model_id``) in a :class:`FeatureCache`; the cache is
+Features can be cached per (content key :func:`~comicid.data.images.crop_hash`, ``model_id``) in a
+:class:`FeatureCache`; the cache is
 written every few batches, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import warnings
@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from comicid.data.images import load_image
+from comicid.data.images import crop_hash, load_image
 from comicid.data.preprocess import letterbox_uint8, normalise_batch
 from comicid.errors import ComicidError, ImageReadError, ModelError
 from comicid.runtime import available_cpus, resolve_device, tune_allocator
@@ -114,17 +114,12 @@ def default_num_workers(n_crops: int) -> int:
 
 
 def crop_key(crop: CropSource) -> str:
-    """The crop hash used as cache key: blake2b-128 of a file's bytes, or of a PIL image's pixels.
+    """The feature cache's key of a crop: the one content key :func:`comicid.data.images.crop_hash`.
 
-    The two kinds of key differ for the same picture; that costs a cache miss, never a wrong hit.
+    A path is decoded to hash it, so a collection's crop file gets the key the collection stored it
+    under; a collection passes its keys (``embed_crops(keys=...)``) and nothing is decoded twice.
     """
-    digest = hashlib.blake2b(digest_size=16)
-    if isinstance(crop, Image.Image):
-        digest.update(f"{crop.mode}:{crop.size[0]}x{crop.size[1]}:".encode())
-        digest.update(crop.tobytes())
-    else:
-        digest.update(Path(crop).read_bytes())
-    return digest.hexdigest()
+    return crop_hash(crop if isinstance(crop, Image.Image) else load_image(crop))
 
 
 class FeatureCache:

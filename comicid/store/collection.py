@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from comicid._version import __version__
-from comicid.data.images import load_image
+from comicid.data.images import crop_hash, load_image
 from comicid.errors import CollectionError
 from comicid.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from comicid.store.lock import writer_lock
@@ -38,14 +37,6 @@ FORMAT_VERSION = 1
 META_FILE = "collection.json"
 INSTANCES_FILE = "instances.parquet"
 ASSIGNMENTS_FILE = "assignments.parquet"
-
-
-def crop_hash(image: Image.Image) -> str:
-    """Content key of a crop: SHA-256 over its size and RGB pixels (independent of PNG encoders)."""
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
-    digest.update(rgb.tobytes())
-    return digest.hexdigest()
 
 
 def _now() -> str:
