@@ -37,6 +37,11 @@ FORMAT_VERSION = 1
 META_FILE = "collection.json"
 INSTANCES_FILE = "instances.parquet"
 ASSIGNMENTS_FILE = "assignments.parquet"
+#: The one assignment schema of the library: :class:`comicid.workflows.cluster.Assignment` tables and
+#: ``assignments.parquet`` (``instance_key`` as stored, ``identity_id`` ``""`` for unknown; more columns,
+#: e.g. ``book``, may follow). ``comicid cluster --out`` writes it through
+#: :func:`comicid.identity.scopes.output_table`, the only conversion to the user-facing names.
+ASSIGNMENT_COLUMNS = ("instance_key", "identity_id", "confidence")
 
 
 def _now() -> str:
@@ -166,7 +171,11 @@ class Collection:
         return self.root / ASSIGNMENTS_FILE
 
     def write_assignments(self, table: pd.DataFrame, info: dict[str, Any]) -> None:
-        """Store instance -> identity assignments and how they were made (method, model, threshold)."""
+        """Store instance -> identity assignments (:data:`ASSIGNMENT_COLUMNS`) and how they were made
+        (method, model, threshold)."""
+        missing = [column for column in ASSIGNMENT_COLUMNS if column not in table.columns]
+        if missing:
+            raise CollectionError(f"an assignment table needs columns {', '.join(missing)}")
         with self.writer("cluster"):
             with atomic_write(self.assignments_path, "wb") as handle:
                 table.reset_index(drop=True).to_parquet(handle, index=False)
