@@ -180,6 +180,9 @@ def train_adapter(bank: np.ndarray, valid: np.ndarray, groups: np.ndarray, eligi
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        # Hand-written rather than timm.utils.ModelEmaV3: timm updates by lerp, ema + (1-m)(x - ema), which
+        # rounds differently from DINO's m*ema + (1-m)*x that the shipped recipe and benchmarks were made
+        # with (max |diff| 2.7e-7 after 200 steps at m=0.99, measured), so results would not reproduce.
         with torch.no_grad():
             for teacher_parameter, student_parameter in zip(teacher.parameters(), student.parameters(), strict=True):
                 teacher_parameter.mul_(config.teacher_momentum).add_(student_parameter.detach(),
