@@ -10,7 +10,7 @@ are made globally unique by prefixing the scope key: ``"<book>/c0003"`` for book
 from __future__ import annotations
 
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
