@@ -27,15 +27,15 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-from common import DATASETS, DOC, write_section  # noqa: E402
+from common import DATASETS, DOC, write_section
 
-import comicid  # noqa: E402
-from comicid.data.crops import Box, crop_part  # noqa: E402
-from comicid.data.images import load_image  # noqa: E402
-from comicid.data.manifest import instance_keys, read_manifest  # noqa: E402
-from comicid.evaluation.clustering import clustering_metrics  # noqa: E402
-from comicid import AdaptiveClusterer, AgglomerativeClusterer, Constraints, HDBSCANClusterer  # noqa: E402
-from comicid.identity.calibration import calibrate_threshold  # noqa: E402
+import comicid
+from comicid.data.crops import Box, crop_part
+from comicid.data.images import load_image
+from comicid.data.manifest import instance_keys, read_manifest
+from comicid.evaluation.clustering import clustering_metrics
+from comicid import AdaptiveClusterer, AgglomerativeClusterer, Constraints, HDBSCANClusterer
+from comicid.identity.calibration import calibrate_threshold
 
 MANIFESTS = {
     "tuxemon-monsters": DATASETS / "tuxemon" / "monsters_back_to_front.csv",
