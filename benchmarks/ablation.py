@@ -18,7 +18,6 @@ point, not the absolute level (see the default model's card for a full-size back
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,22 +26,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from common import ROOT, markdown_table, write_section  # noqa: E402
+from common import ROOT, markdown_table, write_section
 
-import comicid  # noqa: E402
-from comicid.data.manifest import read_manifest  # noqa: E402
-from comicid.data.synth import generate_books  # noqa: E402
-from comicid.evaluation.clustering import clustering_metrics_by_group  # noqa: E402
-from comicid.workflows.evaluate import retrieval_scores  # noqa: E402
-from comicid.workflows.cluster import assign_identities  # noqa: E402
-from comicid.models.embed import embed_crops, fuse_parts  # noqa: E402
-from comicid.models.facebody import FaceBodyNetwork, load_facebody_network  # noqa: E402
-from comicid.runtime import tune_allocator  # noqa: E402
-from comicid.store.collection import Collection  # noqa: E402
-from comicid.store.embeddings import InstanceEmbeddings, instance_table  # noqa: E402
-from comicid.store.ingest import ingest  # noqa: E402
-from comicid.training.config import SSLConfig, load_config  # noqa: E402
-from comicid.training.ssl import SSL_MODEL_NAME, train_ssl  # noqa: E402
+import comicid
+from comicid.data.manifest import read_manifest
+from comicid.data.synth import generate_books
+from comicid.evaluation.clustering import clustering_metrics_by_group
+from comicid.workflows.evaluate import retrieval_scores
+from comicid.workflows.cluster import assign_identities
+from comicid.models.embed import embed_crops, fuse_parts
+from comicid.models.facebody import FaceBodyNetwork, load_facebody_network
+from comicid.runtime import tune_allocator
+from comicid.store.collection import Collection
+from comicid.store.embeddings import InstanceEmbeddings, instance_table
+from comicid.store.ingest import ingest
+from comicid.training.config import SSLConfig, load_config
+from comicid.training.ssl import SSL_MODEL_NAME, train_ssl
 
 VARIANTS = {  # name -> (parts, shared backbone, identity-term weight)
     "face only": (["face"], True, 0.0),

@@ -23,26 +23,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_section  # noqa: E402
-from comicid.data.manifest import from_records, read_manifest, write_manifest  # noqa: E402
-from comicid.data.synth.characters import sample_identities  # noqa: E402
-from comicid.data.synth.pages import plan_book, render_page  # noqa: E402
-from comicid.workflows.cluster import Assignment, assign_identities  # noqa: E402
-from comicid.workflows.bank import CharacterBank, apply_bank, suggest_exemplars  # noqa: E402
-from comicid.identity.calibration import DEFAULT_THRESHOLDS  # noqa: E402
-from comicid.models.embedding_model import load_embedding_model  # noqa: E402
-from comicid.store.collection import Collection  # noqa: E402
-from comicid.workflows.embed import embed_collection  # noqa: E402
-from comicid.store.ingest import ingest  # noqa: E402
+from common import write_section
+import comicid
+from comicid.data.manifest import from_records, read_manifest, write_manifest
+from comicid.data.synth.characters import sample_identities
+from comicid.data.synth.pages import plan_book, render_page
+from comicid.workflows.cluster import Assignment
+from comicid.workflows.bank import CharacterBank, apply_bank, suggest_exemplars
+from comicid.identity.calibration import DEFAULT_THRESHOLDS
+from comicid.store.collection import Collection
+from comicid.store.ingest import ingest
 
 MAGIV2 = "0.727-0.753"
 
@@ -88,7 +85,7 @@ def score(base: pd.DataFrame, named: pd.DataFrame, truth: pd.Series, main_ids: s
 
 
 def run(books: int, characters: int, main: int, pages: int, seeds: list[int]) -> str:
-    model = load_embedding_model("default")
+    model = comicid.load_model("default")
     threshold = DEFAULT_THRESHOLDS["agglomerative"]
     results: dict[str, list[dict[str, float]]] = {}
     for seed in seeds:
@@ -97,11 +94,11 @@ def run(books: int, characters: int, main: int, pages: int, seeds: list[int]) ->
             manifest = draw_series(root / "series", books, characters, main, pages, seed)
             collection = Collection.create(root / "collection")
             ingest(read_manifest(manifest), collection, progress=False)
-            embedded = embed_collection(collection, model, progress=False)
+            embedded = comicid.embed(collection, model)
             truth = embedded.table.set_index("instance_key")["identity"]
             enrol = (embedded.table["book"] == "b0").to_numpy()
             unseen = embedded.subset(~enrol)
-            base = assign_identities(unseen, threshold=threshold, progress=False)
+            base = comicid.cluster(unseen, threshold=threshold)
             main_ids = {f"main-c{i}" for i in range(main)}
             for strategy in ("representative", "diverse", "random"):
                 bank = CharacterBank(root / f"bank-{strategy}")

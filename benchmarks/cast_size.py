@@ -21,22 +21,19 @@ Writes the ``cast_size`` section of docs/BENCHMARKS.md: predicted/true cluster c
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import markdown_table, write_section  # noqa: E402
-from sets import PartData, all_sets, part_data  # noqa: E402
+from common import markdown_table, write_section
+from sets import PartData, all_sets, part_data
 
-from comicid.evaluation.clustering import clustering_metrics_by_group  # noqa: E402
-from comicid.workflows.cluster import assign_identities  # noqa: E402
-from comicid.identity.calibration import DEFAULT_THRESHOLDS, auto_threshold  # noqa: E402
-from comicid.models.embedding_model import load_embedding_model  # noqa: E402
-from comicid.runtime import tune_allocator  # noqa: E402
-from comicid.store.embeddings import InstanceEmbeddings  # noqa: E402
+import comicid
+from comicid.evaluation.clustering import clustering_metrics_by_group
+from comicid.workflows.cluster import assign_identities
+from comicid.identity.calibration import DEFAULT_THRESHOLDS, auto_threshold
+from comicid.runtime import tune_allocator
+from comicid.store.embeddings import InstanceEmbeddings
 
 RATIO = (0.8, 1.25)
 MODES = ("dev labels", "dev labels, count objective", "no labels, constant", "no labels, model")
@@ -86,7 +83,7 @@ def main() -> None:
     sets = all_sets()
     sections = []
     for name in args.models.split(","):
-        model = load_embedding_model(name)
+        model = comicid.load_model(name)
         rows, inside = [], {mode: 0 for mode in MODES}
         for set_name, manifest in sets:
             data = part_data(set_name, manifest, model)

@@ -27,15 +27,18 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-from common import DATASETS, DOC, write_section  # noqa: E402
+from common import DATASETS, DOC, write_section
 
-import comicid  # noqa: E402
-from comicid.data.crops import Box, crop_part  # noqa: E402
-from comicid.data.images import load_image  # noqa: E402
-from comicid.data.manifest import instance_keys, read_manifest  # noqa: E402
-from comicid.evaluation.clustering import clustering_metrics  # noqa: E402
-from comicid import AdaptiveClusterer, AgglomerativeClusterer, Constraints, HDBSCANClusterer  # noqa: E402
-from comicid.identity.calibration import calibrate_threshold  # noqa: E402
+import comicid
+from comicid.data.crops import Box, crop_part
+from comicid.data.images import load_image
+from comicid.data.manifest import instance_keys, read_manifest
+from comicid.data.synth import generate_books
+from comicid.models import embed_crops, fuse_parts
+from comicid.training.adapt import embed_views
+from comicid.evaluation.clustering import clustering_metrics
+from comicid import AdaptiveClusterer, AgglomerativeClusterer, Constraints, HDBSCANClusterer
+from comicid.identity.calibration import calibrate_threshold
 
 MANIFESTS = {
     "tuxemon-monsters": DATASETS / "tuxemon" / "monsters_back_to_front.csv",
@@ -72,9 +75,6 @@ def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Fea
     Embeddings and views are cached separately (views cost ``n_views`` times more), so an interrupted
     run keeps what it finished.
     """
-    from comicid.models import embed_crops, fuse_parts
-    from comicid.training.adapt import embed_views
-
     frame = read_manifest(manifest)
     codes, uniques = pd.factorize(instance_keys(frame), sort=False)
     grouped = frame.assign(_i=codes).groupby("_i", sort=True)
@@ -102,8 +102,6 @@ def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Fea
 
 def synthetic_manifest(cache: Path) -> Path:
     """Synthetic books (drawn once, then reused): 4 books, 10 characters, 8 pages each."""
-    from comicid.data.synth import generate_books
-
     folder = cache / "synth-b4-c10-p8"
     manifest = folder / "manifest.csv"
     if not manifest.is_file():

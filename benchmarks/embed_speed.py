@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, write_section  # noqa: E402
+from common import ROOT, write_section
 
 #: (label, child arguments). End-to-end variants embed PNG files; "network" ones time the model only.
 VARIANTS = [

@@ -16,19 +16,17 @@ development manifest, comic pages composed from comicgen's dev and test drawings
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATASETS, ROOT  # noqa: E402
-from sets import all_sets  # noqa: E402
+from common import DATASETS, ROOT
+from sets import all_sets
 
-from comicid.data.synth import generate_books  # noqa: E402
-from comicid.data.synth.real_art import generate_art_books  # noqa: E402
-from comicid.models.embedding_model import DEFAULT_MODEL_PATH  # noqa: E402
-from comicid.runtime import tune_allocator  # noqa: E402
-from comicid.workflows.label_free import DEFAULT_OBJECTIVE, calibrate_model  # noqa: E402
+from comicid.data.synth import generate_books
+from comicid.data.synth.real_art import generate_art_books
+from comicid.models.embedding_model import DEFAULT_MODEL_PATH
+from comicid.runtime import tune_allocator
+from comicid.workflows.label_free import DEFAULT_OBJECTIVE, calibrate_model
 
 #: Seeds of the generated calibration data: the training seed of train_default.py's synthetic books,
 #: and a composed-pages seed other than the benchmark's (7).

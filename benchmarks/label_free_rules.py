@@ -21,21 +21,18 @@ tree per book. Writes the ``label_free_rules`` section of docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import markdown_table, write_section  # noqa: E402
-from sets import all_sets, part_data  # noqa: E402
+from common import markdown_table, write_section
+from sets import all_sets, part_data
 
-from comicid.models.embedding_model import load_embedding_model  # noqa: E402
-from comicid.runtime import tune_allocator  # noqa: E402
+import comicid
+from comicid.runtime import tune_allocator
 
 STATS = ("k1", "k3", "k5", "q05", "q10", "q25", "q50")
 CONSTANTS = np.round(np.arange(0.05, 1.5, 0.025), 3)
@@ -109,7 +106,7 @@ def main() -> None:
     tune_allocator()
     rows = []
     for model_name in args.models.split(","):
-        model = load_embedding_model(model_name)
+        model = comicid.load_model(model_name)
         books: list[Book] = []
         for name, manifest in all_sets():
             if name not in SKIP:

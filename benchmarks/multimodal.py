@@ -26,24 +26,24 @@ import numpy as np
 import torch
 
 
-from common import markdown_table, write_section  # noqa: E402
+from common import markdown_table, write_section
 
-from comicid.data.manifest import read_manifest, write_manifest  # noqa: E402
-from comicid.data.synth import generate_books  # noqa: E402
-from comicid.evaluation.clustering import clustering_metrics  # noqa: E402
-from comicid.workflows.evaluate import choose_rows, retrieval_scores  # noqa: E402
-from comicid.workflows.cluster import assign_identities  # noqa: E402
-from comicid.models.embedding_model import load_embedding_model  # noqa: E402
-from comicid.models.multimodal import load_multimodal  # noqa: E402
-from comicid.models.text import create_text_encoder  # noqa: E402
-from comicid.runtime import tune_allocator  # noqa: E402
-from comicid.store.collection import Collection  # noqa: E402
-from comicid.store.embeddings import InstanceEmbeddings  # noqa: E402
-from comicid.workflows.embed import embed_collection  # noqa: E402
-from comicid.store.ingest import ingest  # noqa: E402
-from comicid.training.config import TrainConfig  # noqa: E402
-from comicid.training.multimodal import MultimodalConfig, MultimodalDataConfig  # noqa: E402
-from comicid.workflows.multimodal import train_multimodal_from_config  # noqa: E402
+import comicid
+from comicid.data.manifest import read_manifest, write_manifest
+from comicid.data.synth import generate_books
+from comicid.evaluation.clustering import clustering_metrics
+from comicid.workflows.evaluate import choose_rows, retrieval_scores
+from comicid.workflows.cluster import assign_identities
+from comicid.models.multimodal import load_multimodal
+from comicid.models.text import create_text_encoder
+from comicid.runtime import tune_allocator
+from comicid.store.collection import Collection
+from comicid.store.embeddings import InstanceEmbeddings
+from comicid.workflows.embed import embed_collection
+from comicid.store.ingest import ingest
+from comicid.training.config import TrainConfig
+from comicid.training.multimodal import MultimodalConfig, MultimodalDataConfig
+from comicid.workflows.multimodal import train_multimodal_from_config
 
 TRAIN_SEED, TEST_SEED = 21, 22
 PAGE = (800, 1100)
@@ -69,7 +69,7 @@ def _classification(run: Path, held: Path, image_model: str, text_model: str, wo
     """Table 3: accuracy of each model's classifier(s) on held-out instances of the training characters."""
     collection = Collection.create(work / "heldout")
     ingest(read_manifest(held), collection, progress=False)
-    embedded = embed_collection(collection, load_embedding_model(image_model), progress=False)
+    embedded = embed_collection(collection, comicid.load_model(image_model), progress=False)
     table = embedded.table
     image = torch.from_numpy(embedded.vectors)
     text = torch.from_numpy(create_text_encoder(text_model).encode(table["text"].tolist()))
@@ -144,7 +144,7 @@ def main() -> int:
     retrieval_rows, cluster_rows, per_book_rows = [], [], []
     for name in FEATURE_SETS:
         embedded: InstanceEmbeddings = embed_collection(
-            collection, load_embedding_model(_features(name, work / "run", args.image_model)), progress=False)
+            collection, comicid.load_model(_features(name, work / "run", args.image_model)), progress=False)
         scored, dev, _ = choose_rows(embedded, "auto")
         evaluated = embedded.subset(scored)
         r = retrieval_scores(evaluated)

@@ -24,15 +24,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import markdown_table, write_section  # noqa: E402
+from common import markdown_table, write_section
 
-from comicid.data.images import load_image  # noqa: E402
-from comicid.data.manifest import instance_keys, read_manifest  # noqa: E402
-from comicid.data.ocr import group_lines, instance_heads, nearest_instance, rapidocr_reader  # noqa: E402
-from comicid.data.synth import LETTERING_FILE, generate_books  # noqa: E402
-from comicid.evaluation.text import character_error_rate  # noqa: E402
+from comicid.data.images import load_image
+from comicid.data.manifest import instance_keys, read_manifest
+from comicid.data.ocr import group_lines, instance_heads, nearest_instance, rapidocr_reader
+from comicid.data.synth import LETTERING_FILE, generate_books
+from comicid.evaluation.text import character_error_rate
 
 
 def main() -> int:

@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import markdown_table, write_section  # noqa: E402
-from sets import COMPOSED, COMPOSED_NAME, PartData, all_sets, composed_pages, part_data  # noqa: E402
+from common import markdown_table, write_section
+from sets import COMPOSED, COMPOSED_NAME, PartData, all_sets, composed_pages, part_data
 
-from comicid.evaluation.clustering import clustering_metrics_by_group  # noqa: E402
-from comicid.workflows.evaluate import retrieval_scores  # noqa: E402
-from comicid.workflows.cluster import assign_identities  # noqa: E402
-from comicid.models.embedding_model import load_embedding_model  # noqa: E402
-from comicid.runtime import tune_allocator  # noqa: E402
-from comicid.store.embeddings import InstanceEmbeddings  # noqa: E402
+import comicid
+from comicid.evaluation.clustering import clustering_metrics_by_group
+from comicid.workflows.evaluate import retrieval_scores
+from comicid.workflows.cluster import assign_identities
+from comicid.runtime import tune_allocator
+from comicid.store.embeddings import InstanceEmbeddings
 
 #: Face weight w (bodies get 1 - w); 0.5 is the plain sum, the extremes one part only when both exist.
 FACE_WEIGHTS = (1.0, 0.8, 0.65, 0.5, 0.35, 0.2, 0.0)
@@ -76,7 +74,7 @@ def main() -> None:
         return
     shipped_rows, variant_rows, best = [], [], {}
     for name in args.models.split(","):
-        model = load_embedding_model(name)
+        model = comicid.load_model(name)
         data = part_data(COMPOSED_NAME, manifest, model)
         own = data.fused()
         dev_cal, no_labels = score(data, own, "test"), score(data, own, "test", label_free=True)

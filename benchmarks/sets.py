@@ -16,18 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATASETS, DEV_SETS, ROOT  # noqa: E402
+from common import DATASETS, DEV_SETS, ROOT
 
-from comicid.data.manifest import read_manifest  # noqa: E402
-from comicid.data.synth import generate_books  # noqa: E402
-from comicid.data.synth.real_art import generate_art_books  # noqa: E402
-from comicid.models.embed import FeatureCache, embed_crops, fuse_parts  # noqa: E402
-from comicid.models.embedding_model import EmbeddingModel  # noqa: E402
-from comicid.store.collection import Collection  # noqa: E402
-from comicid.store.embeddings import instance_table  # noqa: E402
-from comicid.store.ingest import ingest  # noqa: E402
+from comicid.data.manifest import read_manifest
+from comicid.data.synth import generate_books
+from comicid.data.synth.real_art import generate_art_books
+from comicid.models.embed import FeatureCache, embed_crops, fuse_parts
+from comicid.models.embedding_model import EmbeddingModel
+from comicid.store.collection import Collection
+from comicid.store.embeddings import instance_table
+from comicid.store.ingest import ingest
 
 CACHE = ROOT / "build" / "benchmarks" / "sets"
 #: The cross-style development sets (README of ../shared/datasets), after the sprite sets of DEV_SETS.

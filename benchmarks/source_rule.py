@@ -18,19 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATASETS, markdown_table, write_section  # noqa: E402
+from common import DATASETS, markdown_table, write_section
 
-from comicid.data.manifest import read_manifest  # noqa: E402
-from comicid.workflows.evaluate import choose_rows, protocol_groups  # noqa: E402
-from comicid.evaluation.protocols import global_protocol, local_protocol  # noqa: E402
-from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics  # noqa: E402
-from comicid.models.embedding_model import load_embedding_model  # noqa: E402
-from comicid.runtime import tune_allocator  # noqa: E402
-from comicid.store.collection import Collection  # noqa: E402
-from comicid.workflows.embed import embed_collection  # noqa: E402
-from comicid.store.ingest import ingest  # noqa: E402
+import comicid
+from comicid.data.manifest import read_manifest
+from comicid.workflows.evaluate import choose_rows, protocol_groups
+from comicid.evaluation.protocols import global_protocol, local_protocol
+from comicid.evaluation.retrieval import exclusion_mask, retrieval_metrics
+from comicid.runtime import tune_allocator
+from comicid.store.collection import Collection
+from comicid.store.ingest import ingest
 
 SETS = (
     ("supertux creatures", "supertux/creatures.csv", "source = animation of one creature (near-duplicate frames)"),
@@ -63,7 +61,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     tune_allocator()
-    model = load_embedding_model(args.model)
+    model = comicid.load_model(args.model)
     rows = []
     for name, relative, note in SETS:
         manifest = DATASETS / relative
@@ -73,7 +71,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="comicid-source-rule-") as scratch:
             collection = Collection.create(Path(scratch) / "c")
             ingest(read_manifest(manifest), collection, progress=False)
-            embedded = embed_collection(collection, model, progress=False)
+            embedded = comicid.embed(collection, model)
         scored, _, split = choose_rows(embedded, "auto")
         test = embedded.subset(scored & (embedded.table["identity"] != "").to_numpy())
         table = test.table

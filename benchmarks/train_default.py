@@ -33,20 +33,20 @@ from typing import Any
 
 import pandas as pd
 
-from common import DEV_SETS, ROOT, available_dev_sets, markdown_table, write_section  # noqa: E402
-from label_free import calibration_manifests, fusion_weights  # noqa: E402
+from common import DEV_SETS, ROOT, available_dev_sets, markdown_table, write_section
+from label_free import calibration_manifests, fusion_weights
 from run import SYNTH as HELD_OUT_SYNTH  # noqa: E402  (the benchmark's held-out books, seed 101)
 
-import comicid  # noqa: E402
-from comicid.data.manifest import read_manifest, write_manifest  # noqa: E402
-from comicid.data.synth import generate_books  # noqa: E402
-from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest  # noqa: E402
-from comicid.models.quantize import QuantizeReport, quantize_checkpoint  # noqa: E402
-from comicid.runtime import tune_allocator  # noqa: E402
-from comicid.training.config import FinetuneConfig, SSLConfig, load_config  # noqa: E402
-from comicid.training.finetune import train_finetune  # noqa: E402
-from comicid.workflows.label_free import calibrate_model  # noqa: E402
-from comicid.training.ssl import train_ssl  # noqa: E402
+import comicid
+from comicid.data.manifest import read_manifest, write_manifest
+from comicid.data.synth import generate_books
+from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest
+from comicid.models.quantize import QuantizeReport, quantize_checkpoint
+from comicid.runtime import tune_allocator
+from comicid.training.config import FinetuneConfig, SSLConfig, load_config
+from comicid.training.finetune import train_finetune
+from comicid.workflows.label_free import calibrate_model
+from comicid.training.ssl import train_ssl
 
 MAX_BYTES = 25 * 1024 * 1024
 #: The sprite sets whose split=dev identities are training labels (licences allow redistribution of

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import random
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -26,11 +25,10 @@ import httpx
 import numpy as np
 import uvicorn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_section  # noqa: E402
-from comicid.web.toy import scaled_collection, toy_collection  # noqa: E402
-from comicid.web.app import create_app  # noqa: E402
+from common import write_section
+from comicid.web.toy import scaled_collection, toy_collection
+from comicid.web.app import create_app
 
 
 def serve(app: object) -> tuple[uvicorn.Server, str]:

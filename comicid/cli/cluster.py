@@ -11,8 +11,7 @@ import argparse
 from pathlib import Path
 
 from comicid.cli.common import add_cluster_options, add_model_options, output_file
-from comicid.data.manifest import display_key
-from comicid.identity import assignment_table, write_assignments
+from comicid.identity import write_assignments
 from comicid.models.ensemble import load_model
 from comicid.store.collection import Collection
 from comicid.workflows.cluster_collection import cluster_collection
@@ -45,9 +44,7 @@ def _run(args: argparse.Namespace, collection: Collection) -> int:
                                     threshold=args.threshold, device=args.device, batch_size=args.batch_size,
                                     progress=not args.quiet, keep_edits=args.keep_edits, bank=args.bank)
     if args.out:
-        table = assignment.table
-        write_assignments(assignment_table(table["instance_key"].map(display_key), table["identity_id"].to_numpy(),
-                                           table["confidence"].to_numpy()), args.out)
+        write_assignments(assignment.table, args.out)
     if not args.quiet:
         info = assignment.info
         threshold = "n/a" if info["threshold"] is None else f"{info['threshold']:.3g} ({info['threshold_source']})"

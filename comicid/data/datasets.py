@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,8 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from comicid.data.crops import Box, crop_part
-from comicid.data.images import load_image
-from comicid.data.manifest import has_box, instance_keys, read_manifest
+from comicid.data.images import file_stamp, load_image
+from comicid.data.manifest import has_box, instance_keys, part_locators, read_manifest
 from comicid.errors import ConfigError
 from comicid.atomic import atomic_write_bytes
 
@@ -42,7 +41,7 @@ PARTS: tuple[str, ...] = ("face", "body")
 PART_OF_KIND = {"face": "face", "body": "body", "character": "body"}
 GROUP_KEYS = ("sequence", "page", "book")
 #: Bump when the crop rule or the cache encoding changes, so stale disk caches are not reused.
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: named by the part locator and file stamp shared with imports
 
 View = Callable[[Image.Image], Tensor]
 
@@ -143,7 +142,8 @@ class CropCache:
     Crops are shrunk (never enlarged) so their longer side is at most ``max_side`` pixels: training
     views are at most a little larger than the model input, and full-resolution crops of big scans
     would fill memory. With ``cache_dir`` the encoded crops are also stored there, named by a hash of
-    the page path, its size and modification time, the box, the kind and ``max_side``.
+    the part's locator (:func:`~comicid.data.manifest.part_locators`: page path, box, kind), the page's
+    :func:`~comicid.data.images.file_stamp` and ``max_side``.
     """
 
     def __init__(self, frame: pd.DataFrame, rows: Sequence[int], max_side: int = 256,
@@ -154,13 +154,14 @@ class CropCache:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._png: dict[int, bytes] = {}
         boxed = has_box(frame)
+        self._locators = part_locators(frame) if self.cache_dir is not None else None
         by_image: dict[str, list[int]] = {}
         for row in sorted(set(int(r) for r in rows)):
             by_image.setdefault(frame.at[row, "image"], []).append(row)
         pending: dict[str, list[tuple[int, Path | None]]] = {}
         for image, image_rows in by_image.items():
             for row in image_rows:
-                path = self._disk_path(frame, row, boxed[row])
+                path = self._disk_path(frame, row)
                 if path is not None and path.is_file():
                     self._png[row] = path.read_bytes()
                 else:
@@ -177,17 +178,14 @@ class CropCache:
                 if path is not None:
                     atomic_write_bytes(path, self._png[row])
 
-    def _disk_path(self, frame: pd.DataFrame, row: int, boxed: bool) -> Path | None:
+    def _disk_path(self, frame: pd.DataFrame, row: int) -> Path | None:
         if self.cache_dir is None:
             return None
-        image = frame.at[row, "image"]
-        try:
-            stat = os.stat(image)
-            stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"  # load_image raises the clear error when the crop is cut
-        box = ",".join(f"{float(frame.at[row, c]):.3f}" for c in ("x0", "y0", "x1", "y1")) if boxed else "-"
-        text = "\x1f".join([_CACHE_VERSION, image, stamp, box, frame.at[row, "kind"], str(self.max_side)])
+        # Source-addressed, unlike a collection's content-addressed crops: this cache exists to skip
+        # cutting the page, so its key must be known before the crop is (locator + file stamp, as an
+        # import's reuse check, plus the shrink size).
+        text = "\x1f".join([_CACHE_VERSION, self._locators[row], file_stamp(frame.at[row, "image"]) or "missing",
+                            str(self.max_side)])
         return self.cache_dir / f"{hashlib.sha1(text.encode()).hexdigest()}.png"
 
     def __len__(self) -> int:

@@ -8,6 +8,8 @@ sees the arbitrary colour hidden under an alpha of zero.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import warnings
 from pathlib import Path
 
@@ -78,3 +80,29 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageReadError(f"image '{path}' is not a readable image file") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"image '{path}' could not be decoded ({error})") from None
+
+
+def crop_hash(image: Image.Image) -> str:
+    """The one content key of a crop: SHA-256 over its size and RGB pixels (independent of PNG encoders).
+
+    A collection stores its crops under it (:meth:`comicid.store.collection.Collection.store_crop`) and
+    the feature cache of :func:`comicid.models.embed.embed_crops` is keyed by it, so a crop file of a
+    collection, decoded by :func:`load_image`, has the key the collection gave it.
+    """
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+def file_stamp(path: str | os.PathLike[str]) -> str:
+    """``size:mtime_ns`` of a source file, ``""`` when it cannot be read: what says a page changed.
+
+    Used with the part's locator (:func:`comicid.data.manifest.part_locators`) by both caches that
+    avoid cutting a page again: a collection's import and the training crop cache.
+    """
+    try:
+        status = os.stat(path)
+    except OSError:
+        return ""
+    return f"{status.st_size}:{status.st_mtime_ns}"

@@ -26,13 +26,12 @@ from comicid.identity.registry import CLUSTERERS, create_clusterer
 from comicid.identity.adaptive import AdaptiveClusterer
 from comicid.identity.mining import MiningClusterer, mine_identities
 from comicid.identity.umap_hdbscan import UmapHDBSCANClusterer
-from comicid.identity.scopes import SCOPES, assignment_table, cluster_by_scope, write_assignments
+from comicid.identity.scopes import SCOPES, cluster_by_scope, output_table, write_assignments
 
 
 __all__ = [
     "CLUSTERERS", "DEFAULT_THRESHOLDS", "SCOPES", "AdaptiveClusterer", "AgglomerativeClusterer", "Calibration",
-    "ConstrainedClusterer", "Constraints", "HDBSCANClusterer", "IdentityInputError", "MiningClusterer", "ThresholdChoice", "UmapHDBSCANClusterer",
-    "assignment_table",
-    "auto_threshold", "calibrate_threshold", "cluster_by_scope", "confidence", "create_clusterer", "mine_identities",
-    "mine_identities", "write_assignments",
+    "ConstrainedClusterer", "Constraints", "HDBSCANClusterer", "IdentityInputError", "MiningClusterer",
+    "ThresholdChoice", "UmapHDBSCANClusterer", "auto_threshold", "calibrate_threshold", "cluster_by_scope",
+    "confidence", "create_clusterer", "mine_identities", "output_table", "write_assignments",
 ]

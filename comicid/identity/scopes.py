@@ -10,19 +10,23 @@ are made globally unique by prefixing the scope key: ``"<book>/c0003"`` for book
 from __future__ import annotations
 
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from comicid.data.manifest import display_key
 from comicid.identity.base import confidence
 from comicid.identity.constraints import Constraints, IdentityInputError, check_embeddings
 from comicid.atomic import write_table
+from comicid.store.collection import ASSIGNMENT_COLUMNS
 
 SCOPES = ("sequence", "page", "book", "collection")
-ASSIGNMENT_COLUMNS = ("instance", "identity", "confidence")
+#: The user-facing ``comicid cluster --out`` file keeps a manifest's words: ``instance`` is the display
+#: key (``book/instance``), ``identity`` the identity id. :func:`output_table` is the only conversion.
+OUTPUT_COLUMNS = ("instance", "identity", "confidence")
 
 
 def scope_keys(table: pd.DataFrame, scope: str) -> np.ndarray:
@@ -97,20 +101,18 @@ def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: obj
     return identity, scores
 
 
-def assignment_table(instances: Sequence[str], identity: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    """The assignment table: one row per instance with ``instance``, ``identity``, ``confidence``."""
-    if not len(instances) == len(identity) == len(scores):
-        raise IdentityInputError(
-            f"{len(instances)} instances, {len(identity)} identities and {len(scores)} confidences differ in length")
-    return pd.DataFrame({"instance": [str(value) for value in instances],
-                         "identity": [str(value) for value in identity],
-                         "confidence": np.asarray(scores, dtype=np.float64)})
-
-
-def write_assignments(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write an assignment table atomically, as Parquet for ``.parquet``/``.pq`` and CSV otherwise."""
-    path = Path(path)
+def output_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The ``--out`` form of an assignment table (the library's
+    :data:`~comicid.store.collection.ASSIGNMENT_COLUMNS` -> :data:`OUTPUT_COLUMNS`)."""
     missing = [column for column in ASSIGNMENT_COLUMNS if column not in table.columns]
     if missing:
         raise IdentityInputError(f"an assignment table needs columns {', '.join(missing)}")
-    return write_table(table[list(ASSIGNMENT_COLUMNS)], path, float_format="%.6g")
+    return pd.DataFrame({"instance": [display_key(str(value)) for value in table["instance_key"]],
+                         "identity": [str(value) for value in table["identity_id"]],
+                         "confidence": table["confidence"].to_numpy(dtype=np.float64)})
+
+
+def write_assignments(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write an assignment table as the user-facing file (:func:`output_table`), atomically, as Parquet for
+    ``.parquet``/``.pq`` and CSV otherwise."""
+    return write_table(output_table(table), Path(path), float_format="%.6g")

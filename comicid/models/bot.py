@@ -37,7 +37,7 @@ from comicid.errors import ConfigError, ModelError
 from comicid.models.backbones import Backbone, TrunkBackbone, create_backbone
 from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_KINDS, CHECKPOINT_VERSION, EmbeddingModel
 from comicid.models.weights import load_strict
-from comicid.atomic import atomic_write
+from comicid.checkpoint import write_checkpoint
 
 POOLINGS = ("avg", "gem")
 #: Registry trunks a BoT network can be built on (the others are not CNNs).
@@ -190,22 +190,17 @@ class BoTNetwork(nn.Module):
 
 def save_bot_model(backbone: BoTBackbone, path: str | Path) -> Path:
     """Write ``backbone`` (neck included) as a comicid-model checkpoint, atomically; returns the path."""
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "backbone": backbone.name,
-        "input_size": backbone.input_size,
-        "state_dict": {key: value.detach().cpu().contiguous() for key, value in backbone.state_dict().items()},
-        "kind": "bot",
-        "head": None,
-        "bot": backbone.options(),
-        "model_id": backbone.name,
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as handle:
-        torch.save(checkpoint, handle)
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_checkpoint(
+        path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+        kind="bot",
+        backbone=backbone.name,
+        input_size=backbone.input_size,
+        state_dict={key: value.detach().cpu().contiguous() for key, value in backbone.state_dict().items()},
+        head=None,
+        bot=backbone.options(),
+        model_id=backbone.name,
+    )
 
 
 @CHECKPOINT_KINDS.register("bot")

@@ -6,14 +6,14 @@ the cores the network uses), glibc's allocator is tuned once (:func:`comicid.run
 and the network runs channels_last under ``torch.inference_mode``. Workers send 8-bit tensors; the
 float conversion and normalisation happen on the model's device.
 
-Features can be cached per (crop hash, ``model_id``) in a :class:`FeatureCache`; the cache is
+Features can be cached per (content key :func:`~comicid.data.images.crop_hash`, ``model_id``) in a
+:class:`FeatureCache`; the cache is
 written every few batches, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import warnings
@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from comicid.data.images import load_image
+from comicid.data.images import crop_hash, load_image
 from comicid.data.preprocess import letterbox_uint8, normalise_batch
 from comicid.errors import ComicidError, ImageReadError, ModelError
 from comicid.runtime import available_cpus, resolve_device, tune_allocator
@@ -54,12 +54,19 @@ MIN_CROPS_FOR_TRACING = 512
 _TRACED: weakref.WeakKeyDictionary[EmbeddingModel, torch.jit.ScriptModule] = weakref.WeakKeyDictionary()
 
 
-class _CropDataset(Dataset[Tensor]):
-    """Decodes (paths) and letterboxes crops to 8-bit ``(3, S, S)`` tensors, in worker processes."""
+#: An input transform: one decoded crop to a normalised float ``(3, S, S)`` tensor (e.g. an augmented
+#: view, :func:`comicid.data.augment.strong_view`), used instead of the engine's letterbox+normalise.
+CropTransform = Callable[[Image.Image], Tensor]
 
-    def __init__(self, crops: Sequence[CropSource], size: int) -> None:
+
+class _CropDataset(Dataset[Tensor]):
+    """Decodes (paths) and letterboxes crops to 8-bit ``(3, S, S)`` tensors, in worker processes; with a
+    ``transform``, returns its normalised float tensor instead."""
+
+    def __init__(self, crops: Sequence[CropSource], size: int, transform: CropTransform | None = None) -> None:
         self.crops = crops
         self.size = size
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -67,7 +74,14 @@ class _CropDataset(Dataset[Tensor]):
     def __getitem__(self, index: int) -> Tensor:
         crop = self.crops[index]
         image = crop if isinstance(crop, Image.Image) else load_image(crop)
-        return letterbox_uint8(image, self.size)
+        return letterbox_uint8(image, self.size) if self.transform is None else self.transform(image)
+
+
+def normalised_crops(crops: Sequence[CropSource], model: EmbeddingModel) -> Tensor:
+    """``(N, 3, S, S)`` float images of a few crops, prepared exactly as :func:`embed_crops` prepares
+    them, all at once (a calibration set that a graph compiler consumes whole)."""
+    dataset = _CropDataset(crops, model.input_size)
+    return normalise_batch(torch.stack([dataset[i] for i in range(len(dataset))]), model.mean, model.std)
 
 
 class _InferenceInWorker:
@@ -100,17 +114,12 @@ def default_num_workers(n_crops: int) -> int:
 
 
 def crop_key(crop: CropSource) -> str:
-    """The crop hash used as cache key: blake2b-128 of a file's bytes, or of a PIL image's pixels.
+    """The feature cache's key of a crop: the one content key :func:`comicid.data.images.crop_hash`.
 
-    The two kinds of key differ for the same picture; that costs a cache miss, never a wrong hit.
+    A path is decoded to hash it, so a collection's crop file gets the key the collection stored it
+    under; a collection passes its keys (``embed_crops(keys=...)``) and nothing is decoded twice.
     """
-    digest = hashlib.blake2b(digest_size=16)
-    if isinstance(crop, Image.Image):
-        digest.update(f"{crop.mode}:{crop.size[0]}x{crop.size[1]}:".encode())
-        digest.update(crop.tobytes())
-    else:
-        digest.update(Path(crop).read_bytes())
-    return digest.hexdigest()
+    return crop_hash(crop if isinstance(crop, Image.Image) else load_image(crop))
 
 
 class FeatureCache:
@@ -197,7 +206,8 @@ def check_finite(features: np.ndarray, rows: Sequence[int], names: Sequence[str]
 def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: int = 64,
                 device: str | torch.device = "cpu", num_workers: int | None = None,
                 progress: bool = True, cache: FeatureCache | None = None,
-                keys: Sequence[str] | None = None, names: Sequence[str] | None = None) -> np.ndarray:
+                keys: Sequence[str] | None = None, names: Sequence[str] | None = None,
+                transform: CropTransform | None = None, desc: str = "embed") -> np.ndarray:
     """Part features ``(N, part_dim)`` float32 of ``crops`` (PIL images or image paths), in order.
 
     Paths are decoded with :func:`comicid.data.images.load_image` in ``num_workers`` DataLoader
@@ -210,11 +220,19 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
 
     ``names`` (one per crop, e.g. instance names) are used in error messages.
 
+    ``transform`` replaces the letterbox and normalisation with an input transform (augmented views,
+    :func:`comicid.training.adapt.embed_views`). A random transform draws from the global torch
+    generator in crop order, so a caller that seeds it gets reproducible views: crops are then
+    prepared in this process (no workers), the eager model runs (no trace), and nothing is cached
+    (a view is not a crop).
+
     Raises:
         ImageReadError: a crop file cannot be read (one line naming the file, even from a worker).
         ModelError: the model produced NaN or infinite features (nothing of that batch is cached).
         ConfigError: CUDA requested but not available.
     """
+    if transform is not None and (cache is not None or num_workers):
+        raise ValueError("a transform runs in this process and is not cached: no cache, no workers")
     if cache is not None and cache.model_id != model.model_id:
         raise ValueError(f"cache of '{cache.model_id}' used with model '{model.model_id}'")
     features = np.zeros((len(crops), model.part_dim), dtype=np.float32)
@@ -235,22 +253,26 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
     tune_allocator()
     target = resolve_device(device)
     model = _prepare(model, target)
-    forward_parts = _compiled_forward(model, len(todo)) if target.type == "cpu" else model.forward_parts
-    workers = default_num_workers(len(todo)) if num_workers is None else num_workers
+    traced = target.type == "cpu" and transform is None
+    forward_parts = _compiled_forward(model, len(todo)) if traced else model.forward_parts
+    workers = 0 if transform is not None else default_num_workers(len(todo)) if num_workers is None else num_workers
     in_workers = workers > 0 and model.precision == "int8"
-    loader = DataLoader(_CropDataset([crops[i] for i in todo], model.input_size),
+    loader = DataLoader(_CropDataset([crops[i] for i in todo], model.input_size, transform),
                         batch_size=batch_size, shuffle=False, num_workers=workers,
                         worker_init_fn=_one_thread_worker if workers else None,
                         collate_fn=_InferenceInWorker(model) if in_workers else None,
-                        pin_memory=target.type == "cuda")
+                        pin_memory=target.type == "cuda",
+                        # the loader's own seed must not draw from the generator a transform uses
+                        generator=torch.Generator() if transform is not None else None)
     pending: list[int] = []
     done = 0
     with torch.inference_mode(), tqdm(total=len(crops), initial=len(crops) - len(todo),
-                                      disable=not progress, unit="crop", desc="embed") as bar:
+                                      disable=not progress, unit="crop", desc=desc) as bar:
         try:
             for batch in loader:  # (B, 3, S, S) uint8 pixels, or (B, part_dim) features made in a worker
                 rows = todo[done:done + len(batch)]
-                computed = batch.numpy() if in_workers else _forward(model, forward_parts, batch, target)
+                computed = batch.numpy() if in_workers else _forward(model, forward_parts, batch, target,
+                                                                     normalised=transform is not None)
                 check_finite(computed, rows, names, model.model_id)
                 features[rows] = computed
                 done += len(rows)
@@ -318,13 +340,28 @@ def _compiled_forward(model: EmbeddingModel, n_crops: int) -> Callable[[Tensor],
     return traced
 
 
-def _forward(model: EmbeddingModel, forward_parts: Callable[[Tensor], Tensor], pixels: Tensor,
-             target: torch.device) -> np.ndarray:
-    pixels = pixels.to(target, non_blocking=True)
-    images = normalise_batch(pixels, model.mean, model.std)
-    if target.type == "cpu" and model.precision == "fp32":
+def run_forward(forward: Callable[[Tensor], Tensor], images: Tensor, device: torch.device,
+                channels_last: bool = True) -> Tensor:
+    """One batch of normalised images through ``forward`` on ``device``: float32 features on the CPU.
+
+    The engine's only network call, shared by :func:`embed_crops` and the loops that cannot hand it
+    a list of crops (frozen per-part training features, an int8 graph's fp32 reference). On the CPU
+    the batch is made channels_last (oneDNN's fast layout) unless ``channels_last`` is false (an int8
+    graph takes plain arrays). Runs without autograd.
+    """
+    images = images.to(device, non_blocking=True)
+    if channels_last and device.type == "cpu":
         images = images.contiguous(memory_format=torch.channels_last)
-    return forward_parts(images).float().cpu().numpy()
+    with torch.no_grad():
+        return forward(images).float().cpu()
+
+
+def _forward(model: EmbeddingModel, forward_parts: Callable[[Tensor], Tensor], batch: Tensor,
+             target: torch.device, normalised: bool = False) -> np.ndarray:
+    """8-bit pixels (normalised on ``target``), or images already normalised by a transform."""
+    batch = batch.to(target, non_blocking=True)
+    images = batch if normalised else normalise_batch(batch, model.mean, model.std)
+    return run_forward(forward_parts, images, target, channels_last=model.precision == "fp32").numpy()
 
 
 def _normalise_rows(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -24,7 +24,6 @@ retraining into the same file name can never reuse stale cached features.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,12 @@ from comicid.models.embed import embed_crops, fuse_parts
 from comicid.models.int8 import Int8Backbone, int8_graph_path
 from comicid.models.model_calibration import apply_calibration
 from comicid.models.multimodal import CHECKPOINT_FORMAT as MULTIMODAL_FORMAT
+from comicid.models.multimodal import CHECKPOINT_VERSION as MULTIMODAL_VERSION
 from comicid.models.multimodal import MultimodalEmbedder, load_multimodal_embedder
 from comicid.models.weights import load_strict
 from comicid.registry import Registry
 from comicid.runtime import resolve_device
-from comicid.atomic import atomic_write
+from comicid.checkpoint import read_checkpoint, write_checkpoint
 
 CHECKPOINT_FORMAT = "comicid-model"
 CHECKPOINT_VERSION = 1
@@ -155,10 +155,7 @@ def save_embedding_model(model: EmbeddingModel, path: str | Path) -> Path:
         "head": head,
         "model_id": model.model_id,
     }
-    path = Path(path)
-    with atomic_write(path, "wb") as handle:
-        torch.save(checkpoint, handle)
-    return path
+    return write_checkpoint(path, **checkpoint)
 
 
 def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
@@ -245,18 +242,10 @@ def _use_int8_graph(model: EmbeddingModel, checkpoint: Path, name: str | None) -
 
 def _load_checkpoint(path: Path, name: str | None = None) -> EmbeddingModel | MultimodalEmbedder:
     """Read a checkpoint strictly; ``model_id`` = ``name`` (default: the backbone) + ``@sha256[:12]``."""
-    data = path.read_bytes()
-    try:
-        checkpoint: Any = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and torch errors all mean "not a checkpoint"
-        raise ModelError(f"'{path}' is not a readable model checkpoint ({error})") from None
-    if isinstance(checkpoint, dict) and checkpoint.get("format") == MULTIMODAL_FORMAT:
+    checkpoint, data = read_checkpoint(path, {CHECKPOINT_FORMAT: CHECKPOINT_VERSION,
+                                              MULTIMODAL_FORMAT: MULTIMODAL_VERSION}, "comicid model checkpoint")
+    if checkpoint["format"] == MULTIMODAL_FORMAT:
         return load_multimodal_embedder(str(path))
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"'{path}' is not a comicid model checkpoint")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise ModelError(f"checkpoint '{path}' has format version {checkpoint.get('version')}; "
-                         f"this comicid reads version {CHECKPOINT_VERSION}")
     backbone_name = checkpoint.get("backbone")
     if not isinstance(backbone_name, str):
         raise ModelError(f"checkpoint '{path}' names no backbone")

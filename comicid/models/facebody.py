@@ -34,7 +34,6 @@ last two fields existed are ``hidden`` cuts without colour and still load.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from comicid.checkpoint import read_checkpoint, write_checkpoint
 from comicid.errors import ModelError
 from comicid.models.backbones import Backbone, ColorHistogram, create_backbone
 from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_KINDS, CHECKPOINT_VERSION, EmbeddingModel
 from comicid.models.weights import load_strict
-from comicid.atomic import atomic_write
 
 PARTS = ("face", "body")
 FUSIONS = ("sum", "cat", "mean", "weighted")
@@ -187,35 +186,15 @@ def _cpu_state(module: nn.Module, half: bool = False) -> dict[str, Tensor]:
     return {key: convert(value) for key, value in module.state_dict().items()}
 
 
-def _read_checkpoint(path: Path) -> tuple[dict[str, Any], bytes]:
-    if not path.is_file():
-        raise ModelError(f"checkpoint '{path}' not found")
-    data = path.read_bytes()
-    try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and torch errors all mean "not a checkpoint"
-        raise ModelError(f"'{path}' is not a readable checkpoint ({error})") from None
-    if not isinstance(checkpoint, dict):
-        raise ModelError(f"'{path}' is not a comicid checkpoint")
-    return checkpoint, data
-
-
 def save_facebody_network(network: FaceBodyNetwork, path: str | Path) -> Path:
     """Write a stage-1 network (atomically) for stage 2 to load."""
-    checkpoint = {"format": SSL_FORMAT, "version": 1, "config": network.config(),
-                  "state_dict": _cpu_state(network)}
-    path = Path(path)
-    with atomic_write(path, "wb") as handle:
-        torch.save(checkpoint, handle)
-    return path
+    return write_checkpoint(path, SSL_FORMAT, 1, config=network.config(), state_dict=_cpu_state(network))
 
 
 def load_facebody_network(path: str | Path) -> FaceBodyNetwork:
     """Read a stage-1 network saved by :func:`save_facebody_network` (strictly)."""
     path = Path(path)
-    checkpoint, _ = _read_checkpoint(path)
-    if checkpoint.get("format") != SSL_FORMAT or checkpoint.get("version") != 1:
-        raise ModelError(f"'{path}' is not a stage-1 (comicid train ssl) checkpoint")
+    checkpoint, _ = read_checkpoint(path, {SSL_FORMAT: 1}, "stage-1 (comicid train ssl) checkpoint")
     config = checkpoint["config"]
     network = build_facebody_network(config["backbone"], config["parts"], config["shared"],
                                      config["hidden_dim"], config["out_dim"], pretrained=False,
@@ -348,19 +327,15 @@ def save_finetuned_model(model: FineTunedFaceBodyModel, path: str | Path, half: 
     ``half=True`` stores floating-point tensors as fp16 (half the size; they are cast back to fp32
     on load, a cosine above 0.999 to the fp32 model in practice). Written atomically.
     """
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT, "kind": "facebody", "version": CHECKPOINT_VERSION,
-        "backbone": model.backbone.name, "input_size": model.input_size,
-        "state_dict": _cpu_state(model.backbone, half),
-        "part_head": None if model.part_head is None else _cpu_state(model.part_head, half),
-        "cut": model.cut, "colour_weight": model.colour_weight,
-        "head": _cpu_state(model.head, half),
-        "model_id": model.model_id,
-    }
-    path = Path(path)
-    with atomic_write(path, "wb") as handle:
-        torch.save(checkpoint, handle)
-    return path
+    return write_checkpoint(
+        path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, kind="facebody",
+        backbone=model.backbone.name, input_size=model.input_size,
+        state_dict=_cpu_state(model.backbone, half),
+        part_head=None if model.part_head is None else _cpu_state(model.part_head, half),
+        cut=model.cut, colour_weight=model.colour_weight,
+        head=_cpu_state(model.head, half),
+        model_id=model.model_id,
+    )
 
 
 @CHECKPOINT_KINDS.register("facebody")

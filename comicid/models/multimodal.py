@@ -34,19 +34,17 @@ Checkpoints (``torch.save`` dicts, written atomically)::
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from comicid.checkpoint import read_checkpoint, write_checkpoint
 from comicid.errors import ModelError
-from comicid.atomic import atomic_write
 
 VARIANTS = ("M1", "M2", "M3", "M4", "M5")
 CHECKPOINT_FORMAT = "comicid-multimodal"
@@ -162,30 +160,14 @@ class MultimodalNet(nn.Module):
 def save_multimodal(net: MultimodalNet, characters: Sequence[str], albums: Sequence[str], path: str | Path) -> Path:
     """Write ``net`` as a comicid multimodal checkpoint (atomically)."""
     spec = net.spec
-    checkpoint = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **spec.__dict__,
-                  "characters": list(characters), "albums": list(albums),
-                  "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
-    path = Path(path)
-    with atomic_write(path, "wb") as handle:
-        torch.save(checkpoint, handle)
-    return path
+    return write_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, **spec.__dict__,
+                            characters=list(characters), albums=list(albums),
+                            state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()})
 
 
 def load_multimodal(path: str | Path) -> tuple[MultimodalNet, str]:
     """The network in eval mode and its id ``<variant>@<sha256[:12]>``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"multimodal checkpoint '{path}' not found")
-    data = path.read_bytes()
-    try:
-        checkpoint: Any = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001
-        raise ModelError(f"'{path}' is not a readable checkpoint ({error})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"'{path}' is not a comicid multimodal checkpoint")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise ModelError(f"'{path}' has multimodal format version {checkpoint.get('version')}; this comicid reads "
-                         f"{CHECKPOINT_VERSION}")
+    checkpoint, data = read_checkpoint(path, {CHECKPOINT_FORMAT: CHECKPOINT_VERSION}, "comicid multimodal checkpoint")
     fields = {name: checkpoint[name] for name in MultimodalSpec.__dataclass_fields__}
     net = MultimodalNet(MultimodalSpec(**fields), len(checkpoint["characters"]), len(checkpoint["albums"]))
     net.load_state_dict(checkpoint["state_dict"])

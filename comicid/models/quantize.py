@@ -17,8 +17,8 @@ from torch import Tensor
 
 from comicid.data.datasets import CropCache
 from comicid.data.manifest import read_manifest
-from comicid.data.preprocess import letterbox_uint8, normalise_batch
 from comicid.errors import ConfigError
+from comicid.models.embed import normalised_crops, run_forward
 from comicid.models.embedding_model import load_embedding_model
 from comicid.models.int8 import Int8Backbone, int8_graph_path, quantize_backbone
 
@@ -73,8 +73,7 @@ def quantize_checkpoint(checkpoint: str | Path, manifests: Sequence[str | Path],
     crops = CropCache(frame, calibrate_rows + check_rows, progress=progress)
 
     def normalised(rows: list[int]) -> Tensor:
-        pixels = torch.stack([letterbox_uint8(crops.get(row), model.input_size) for row in rows])
-        return normalise_batch(pixels, model.mean, model.std)
+        return normalised_crops([crops.get(row) for row in rows], model)
 
     path = Path(out) if out is not None else int8_graph_path(checkpoint)
     guarded = path.is_file() and not force
@@ -90,9 +89,9 @@ def quantize_checkpoint(checkpoint: str | Path, manifests: Sequence[str | Path],
         if check_rows:  # a small manifest may leave nothing to check on
             images = normalised(check_rows)
             graph = Int8Backbone(fresh)
+            expected = run_forward(model.backbone, images, torch.device("cpu"))
             with torch.inference_mode():
-                expected = model.backbone(images.contiguous(memory_format=torch.channels_last))
-                cosine = torch.nn.functional.cosine_similarity(graph(images), expected.float(), dim=1)
+                cosine = torch.nn.functional.cosine_similarity(graph(images), expected, dim=1)
             report = QuantizeReport(path, len(calibrate_rows), len(check_rows), float(cosine.mean()),
                                     float(cosine.min()))
         if guarded and not report.mean_cosine >= MIN_MEAN_COSINE:

@@ -14,6 +14,9 @@ nothing is a mistake.
 Sizes are bounded by :class:`ReportOptions`: at most ``max_pages_per_book`` pages per book (reading
 order) and ``max_per_identity`` crops per gallery (mistakes first, then the most confident), each cut
 announced in the report, so that thousands of instances still make a file of a few MB.
+
+The page itself is the Jinja2 template ``templates/report.html.j2`` (autoescaped); this module decides
+what goes in it (which instances, which thumbnails, which words).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 from tqdm.auto import tqdm
 
 from comicid._version import __version__
@@ -73,9 +78,9 @@ class ReportOptions:
             raise ConfigError("page_width must be at least 64 px")
 
 
-def _text(value: object) -> str:
+def _text(value: object) -> Markup:
     """Escaped text for HTML content or attributes; control characters (e.g. the key separator) become spaces."""
-    return html.escape(_CONTROL.sub(" ", str(value)), quote=True)
+    return Markup(html.escape(_CONTROL.sub(" ", str(value)), quote=True))
 
 
 def _count(number: int, noun: str) -> str:
@@ -172,15 +177,15 @@ def _colours(instances: pd.DataFrame) -> dict[str, tuple[int, int, int]]:
     return palette(ranked)
 
 
-def _format_value(value: Any) -> str:
+def _format_value(value: Any) -> Markup:
     if value is None:
-        return "&mdash;"
+        return Markup("&mdash;")
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return Markup("yes" if value else "no")
     if isinstance(value, int):
-        return f"{value:d}"
+        return Markup(f"{value:d}")
     if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4f}"
+        return Markup("n/a" if math.isnan(value) else f"{value:.4f}")
     return _text(value)
 
 
@@ -192,23 +197,17 @@ def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
         yield prefix, value
 
 
-def _metrics_html(metrics: dict[str, Any] | None) -> str:
+def _metric_rows(metrics: dict[str, Any] | None) -> list[tuple[str, str, Any]]:
+    """(section, metric, value) rows, :data:`METRIC_SECTIONS` first."""
     if not metrics:
-        return ('<p class="notice">No metrics yet: run <code>comicid evaluate</code> on a labelled '
-                'collection.</p>')
+        return []
     order = [name for name in METRIC_SECTIONS if name in metrics]
     order += sorted(name for name in metrics if name not in METRIC_SECTIONS)
-    rows = []
-    for section in order:
-        for key, value in _flatten("", metrics[section]):
-            rows.append(f'<tr><td>{_text(section)}</td><td>{_text(key or section)}</td>'
-                        f'<td class="num">{_format_value(value)}</td></tr>')
-    return ('<table class="metrics"><thead><tr><th>section</th><th>metric</th><th>value</th></tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    return [(section, key or section, value) for section in order for key, value in _flatten("", metrics[section])]
 
 
-def _summary_html(collection: Collection, meta: dict[str, Any], parts: pd.DataFrame,
-                  instances: pd.DataFrame, books: list[_Book], stale: int) -> str:
+def _summary_rows(collection: Collection, meta: dict[str, Any], parts: pd.DataFrame,
+                  instances: pd.DataFrame, books: list[_Book], stale: int) -> list[tuple[str, Any]]:
     info = meta.get("assignments") or {}
     assigned = instances["predicted"] != ""
     rows: list[tuple[str, Any]] = [
@@ -230,12 +229,11 @@ def _summary_html(collection: Collection, meta: dict[str, Any], parts: pd.DataFr
     ]
     if stale:
         rows.append(("assignments of instances no longer in the collection (not shown)", stale))
-    body = "".join(f"<tr><th>{_text(name)}</th><td>{_format_value(value)}</td></tr>" for name, value in rows)
-    return f'<table class="summary">{body}</table>'
+    return rows
 
 
-def _page_html(image: str, rows: pd.DataFrame, instances: pd.DataFrame, colours: dict[str, tuple[int, int, int]],
-               options: ReportOptions) -> str:
+def _page(image: str, rows: pd.DataFrame, instances: pd.DataFrame, colours: dict[str, tuple[int, int, int]],
+          options: ReportOptions) -> dict[str, Any]:
     boxes: list[DrawnBox] = []
     for key, own in rows.groupby("instance_key", sort=True):
         instance = instances.loc[key]
@@ -252,15 +250,13 @@ def _page_html(image: str, rows: pd.DataFrame, instances: pd.DataFrame, colours:
     if mistakes:
         caption += f", {_count(mistakes, 'mistake')}"
     try:
-        picture = page_thumbnail(load_image(image), boxes, options.page_width)
+        picture = data_uri(page_thumbnail(load_image(image), boxes, options.page_width))
     except ImageReadError as error:
-        return (f'<figure class="page missing"><p class="notice">{_text(error)}</p>'
-                f'<figcaption>{_text(caption)}</figcaption></figure>')
-    return (f'<figure class="page"><img src="{data_uri(picture)}" alt="{_text(caption)}">'
-            f'<figcaption>{_text(caption)}</figcaption></figure>')
+        return {"caption": caption, "error": str(error), "picture": None}
+    return {"caption": caption, "error": None, "picture": picture}
 
 
-def _crop_html(collection: Collection, key: str, instance: pd.Series) -> str:
+def _crop(collection: Collection, key: str, instance: pd.Series) -> dict[str, Any]:
     truth = instance["truth"] or "unlabelled"
     lines = [f"true: {truth}"]
     if not math.isnan(instance["confidence"]):
@@ -268,84 +264,52 @@ def _crop_html(collection: Collection, key: str, instance: pd.Series) -> str:
     text = instance["text"]
     if text:
         lines.append(text if len(text) <= CAPTION_TEXT_CHARS else text[:CAPTION_TEXT_CHARS - 3] + "...")
-    caption = "<br>".join(_text(line) for line in lines)
-    title = _text(f"{key} (page {instance['page']})" + (f": {text}" if text else ""))
-    mistake = bool(instance["mistake"])
-    marker = '<span class="cross" aria-label="mistake">&#x2717;</span> ' if mistake else ""
-    kind = "crop mistake" if mistake else "crop"
+    crop = {"truth": truth, "lines": lines, "mistake": bool(instance["mistake"]), "error": None, "picture": None,
+            "title": f"{key} (page {instance['page']})" + (f": {text}" if text else "")}
     try:
-        thumb = crop_thumbnail(collection.load_crop(instance["crop_hash"]), CROP_SIDE)
-        picture = f'<div class="thumb"><img src="{data_uri(thumb)}" alt="{_text(truth)}"></div>'
+        crop["picture"] = data_uri(crop_thumbnail(collection.load_crop(instance["crop_hash"]), CROP_SIDE))
     except ImageReadError as error:
-        picture = f'<p class="notice">{_text(error)}</p>'
-    return f'<figure class="{kind}" title="{title}">{picture}<figcaption>{marker}{caption}</figcaption></figure>'
+        crop["error"] = str(error)
+    return crop
 
 
-def _gallery_html(collection: Collection, group: str, members: pd.DataFrame, has_assignments: bool,
-                  colours: dict[str, tuple[int, int, int]], options: ReportOptions, bar: tqdm) -> str:
-    name = group or ("unassigned" if has_assignments else "unlabelled")
-    colour = css_colour(colours.get(group, UNKNOWN_COLOUR))
+def _gallery(collection: Collection, group: str, members: pd.DataFrame, has_assignments: bool,
+             colours: dict[str, tuple[int, int, int]], options: ReportOptions, bar: tqdm) -> dict[str, Any]:
     facts = [_count(len(members), "instance")]
     if members["majority"].iat[0]:
         facts.append(f"majority label {members['majority'].iat[0]}")
         facts.append(_count(int(members["mistake"].sum()), "mistake"))
     ordered = members.assign(_neg=-members["confidence"].fillna(-1.0), _mistake=~members["mistake"])
     ordered = ordered.sort_values(["_mistake", "_neg"], kind="stable")
-    shown = ordered.head(options.max_per_identity)
-    figures = []
-    for key, instance in shown.iterrows():
-        figures.append(_crop_html(collection, str(key), instance))
+    crops = []
+    for key, instance in ordered.head(options.max_per_identity).iterrows():
+        crops.append(_crop(collection, str(key), instance))
         bar.update(1)
-    note = ""
-    if len(shown) < len(members):
-        note = (f'<p class="note">Showing {len(shown)} of {len(members)} instances '
-                '(mistakes first, then the most confident).</p>')
-    return (f'<section class="identity"><h4><span class="swatch" style="background:{colour}"></span>'
-            f'{_text(name)} <small>{_text(", ".join(facts))}</small></h4>{note}'
-            f'<div class="gallery">{"".join(figures)}</div></section>')
+    return {"name": group or ("unassigned" if has_assignments else "unlabelled"),
+            "colour": css_colour(colours.get(group, UNKNOWN_COLOUR)), "facts": ", ".join(facts),
+            "crops": crops, "shown": len(crops), "total": len(members)}
 
 
-def _book_html(index: int, book: _Book, collection: Collection, instances: pd.DataFrame, has_assignments: bool,
-               colours: dict[str, tuple[int, int, int]], options: ReportOptions, bar: tqdm) -> str:
+def _book(index: int, book: _Book, collection: Collection, instances: pd.DataFrame, has_assignments: bool,
+          colours: dict[str, tuple[int, int, int]], options: ReportOptions, bar: tqdm) -> dict[str, Any]:
     members = instances[instances["book"] == book.name]
-    head = (f'<section class="book" id="book-{index}"><h2>Book: {_text(book.name)}</h2>'
-            f'<p>{_count(len(members), "instance")}, {_count(len(book.pages), "page")} with boxes, '
-            f'{_count(int(members["mistake"].sum()), "mistake")}</p>')
     pages = []
     for image, rows in book.pages[:options.max_pages_per_book]:
-        pages.append(_page_html(image, rows, instances, colours, options))
+        pages.append(_page(image, rows, instances, colours, options))
         bar.update(1)
-    if not book.pages:
-        page_part = '<p class="note">No page images: this book holds whole crops only.</p>'
-    else:
-        note = ""
-        if len(pages) < len(book.pages):
-            note = (f'<p class="note">Showing the first {len(pages)} of {len(book.pages)} pages '
-                    '(raise --max-pages-per-book to see more).</p>')
-        page_part = f'{note}<div class="pages">{"".join(pages)}</div>'
-    galleries = "".join(_gallery_html(collection, group, rows, has_assignments, colours, options, bar)
-                        for group, rows in book.galleries)
-    return f'{head}<h3>Pages</h3>{page_part}<h3>Identities</h3>{galleries}</section>'
+    return {"index": index, "name": book.name, "pages": pages, "pages_total": len(book.pages),
+            "facts": f'{_count(len(members), "instance")}, {_count(len(book.pages), "page")} with boxes, '
+                     f'{_count(int(members["mistake"].sum()), "mistake")}',
+            "galleries": [_gallery(collection, group, rows, has_assignments, colours, options, bar)
+                          for group, rows in book.galleries]}
 
 
-_CSS = f"""
-body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}}
-h1{{margin-bottom:.2em}} h2{{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}}
-table{{border-collapse:collapse;margin:.5em 0}} th,td{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}
-td.num{{text-align:right;font-variant-numeric:tabular-nums}}
-.notice{{background:#fff4d6;border:1px solid #e0c060;padding:.5em .8em}}
-.note{{color:#666;font-style:italic}}
-.pages{{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}}
-figure{{margin:0}} figure.page img{{max-width:100%;border:1px solid #bbb}}
-figure.page{{max-width:100%}} figcaption{{font-size:.85em;color:#444}}
-.gallery{{display:flex;flex-wrap:wrap;gap:.5em}}
-figure.crop{{width:{CROP_SIDE + 8}px;background:#fff;border:1px solid #ddd;padding:3px;text-align:center}}
-figure.crop .thumb{{height:{CROP_SIDE + 4}px;display:flex;align-items:center;justify-content:center}}
-figure.crop.mistake{{border:2px dashed #dc0000;background:#fff0f0}}
-figure.crop figcaption{{overflow-wrap:anywhere}} .cross{{color:#dc0000;font-weight:bold}}
-.swatch{{display:inline-block;width:1em;height:1em;margin-right:.4em;vertical-align:middle;border:1px solid #333}}
-h4 small{{font-weight:normal;color:#555}}
-"""
+#: Templates ship inside the package; autoescape is on, and ``clean`` escapes text exactly as the report
+#: always did (``html.escape``, control characters as spaces), marking it safe so it is escaped once.
+_TEMPLATES = Environment(loader=PackageLoader("comicid.report", "templates"), autoescape=True,
+                         keep_trailing_newline=True, undefined=StrictUndefined)
+_TEMPLATES.filters["clean"] = _text
+_TEMPLATES.filters["value"] = _format_value
 
 
 def build_report(collection: Collection, options: ReportOptions | None = None, progress: bool = False) -> str:
@@ -365,21 +329,13 @@ def build_report(collection: Collection, options: ReportOptions | None = None, p
     total = sum(min(len(book.pages), options.max_pages_per_book)
                 + sum(min(len(rows), options.max_per_identity) for _, rows in book.galleries) for book in books)
     with tqdm(total=total, desc="report", unit="image", disable=not progress) as bar:
-        sections = [_book_html(index, book, collection, instances, assignments is not None, colours, options, bar)
+        sections = [_book(index, book, collection, instances, assignments is not None, colours, options, bar)
                     for index, book in enumerate(books, start=1)]
-    notice = "" if assignments is not None else (
-        '<p class="notice">Clustering has not been run: boxes and galleries are grouped and coloured by '
-        'the labelled identity. Run <code>comicid cluster</code> to see predicted identities.</p>')
-    contents = "".join(f'<li><a href="#book-{index}">{_text(book.name)}</a></li>'
-                       for index, book in enumerate(books, start=1))
-    title = _text(f"comicid report: {collection.root.name}")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f'<style>{_CSS}</style></head><body><header><h1>{title}</h1>{notice}'
-            f'{_summary_html(collection, meta, parts, instances, books, stale)}</header>'
-            f'<section class="metrics"><h2>Metrics</h2>{_metrics_html(meta.get("metrics"))}</section>'
-            '<p class="note">A mistake (red dashed outline, &#x2717;) is a labelled instance whose label differs '
-            'from the majority label of its predicted identity; unlabelled instances are never mistakes.</p>'
-            f'<nav><h2>Books</h2><ol>{contents}</ol></nav>{"".join(sections)}</body></html>\n')
+    return _TEMPLATES.get_template("report.html.j2").render(
+        title=f"comicid report: {collection.root.name}", crop_side=CROP_SIDE,
+        has_assignments=assignments is not None,
+        summary=_summary_rows(collection, meta, parts, instances, books, stale),
+        metrics=_metric_rows(meta.get("metrics")), books=sections)
 
 
 def write_report(collection: Collection, out: str | Path | None = None, options: ReportOptions | None = None,

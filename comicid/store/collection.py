@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from comicid._version import __version__
-from comicid.data.images import load_image
+from comicid.data.images import crop_hash, load_image
 from comicid.errors import CollectionError
 from comicid.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from comicid.store.lock import writer_lock
@@ -38,14 +37,11 @@ FORMAT_VERSION = 1
 META_FILE = "collection.json"
 INSTANCES_FILE = "instances.parquet"
 ASSIGNMENTS_FILE = "assignments.parquet"
-
-
-def crop_hash(image: Image.Image) -> str:
-    """Content key of a crop: SHA-256 over its size and RGB pixels (independent of PNG encoders)."""
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
-    digest.update(rgb.tobytes())
-    return digest.hexdigest()
+#: The one assignment schema of the library: :class:`comicid.workflows.cluster.Assignment` tables and
+#: ``assignments.parquet`` (``instance_key`` as stored, ``identity_id`` ``""`` for unknown; more columns,
+#: e.g. ``book``, may follow). ``comicid cluster --out`` writes it through
+#: :func:`comicid.identity.scopes.output_table`, the only conversion to the user-facing names.
+ASSIGNMENT_COLUMNS = ("instance_key", "identity_id", "confidence")
 
 
 def _now() -> str:
@@ -175,7 +171,11 @@ class Collection:
         return self.root / ASSIGNMENTS_FILE
 
     def write_assignments(self, table: pd.DataFrame, info: dict[str, Any]) -> None:
-        """Store instance -> identity assignments and how they were made (method, model, threshold)."""
+        """Store instance -> identity assignments (:data:`ASSIGNMENT_COLUMNS`) and how they were made
+        (method, model, threshold)."""
+        missing = [column for column in ASSIGNMENT_COLUMNS if column not in table.columns]
+        if missing:
+            raise CollectionError(f"an assignment table needs columns {', '.join(missing)}")
         with self.writer("cluster"):
             with atomic_write(self.assignments_path, "wb") as handle:
                 table.reset_index(drop=True).to_parquet(handle, index=False)

@@ -19,7 +19,6 @@ only trace it can leave is content-addressed crops that a later import reuses.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -29,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from comicid.data.crops import Box, check_box_fits, crop_part
-from comicid.data.images import load_image
+from comicid.data.images import file_stamp, load_image
 from comicid.data.manifest import BOX_COLUMNS, display_key, has_box, instance_keys, part_locators
 from comicid.errors import CollectionError, ImageReadError, ManifestError
 from comicid.store.collection import Collection
@@ -63,14 +62,6 @@ def row_keys(frame: pd.DataFrame, keys: pd.Series | None = None) -> pd.Series:
     joined = (key + "\x1f" + kind for key, kind in zip(keys, frame["kind"], strict=True))
     return pd.Series([hashlib.sha1(text.encode()).hexdigest()[:20] for text in joined], index=frame.index,
                      dtype=object)
-
-
-def _file_stamp(path: str) -> str:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return ""
-    return f"{status.st_size}:{status.st_mtime_ns}"
 
 
 def _box_of(row: pd.Series) -> Box | None:
@@ -149,7 +140,7 @@ def _ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool, progres
     if duplicated.any():
         raise ManifestError([f"row {i + 1}: same image, box and kind as another row without an instance id"
                              for i in np.flatnonzero(duplicated.to_numpy())])
-    frame["file_stamp"] = frame["image"].map(_file_stamp)
+    frame["file_stamp"] = frame["image"].map(file_stamp)
     frame["origin"] = source or ""
 
     previous = _upgraded(collection.instances()) if collection.has_instances() else None

@@ -54,6 +54,7 @@ from comicid.models.facebody import (
     part_feature_dim,
     save_finetuned_model,
 )
+from comicid.models.embed import run_forward
 from comicid.runtime import resolve_device
 from comicid.training.config import FinetuneConfig, FinetuneLossConfig
 from comicid.training.loop import TrainResult, fit
@@ -83,7 +84,13 @@ def compute_features(network: FaceBodyNetwork, instances: Sequence[Instance], ca
     """Embed a clean view and ``augmented_views`` strong views of every part with the frozen network.
 
     Features are :func:`~comicid.models.facebody.encode_parts` at ``cut`` with ``colour_weight``:
-    exactly what the exported model's ``forward_parts`` computes.
+    exactly what the exported model's ``forward_parts`` computes, run by the engine's
+    :func:`~comicid.models.embed.run_forward`.
+
+    This keeps its own batch loop rather than :func:`~comicid.models.embed.embed_crops`: a batch is
+    whole instances (every part, clean and augmented views seeded per instance by
+    :class:`~comicid.data.datasets.MultiViewDataset`) encoded by a per-part encoder of a network that is
+    not yet an ``EmbeddingModel``, and ``present`` masks come from the same batch.
     """
     size, mean, std = network.input_size, network.mean, network.std
     views = [clean_view(size, mean, std)]
@@ -98,7 +105,6 @@ def compute_features(network: FaceBodyNetwork, instances: Sequence[Instance], ca
     n_parts, n_views = len(network.parts), len(views)
     features = torch.zeros(len(dataset), n_views, n_parts, part_feature_dim(first_backbone, first_head, colour_weight))
     present = torch.zeros(len(dataset), n_parts, dtype=torch.bool)
-    channels_last = device.type == "cpu"
     network.eval()
     with torch.no_grad(), tqdm(total=len(dataset), desc="frozen features", unit="instance",
                                disable=not progress) as bar:
@@ -109,10 +115,9 @@ def compute_features(network: FaceBodyNetwork, instances: Sequence[Instance], ca
                 present[index, slot] = has
                 if not has.any():
                     continue
-                images = batch[part][has].flatten(0, 1).to(device)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                encoded = encode_parts(images, *encoders[part], colour_weight).float().cpu()
+                backbone, head = encoders[part]
+                encoded = run_forward(lambda images, b=backbone, h=head: encode_parts(images, b, h, colour_weight),
+                                      batch[part][has].flatten(0, 1), device)
                 features[index[has], :, slot] = encoded.view(int(has.sum()), n_views, -1)
             bar.update(len(index))
     return PartFeatures(features, present)

@@ -34,13 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from comicid.data.images import load_image
+from comicid.data.images import crop_hash, load_image
 from comicid.errors import ConfigError
 from comicid.workflows.cluster import Assignment
 from comicid.identity.curation import Curator, clean_text, slug
 from comicid.models.embed import embed_crops, fuse_parts
 from comicid.atomic import atomic_write, atomic_write_text
-from comicid.store.collection import Collection, crop_hash
+from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.store.vectors import load_instance_vectors, vectors_model
 

@@ -60,7 +60,8 @@ def embed_collection(collection: Collection, model: EmbeddingModel | Ensemble | 
         collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=len(cache))
     views = None
     if n_views > 0:
-        part_views = embed_views(crop_paths, model, n_views=n_views, batch_size=batch_size, progress=progress)
+        part_views = embed_views(crop_paths, model, n_views=n_views, batch_size=batch_size, progress=progress,
+                                 device=device)
         views = np.stack([fuse_parts(view, instance_index, len(table), head=head, part_weights=weights)
                           for view in part_views])
     return InstanceEmbeddings(table, vectors, model.model_id, views, dict(model.label_free_thresholds))

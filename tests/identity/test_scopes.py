@@ -10,7 +10,8 @@ import pytest
 
 from comicid.identity import AgglomerativeClusterer, HDBSCANClusterer
 from comicid.identity.constraints import IdentityInputError
-from comicid.identity.scopes import assignment_table, cluster_by_scope, scope_keys, write_assignments
+from comicid.data.manifest import display_key
+from comicid.identity.scopes import OUTPUT_COLUMNS, cluster_by_scope, output_table, scope_keys, write_assignments
 
 
 def two_books() -> tuple[np.ndarray, pd.DataFrame]:
@@ -88,16 +89,20 @@ def test_must_link_within_a_scope_is_honoured() -> None:
     assert identity[0] == identity[5]
 
 
-def test_assignment_table_round_trips_as_csv_and_parquet(tmp_path: Path) -> None:
-    table = assignment_table(["i0", "i1"], np.array(["a/c0000", ""], dtype=object), np.array([0.9, 0.0]))
+def test_assignment_table_round_trips_as_csv_and_parquet_in_its_output_form(tmp_path: Path) -> None:
+    keys = ["b\x1fi0", "b\x1e0123"]  # a named instance and an anonymous one, as stored
+    table = pd.DataFrame({"instance_key": keys, "book": ["b", "b"],
+                          "identity_id": np.array(["b/c0000", ""], dtype=object), "confidence": [0.9, 0.0]})
     for name in ("assignments.csv", "assignments.parquet"):
         path = write_assignments(table, tmp_path / name)
         back = pd.read_parquet(path) if name.endswith("parquet") else pd.read_csv(path, keep_default_na=False)
-        assert back["identity"].tolist() == ["a/c0000", ""]
+        assert back.columns.tolist() == list(OUTPUT_COLUMNS)
+        assert back["instance"].tolist() == ["b/i0", "b/#0123"] == [display_key(key) for key in keys]
+        assert back["identity"].tolist() == ["b/c0000", ""]
         assert back["confidence"].tolist() == [0.9, 0.0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["assignments.csv", "assignments.parquet"]  # no temp left
 
 
-def test_assignment_table_lengths_must_agree() -> None:
-    with pytest.raises(IdentityInputError, match="differ in length"):
-        assignment_table(["i0"], np.array(["x", "y"]), np.array([1.0]))
+def test_output_table_needs_the_library_schema() -> None:
+    with pytest.raises(IdentityInputError, match="needs columns identity_id"):
+        output_table(pd.DataFrame({"instance_key": ["i0"], "identity": ["x"], "confidence": [1.0]}))

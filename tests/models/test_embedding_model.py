@@ -61,7 +61,7 @@ def test_checkpoint_head_must_fit_the_backbone(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("content", "message"), [
     ({"format": "other"}, "not a comicid model checkpoint"),
     ({"format": "comicid-model", "version": 99}, "version 99"),
-    (b"not a torch file", "not a readable model checkpoint"),
+    (b"not a torch file", "cannot read comicid model checkpoint .*not a readable torch file"),
 ])
 def test_foreign_files_are_rejected(tmp_path: Path, content: object, message: str) -> None:
     path = tmp_path / "x.pt"

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from comicid.errors import CollectionError
+from comicid.models.embed import crop_key
 from comicid.store.collection import FORMAT_VERSION, Collection, crop_hash
 
 
@@ -54,6 +55,8 @@ def test_crops_are_stored_once_by_content(tmp_path: Path) -> None:
     assert len(list((collection.root / "crops").rglob("*.png"))) == 1
     assert collection.load_crop(key).size == (4, 3)
     assert crop_hash(Image.new("RGB", (3, 4), (255, 0, 0))) != key  # same pixels, other shape
+    # one content key: the feature cache's key of the stored file is the collection's key
+    assert crop_key(collection.crop_path(key)) == crop_key(red) == key
 
 
 def test_instances_and_assignments_round_trip_and_say_what_is_missing(tmp_path: Path) -> None:

@@ -25,15 +25,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from comicid.checkpoint import read_checkpoint, write_checkpoint
 from comicid.identity.adaptive.final import attach_pending, merge_clusters
 from comicid.identity.adaptive.groups import grow_groups
 from comicid.identity.adaptive.matching import soft_match
@@ -255,21 +255,13 @@ class _Checkpoints:
 
 def save_adapter(adapter: Adapter, path: str | Path) -> Path:
     """Write a learnt adapter atomically (a torch file holding its sizes and weights)."""
-    buffer = io.BytesIO()
-    torch.save({"format": ADAPTER_FORMAT, "version": 1, "dim": adapter.dim, "hidden": adapter.hidden,
-                "state_dict": adapter.state_dict()}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    return write_checkpoint(path, ADAPTER_FORMAT, 1, dim=adapter.dim, hidden=adapter.hidden,
+                            state_dict=adapter.state_dict())
 
 
 def load_adapter(path: str | Path) -> Adapter:
     """Read an adapter written by :func:`save_adapter`; raises :class:`IdentityInputError` if it is not one."""
-    try:
-        saved: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
-        raise IdentityInputError(f"cannot read adapter '{path}': {error}") from None
-    if not isinstance(saved, dict) or saved.get("format") != ADAPTER_FORMAT:
-        raise IdentityInputError(f"'{path}' is not a comicid adapter file")
+    saved, _ = read_checkpoint(path, {ADAPTER_FORMAT: 1}, "adapter", IdentityInputError)
     adapter = Adapter(int(saved["dim"]), int(saved["hidden"]))
     adapter.load_state_dict(saved["state_dict"])
     return adapter.eval()
