@@ -236,6 +236,9 @@ def _convert(value: Any, kind: Any, where: str, base: Path) -> Any:
     raise ConfigError(f"{where}: unsupported type {_type_name(kind)}")  # pragma: no cover - a bug
 
 
+# Configs are plain dataclasses checked by this small typed builder (unknown keys refused, like pydantic's
+# extra="forbid"): recipes defined elsewhere (bot, multimodal) subclass them without a second model
+# layer, and errors name the YAML key path the way the CLI prints them. A move to pydantic v2 is open.
 def _build(cls: type[T], values: Any, where: str, base: Path) -> T:
     if values is None:
         values = {}

@@ -80,6 +80,11 @@ def lr_factor(config: TrainConfig) -> Callable[[int], float]:
 
     ``cosine`` with ``warmup_start`` 0 is :func:`warmup_cosine` exactly (the SSL/finetune recipes);
     ``step`` multiplies by ``gamma`` at each milestone (fractions of ``steps``), as BoT does.
+
+    Kept by hand rather than timm's ``CosineLRScheduler``/``StepLRScheduler``: those step per epoch or
+    per update with their own warm-up rule, and swapping them in would move every trained model's
+    learning rate (and so the shipped weights and benchmark numbers); one ``LambdaLR`` factor keeps
+    resume exact through torch's own scheduler state.
     """
     if config.schedule == "cosine" and config.warmup_start == 0.0:
         return warmup_cosine(config.warmup_steps, config.steps)
