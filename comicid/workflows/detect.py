@@ -30,6 +30,8 @@ from comicid.runtime import resolve_device
 
 #: Default detection score threshold (docs/DETECTION.md: chosen on the dev validation pages).
 DEFAULT_MIN_SCORE = 0.4
+#: Detections narrower or lower than this many pixels are dropped (nothing to crop).
+MIN_SIDE = 2.0
 
 
 @dataclass
@@ -72,7 +74,8 @@ def list_pages(src: str | Path) -> list[Path]:
 def page_rows(image: str, book: str, page: str, found: dict[str, np.ndarray], min_score: float,
               ) -> list[dict[str, object]]:
     """Manifest rows of one page's detections (see the module docstring)."""
-    keep = found["scores"] >= min_score
+    sides = found["boxes"][:, 2:] - found["boxes"][:, :2]
+    keep = (found["scores"] >= min_score) & (sides >= MIN_SIDE).all(axis=1)  # a degenerate box crops nothing
     boxes, scores, labels = found["boxes"][keep], found["scores"][keep], found["labels"][keep]
 
     def of(kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -125,10 +128,11 @@ def detect_manifest(src: str | Path, detector: str | Path | None = None, min_sco
             skipped.append(f"{path}: {error}")
             continue
         found = detect_pages(model, [image], target)[0]
-        kept = found["scores"] >= min_score
-        for label in found["labels"][kept]:
-            counts[DETECTION_KINDS[int(label)]] += 1
-        records.extend(page_rows(str(path), path.parent.name or "default", path.stem, found, min_score))
+        rows = page_rows(str(path), path.parent.name or "default", path.stem, found, min_score)
+        for label, box, score in zip(found["labels"], found["boxes"], found["scores"]):
+            if score >= min_score and (box[2:] - box[:2] >= MIN_SIDE).all():
+                counts[DETECTION_KINDS[int(label)]] += 1
+        records.extend(rows)
     if not records:
         raise ConfigError(f"no character was detected on {len(pages) - len(skipped)} readable pages at "
                           f"--min-score {min_score}")
