@@ -147,7 +147,7 @@ def clustering_ami(manifest: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/.detection"))
+    parser.add_argument("--work", type=Path, default=Path("runs/detector_pages"))
     parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE)
     parser.add_argument("--prepare-only", action="store_true", help="draw the training and held-out pages, then stop")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end clustering comparison")
