@@ -13,9 +13,9 @@ from comicid.cli import main
 from comicid.data.detection import DETECTION_KINDS, read_page_boxes
 from comicid.data.page_links import assign_to_panels, link_faces_to_bodies, reading_order
 from comicid.data.synth import PAGE_BOXES_FILE, generate_books
-from comicid.errors import ImageReadError
+from comicid.errors import ImageReadError, ModelError
 from comicid.evaluation.detection import coco_metrics
-from comicid.models.detector import DetectorSpec, build_detector, load_detector, save_detector
+from comicid.models.detector import DetectorSpec, load_detector, save_detector
 from comicid.training.config import TrainConfig
 from comicid.training.detector import DetectorConfig, DetectorDataConfig, train_detector
 from comicid.workflows.detect import detect_manifest
@@ -111,8 +111,18 @@ def test_unreadable_page_is_an_error_or_a_counted_skip(two_pages: Path, tiny_run
     assert frame["page"].nunique() == 2
     assert main(["-q", "import", str(pages), "--detect", "--detector", str(detector), "--min-score", "0",
                  "--out", str(tmp_path / "col")]) == 1
-    other = save_detector(build_detector(TINY, pretrained=False), TINY, tmp_path / "fresh.pt")
-    assert load_detector(other)[1] == TINY
+
+
+
+def test_half_precision_checkpoint_round_trip(tiny_run: tuple, tmp_path: Path) -> None:
+    model, spec = load_detector(tiny_run[1])
+    half = load_detector(save_detector(model, spec, tmp_path / "half.pt", half=True))[0]
+    assert (tmp_path / "half.pt").stat().st_size < 0.6 * tiny_run[1].stat().st_size
+    for (name, a), b in zip(model.state_dict().items(), half.state_dict().values()):
+        assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-2, atol=1e-3), name
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot be read"):
+        load_detector(tmp_path / "bad.pt")
 
 
 def _coco_pair() -> tuple[dict, list]:

@@ -100,9 +100,14 @@ def build_detector(spec: DetectorSpec | None = None, pretrained: bool = True) ->
                 nms_thresh=spec.nms_thresh, detections_per_img=spec.detections_per_img)
 
 
-def save_detector(model: FCOS, spec: DetectorSpec, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write the detector checkpoint atomically (weights as CPU tensors, spec, class names)."""
-    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+def save_detector(model: FCOS, spec: DetectorSpec, path: str | Path, meta: dict[str, Any] | None = None,
+                  half: bool = False) -> Path:
+    """Write the detector checkpoint atomically (weights as CPU tensors, spec, class names).
+
+    ``half`` stores floating-point tensors as float16 (half the file, for the copy shipped in the
+    package); :func:`load_detector` reads them back into the float32 network."""
+    state = {name: (tensor.detach().cpu().half() if half and tensor.is_floating_point() else tensor.detach().cpu())
+             for name, tensor in model.state_dict().items()}
     checkpoint = {"format": CHECKPOINT_FORMAT, "kind": DETECTOR_KIND, "version": CHECKPOINT_VERSION,
                   "classes": list(DETECTION_CLASSES), "spec": asdict(spec), "state_dict": state, "meta": meta or {}}
     path = Path(path)
@@ -134,8 +139,10 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple
     spec = DetectorSpec(**{k: v for k, v in dict(checkpoint.get("spec", {})).items() if k in known})
     model = build_detector(spec, pretrained=False)
     try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except (RuntimeError, KeyError) as error:
+        state = {name: value.float() if value.is_floating_point() else value
+                 for name, value in checkpoint["state_dict"].items()}
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, AttributeError) as error:
         raise ModelError(f"detector '{path}' does not fit its network ({str(error).splitlines()[0][:160]})") from None
     return model.to(torch.device(device)).eval(), spec
 
