@@ -11,7 +11,7 @@ import torch
 
 from comicid.cli import main
 from comicid.data.detection import DETECTION_KINDS, read_page_boxes
-from comicid.data.page_links import assign_to_panels, link_faces_to_bodies, reading_order
+from comicid.data.page_links import assign_to_panels, intersection_areas, link_faces_to_bodies, reading_order
 from comicid.data.synth import PAGE_BOXES_FILE, generate_books
 from comicid.errors import ImageReadError, ModelError
 from comicid.evaluation.detection import coco_metrics
@@ -154,3 +154,17 @@ def test_coco_metrics_on_a_hand_made_pair(tmp_path: Path) -> None:
     assert main(["-q", "evaluate-detection", str(pred_path), str(gt_path), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["AP50/body"] == pytest.approx(0.0)
     assert main(["-q", "evaluate-detection", str(tmp_path / "missing.json"), str(gt_path)]) == 1
+
+
+def test_shipped_detector_finds_the_characters_of_an_unseen_page(tmp_path: Path) -> None:
+    manifest = generate_books(tmp_path / "book", books=1, characters=3, pages=1, seed=4242, progress=False)
+    found = detect_manifest(tmp_path / "book" / "pages")
+    truth = read_page_boxes(manifest)
+    for kind in ("face", "body"):
+        gt = truth[truth["kind"] == kind][["x0", "y0", "x1", "y1"]].to_numpy()
+        pred = found.frame[found.frame["kind"] == kind][["x0", "y0", "x1", "y1"]].to_numpy()
+        inter = intersection_areas(gt, pred)
+        area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+        iou = inter / (area(gt)[:, None] + area(pred)[None, :] - inter)
+        assert (iou.max(axis=1) >= 0.5).mean() >= 0.7, kind
+    assert found.counts["panel"] >= 1 and (found.frame["panel"] != "").mean() > 0.8

@@ -29,7 +29,7 @@ from comicid.models.detector import DEFAULT_DETECTOR, detect_pages, load_detecto
 from comicid.runtime import resolve_device
 
 #: Default detection score threshold (docs/DETECTION.md: chosen on the dev validation pages).
-DEFAULT_MIN_SCORE = 0.4
+DEFAULT_MIN_SCORE = 0.5
 #: Detections narrower or lower than this many pixels are dropped (nothing to crop).
 MIN_SIDE = 2.0
 
