@@ -24,6 +24,7 @@ are clustered but not scored) and missed instances are absent, so the recall is 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -36,7 +37,7 @@ from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATASETS, markdown_table, write_section  # noqa: E402
+from common import DATASETS, ROOT, markdown_table, write_section  # noqa: E402
 
 from comicid.data.detection import DETECTION_KINDS, read_page_boxes  # noqa: E402
 from comicid.data.images import load_image  # noqa: E402
@@ -165,6 +166,7 @@ def main() -> None:
             print(f"{name}: {path}")
         return
     model, spec = load_detector(args.detector)
+    load_start = os.getloadavg()[0]
     ap_rows, e2e_rows = [], []
     for name, label in (("synth_heldout", "procedural, seed 1001"), ("art_heldout", "comicgen test identities")):
         manifest = sets[name]
@@ -186,10 +188,12 @@ def main() -> None:
         print(name, "AMI gt", ami_truth, "detected", ami_detected, "recall", recall, file=sys.stderr)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").is_file() else "unknown CPU"
+    detector = args.detector.resolve()
+    shown = detector.relative_to(ROOT) if detector.is_relative_to(ROOT) else detector
     body = [
         "## Page detector (panels, bodies, faces, text balloons)",
         "",
-        f"`PYTHONPATH=. python benchmarks/detection.py --detector {args.detector}` (detector: FCOS, MobileNetV2-FPN, "
+        f"`PYTHONPATH=. python benchmarks/detection.py --detector {shown}` (detector: FCOS, MobileNetV2-FPN, "
         f"{spec.min_size}-{spec.max_size} px input; `--min-score {args.min_score}` for the instances). "
         "Held-out pages only: a procedural seed no training run uses, and pages composed from the comicgen "
         "`split=test` identities (training used `split=dev` drawings only). COCO metrics by pycocotools.",
@@ -199,7 +203,8 @@ def main() -> None:
     body += ["", markdown_table(["pages", "mAP@[.5:.95]", "AP@0.5", *[f"AP@0.5 {k}" for k in DETECTION_KINDS],
                                  "pages/s"], ap_rows),
              "", f"pages/s: load + detect + link + panels, one thread of a {cpu}, on a machine shared with other "
-                 "jobs (load average 7-9 on 2 cores while measured): a contended figure, not the machine's speed."]
+                 f"jobs (1-minute load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on 2 cores): "
+                 "a contended figure, not the machine's speed."]
     if e2e_rows:
         body += ["", "End to end (`comicid evaluate` defaults: default model, agglomerative, per book), the same pages "
                      "with ground-truth boxes and with detected boxes (a detection takes the identity of the "
