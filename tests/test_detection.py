@@ -13,7 +13,7 @@ from comicid.cli import main
 from comicid.data.detection import DETECTION_KINDS, read_page_boxes
 from comicid.data.page_links import assign_to_panels, intersection_areas, link_faces_to_bodies, reading_order
 from comicid.data.synth import PAGE_BOXES_FILE, generate_books
-from comicid.errors import ImageReadError, ModelError
+from comicid.errors import ConfigError, ImageReadError, ModelError
 from comicid.evaluation.detection import coco_metrics
 from comicid.models.detector import DetectorSpec, load_detector, save_detector
 from comicid.training.config import TrainConfig
@@ -111,6 +111,12 @@ def test_unreadable_page_is_an_error_or_a_counted_skip(two_pages: Path, tiny_run
     assert frame["page"].nunique() == 2
     assert main(["-q", "import", str(pages), "--detect", "--detector", str(detector), "--min-score", "0",
                  "--out", str(tmp_path / "col")]) == 1
+    listing = tmp_path / "lists" / "pages.txt"
+    listing.parent.mkdir()
+    listing.write_text("\n".join(str(page) for page in sorted(pages.glob("p*.png"))) + "\n")
+    with pytest.raises(ConfigError, match="outside"):
+        detect_manifest(listing, detector, min_score=0.0)
+    assert detect_manifest(listing, detector, min_score=0.0, allow_outside=True).frame["page"].nunique() == 2
 
 
 

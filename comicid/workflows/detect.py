@@ -43,9 +43,10 @@ class DetectedPages:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def list_pages(src: str | Path) -> list[Path]:
+def list_pages(src: str | Path, allow_outside: bool = False) -> list[Path]:
     """The page images of ``src``: a folder (images at any depth, sorted), a ``.txt`` list (one path a
-    line, relative to the file), or a manifest CSV/Parquet (its distinct ``image`` values).
+    line, relative to the file), or a manifest CSV/Parquet (its distinct ``image`` values). Pages outside
+    ``src``'s folder are refused unless ``allow_outside``, as the importers do.
 
     Raises:
         ConfigError: ``src`` is missing, of another kind, or names no page.
@@ -68,7 +69,13 @@ def list_pages(src: str | Path) -> list[Path]:
         raise ConfigError(f"--detect reads a folder of pages, a .txt page list or a manifest, not '{src}'")
     if not pages:
         raise ConfigError(f"'{src}' names no page images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return [page.resolve() for page in pages]
+    resolved = [page.resolve() for page in pages]
+    root = (src if src.is_dir() else src.parent).resolve()
+    outside = [page for page in resolved if not page.is_relative_to(root)]
+    if outside and not allow_outside:
+        raise ConfigError(f"page '{outside[0]}' is outside '{root}' ({len(outside)} such pages); pass "
+                          "--allow-outside (allow_outside=True) to read it")
+    return resolved
 
 
 def page_rows(image: str, book: str, page: str, found: dict[str, np.ndarray], min_score: float,
@@ -103,7 +110,8 @@ def page_rows(image: str, book: str, page: str, found: dict[str, np.ndarray], mi
 
 
 def detect_manifest(src: str | Path, detector: str | Path | None = None, min_score: float = DEFAULT_MIN_SCORE,
-                    skip_bad: bool = False, progress: bool = False, device: str = "cpu") -> DetectedPages:
+                    skip_bad: bool = False, progress: bool = False, device: str = "cpu",
+                    allow_outside: bool = False) -> DetectedPages:
     """Detect the characters on every page of ``src`` and return them as a manifest (module docstring).
 
     Raises:
@@ -113,7 +121,7 @@ def detect_manifest(src: str | Path, detector: str | Path | None = None, min_sco
     """
     if not 0.0 <= min_score <= 1.0:
         raise ConfigError(f"--min-score must be in [0, 1], got {min_score}")
-    pages = list_pages(src)
+    pages = list_pages(src, allow_outside)
     target = resolve_device(device)
     model, _ = load_detector(detector or DEFAULT_DETECTOR, target)
     records: list[dict[str, object]] = []

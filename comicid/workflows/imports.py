@@ -46,7 +46,7 @@ def import_source(src: str | Path, collection: str | Path | Collection, format: 
         if options or format != "auto":
             raise ConfigError("--detect reads pages only: --format and --option do not apply")
         pages = detect_manifest(src, detector, min_score=min_score, skip_bad=skip_bad, progress=progress,
-                                device=device)
+                                device=device, allow_outside=allow_outside)
         frame, left_out = pages.frame, pages.skipped
         detected = {**pages.counts, "skipped_pages": len(pages.skipped)}
     else:
