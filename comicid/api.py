@@ -57,7 +57,9 @@ def import_source(src: str | Path, collection: CollectionLike, format: str = "au
                   progress: bool = False, **options: Any) -> Collection:
     """Import ``src`` (manifest, folder, COCO, COMICS or Manga109; ``format="auto"`` detects it) into
     ``collection`` (a folder, created if needed), cutting and caching every crop; returns the collection.
-    Rows skipped with ``skip_bad`` are listed in ``collection.meta()``."""
+    Rows skipped with ``skip_bad`` are listed in ``collection.meta()``. ``detect=True`` reads ``src`` as
+    pages without boxes and finds the characters with the page detector (``min_score``, ``detector``;
+    docs/DETECTION.md)."""
     return _import_source(src, collection, format=format, skip_bad=skip_bad, progress=progress, **options).collection
 
 

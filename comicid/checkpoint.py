@@ -48,7 +48,8 @@ def read_checkpoint(path: str | Path, formats: Mapping[str, int], what: str,
     try:
         checkpoint: Any = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as problem:  # noqa: BLE001 - pickle, zip and torch errors all mean "not a checkpoint"
-        raise error(f"cannot read {what} '{path}': not a readable torch file ({problem})") from None
+        first_line = (str(problem).strip().splitlines() or [type(problem).__name__])[0][:160]
+        raise error(f"cannot read {what} '{path}': not a readable torch file ({first_line})") from None
     family = checkpoint.get("format") if isinstance(checkpoint, dict) else None
     if family not in formats:
         raise error(f"'{path}' is not a {what}")

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "cluster": "cluster",
     "search": "search",
     "evaluate": "evaluate",
+    "evaluate-detection": "evaluate_detection",
     "report": "report",
     "train": "train",
     "quantize": "quantize",

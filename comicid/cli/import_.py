@@ -5,7 +5,10 @@ COCO JSON, the COMICS character-instance/sequence files, Manga109), cuts and cac
 writes or updates the collection folder OUT. Unreadable images stop the import with the row named,
 unless --skip-bad is given, in which case they are skipped, counted and listed. --ocr reads the text
 of every page with boxes (RapidOCR, models shipped in its wheel) and gives it to the instances of the
-panel it belongs to, where the source had no text (docs/MULTIMODAL.md).
+panel it belongs to, where the source had no text (docs/MULTIMODAL.md). --detect reads SRC as pages
+without boxes (a folder of page images, a .txt page list or a manifest of pages) and finds panels,
+bodies, faces and text balloons with the page detector, links each face to its body and each instance
+to its panel, and imports the result (docs/DETECTION.md).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from comicid.cli.common import printable
 from comicid.data.importers import IMPORTERS
 from comicid.errors import ConfigError
+from comicid.workflows.detect import DEFAULT_MIN_SCORE
 from comicid.workflows.imports import import_source
 
 
@@ -30,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "image (counted and listed)")
     parser.add_argument("--ocr", action="store_true",
                         help="read page text by OCR and assign it to the instances of its panel (rows without text)")
+    parser.add_argument("--detect", action="store_true",
+                        help="SRC holds pages without boxes: detect the characters (docs/DETECTION.md)")
+    parser.add_argument("--detector", type=Path, default=None, metavar="PATH",
+                        help="with --detect: a detector checkpoint (default: the shipped one)")
+    parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
+                        help=f"with --detect: drop detections scored below this (default: {DEFAULT_MIN_SCORE})")
+    parser.add_argument("--device", default="cpu", help="with --detect: cpu (default), cuda, cuda:N or auto")
     parser.add_argument("--allow-outside", action="store_true",
                         help="read images outside SRC's folder (../ paths, absolute paths, links leading out); "
                              "refused by default")
@@ -58,8 +69,14 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     result = import_source(args.source, args.out, args.format, skip_bad=args.skip_bad, progress=not args.quiet,
-                           allow_outside=args.allow_outside, ocr=args.ocr, **parse_options(args.option))
+                           allow_outside=args.allow_outside, ocr=args.ocr, detect=args.detect,
+                           detector=args.detector, min_score=args.min_score, device=args.device,
+                           **parse_options(args.option))
     collection, report, left_out = result.collection, result.report, result.left_out
+    if args.detect and not args.quiet:
+        found = result.detected
+        print(f"detect: {found['panel']} panels, {found['body']} bodies, {found['face']} faces, "
+              f"{found['text']} text balloons; {found['skipped_pages']} unreadable pages skipped")
     if args.ocr and not args.quiet:
         ocr = result.ocr
         print(f"ocr: {ocr['pages']} pages read, {ocr['blocks']} text blocks, {ocr['assigned']} assigned")

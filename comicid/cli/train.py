@@ -1,6 +1,6 @@
 """Train a model: `ssl CONFIG` (stage 1) or `finetune CONFIG` (stage 2) of the face-body recipe,
 `bot CONFIG [--pseudo-label UNLABELLED.csv]`, the BoT re-ID recipe, or `multimodal CONFIG`: Manga-MMTL's
-M1-M5 (docs/TRAINING.md, docs/MULTIMODAL.md).
+M1-M5, or `detector CONFIG`: the page detector (docs/TRAINING.md, docs/MULTIMODAL.md, docs/DETECTION.md).
 
 
 Recipes are YAML files (see configs/ and docs/TRAINING.md). Stage 1 writes OUTPUT_DIR/ssl_model.pt,
@@ -8,6 +8,8 @@ stage 2 reads it and writes the embedding model (OUTPUT_DIR/model.pt unless expo
 otherwise), usable wherever a model is asked for (`--model PATH`). Runs checkpoint as they go;
 `--resume` continues an interrupted run from its last checkpoint. `multimodal` trains the Manga-MMTL
 models on image and text features and writes OUTPUT_DIR/<M1..M5>/model.pt (docs/MULTIMODAL.md).
+`detector` trains the page detector (panels, bodies, faces, text) on synth folders and writes
+OUTPUT_DIR/detector.pt (docs/DETECTION.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from comicid.identity import mine_identities
 from comicid.training.bot import BotConfig, train_bot
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
+from comicid.training.detector import DetectorConfig, train_detector
 from comicid.training.finetune import train_finetune
 from comicid.training.multimodal import MultimodalConfig
 from comicid.training.ssl import SSL_MODEL_NAME, train_ssl
@@ -31,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, help_text in (("ssl", "stage 1: self-supervised face-body pre-training"),
                             ("finetune", "stage 2: frozen network, trained fusion + projector"),
                             ("multimodal", "Manga-MMTL: M1-M5 on image and text features"),
-                            ("bot", "BoT re-ID recipe: BNNeck, batch-hard triplets, cross-domain, MDL")):
+                            ("bot", "BoT re-ID recipe: BNNeck, batch-hard triplets, cross-domain, MDL"),
+                            ("detector", "the page detector: panels, bodies, faces, text balloons")):
         stage = stages.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("config", metavar="CONFIG", type=Path, help="recipe YAML file")
         stage.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
@@ -66,6 +70,18 @@ def run(args: argparse.Namespace) -> int:
                 if mm_result.best is not None:
                     line += f", best validation {mm_result.best:.4f} at step {mm_result.best_step}"
                 print(f"{line}{' (stopped early)' if mm_result.stopped_early else ''}; wrote {path}")
+        return 0
+    if args.stage == "detector":
+        det_config = load_config(args.config, DetectorConfig)
+        det_result, det_path = train_detector(det_config, args.device, args.resume, progress=not quiet)
+        if not quiet:
+            losses = det_result.losses()
+            line = f"detector: {det_result.steps} steps"
+            if losses:
+                line += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+            if det_result.best is not None:
+                line += f", best validation AP@0.5 {det_result.best:.4f} at step {det_result.best_step}"
+            print(f"{line}; wrote {det_path}")
         return 0
     if args.stage == "ssl":
         ssl_config = load_config(args.config, SSLConfig)

@@ -21,7 +21,8 @@ from comicid.data.synth.speech import plan_world
 from comicid.errors import ConfigError
 from comicid.atomic import write_table
 
-__all__ = ["DEFAULT_PAGE_SIZE", "LETTERING_FILE", "MAX_CHARACTERS", "SPEECH_MODES", "generate_books"]
+__all__ = ["DEFAULT_PAGE_SIZE", "LETTERING_FILE", "MAX_CHARACTERS", "PAGE_BOXES_COLUMNS", "PAGE_BOXES_FILE",
+           "SPEECH_MODES", "generate_books", "write_page_boxes"]
 
 #: Width and height in pixels: small enough that a 2-book, 8-page demo draws in a few seconds.
 DEFAULT_PAGE_SIZE: tuple[int, int] = (800, 1100)
@@ -34,6 +35,20 @@ MIN_PAGE_SIDE = 300
 SPEECH_MODES = ("catchphrase", "manga")
 #: Ground truth of every piece of text drawn (OCR and text-assignment checks), beside the manifest.
 LETTERING_FILE = "lettering.csv"
+#: Boxes of things that are not instances, beside the manifest: every panel (``kind`` = ``panel``) and
+#: every speech balloon or narration box (``kind`` = ``text``), in page pixels: the ground truth of the
+#: page detector (docs/DETECTION.md). A file of its own, so the manifest and lettering stay as they were.
+PAGE_BOXES_FILE = "page_boxes.csv"
+PAGE_BOXES_COLUMNS = ["image", "book", "page", "panel", "kind", "x0", "y0", "x1", "y1"]
+#: Lettering kinds that are drawn in a balloon or box (a sound effect is free lettering, not a text region).
+_TEXT_REGION_KINDS = ("speech", "narration")
+
+
+def write_page_boxes(rows: list[dict[str, object]], out_dir: Path) -> Path:
+    """Write ``out_dir/page_boxes.csv`` (image paths relative to ``out_dir``) from rows with absolute paths."""
+    table = pd.DataFrame(rows, columns=PAGE_BOXES_COLUMNS)
+    table["image"] = [str(Path(image).resolve().relative_to(out_dir.resolve())) for image in table["image"]]
+    return write_table(table, out_dir / PAGE_BOXES_FILE)
 
 
 def _validate(books: int, characters: int, pages: int, seed: int, page_size: tuple[int, int]) -> tuple[int, int]:
@@ -84,11 +99,19 @@ def generate_books(out_dir: Path, books: int = 2, characters: int = 8, pages: in
                  for plan in plans]
     records: list[dict[str, object]] = []
     lettering: list[dict[str, object]] = []
+    page_boxes: list[dict[str, object]] = []
     with tqdm(total=books * pages, desc="synth pages", unit="page", disable=not progress) as bar:
         for plan in plans:
             for index, page in enumerate(plan.pages):
-                records.extend(render_page(plan, index, out_dir / "pages" / plan.name / f"{page.name}.png",
-                                           lettering))
+                image = out_dir / "pages" / plan.name / f"{page.name}.png"
+                start = len(lettering)
+                records.extend(render_page(plan, index, image, lettering))
+                page_boxes.extend({"image": str(image.resolve()), "book": plan.name, "page": page.name,
+                                   "panel": panel.key, "kind": "panel", "x0": float(panel.rect[0]),
+                                   "y0": float(panel.rect[1]), "x1": float(panel.rect[2]), "y1": float(panel.rect[3])}
+                                  for panel in page.panels)
+                page_boxes.extend({**{key: row[key] for key in PAGE_BOXES_COLUMNS if key != "kind"}, "kind": "text"}
+                                  for row in lettering[start:] if row["kind"] in _TEXT_REGION_KINDS)
                 bar.update(1)
     frame = from_records(records, source="synth")
     path = write_manifest(frame, out_dir / "manifest.csv")
@@ -96,4 +119,5 @@ def generate_books(out_dir: Path, books: int = 2, characters: int = 8, pages: in
                                              "y1", "instance", "identity", "tail_x", "tail_y"])
     table["image"] = [str(Path(image).resolve().relative_to(out_dir.resolve())) for image in table["image"]]
     write_table(table, out_dir / LETTERING_FILE)
+    write_page_boxes(page_boxes, out_dir)
     return path

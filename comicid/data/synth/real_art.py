@@ -46,7 +46,7 @@ from tqdm import tqdm
 from comicid.data.crops import Box, face_box
 from comicid.data.images import load_image
 from comicid.data.manifest import from_records, instance_keys, read_manifest, write_manifest
-from comicid.data.synth import DEFAULT_PAGE_SIZE, MAX_CHARACTERS, _validate
+from comicid.data.synth import DEFAULT_PAGE_SIZE, MAX_CHARACTERS, _validate, write_page_boxes
 from comicid.data.synth.characters import INK
 from comicid.data.synth.pages import (
     _CATCHPHRASES,
@@ -358,7 +358,8 @@ def _sample_style(rng: random.Random, styles: Sequence[str]) -> str:
 
 
 def _render_page(book: ArtBookPlan, pool: CharacterPool, page_index: int, image_path: Path,
-                 styles: Sequence[str]) -> list[dict[str, object]]:
+                 styles: Sequence[str], page_boxes: list[dict[str, object]] | None = None) -> list[dict[str, object]]:
+    """Draw one composed page and return its manifest rows; ``page_boxes`` receives its panel and balloon boxes."""
     page = book.pages[page_index]
     rng = random.Random(f"comicid-synth-art/{book.seed}/{book.name}/{page.name}")
     width, height = book.page_size
@@ -389,6 +390,12 @@ def _render_page(book: ArtBookPlan, pool: CharacterPool, page_index: int, image_
             if rng.random() < SPEAK_RATE:
                 texts[identity] = _line(rng, identity, [other for other in cast if other != identity] or list(book.cast))
                 _draw_balloon(canvas, texts[identity], placed[index].head_top, balloons, font)
+        if page_boxes is not None:
+            where = {"image": image, "book": book.name, "page": page.name, "panel": panel.key}
+            page_boxes.append({**where, "kind": "panel", "x0": float(x0), "y0": float(y0), "x1": float(x1),
+                               "y1": float(y1)})
+            page_boxes.extend({**where, "kind": "text", "x0": float(b[0] + x0), "y0": float(b[1] + y0),
+                               "x1": float(b[2] + x0), "y1": float(b[3] + y0)} for b in balloons)
         sheet.paste(canvas, (x0, y0))
         draw.rectangle((x0 - 1, y0 - 1, x1, y1), outline=INK, width=3)
         for number in range(len(cast)):
@@ -431,11 +438,14 @@ def generate_art_books(out_dir: Path, characters: str | Path, books: int = 2, ca
     out_dir = Path(out_dir)
     plans = [plan_art_book(seed, book, pool, cast, pages, (width, height)) for book in range(books)]
     records: list[dict[str, object]] = []
+    page_boxes: list[dict[str, object]] = []
     with tqdm(total=books * pages, desc="composed pages", unit="page", disable=not progress) as bar:
         for plan in plans:
             for index, page in enumerate(plan.pages):
                 records.extend(_render_page(plan, pool, index, out_dir / "pages" / plan.name / f"{page.name}.png",
-                                            tuple(styles)))
+                                            tuple(styles), page_boxes))
                 bar.update(1)
     frame = from_records(records, source="synth --characters")
-    return write_manifest(frame, out_dir / "manifest.csv")
+    path = write_manifest(frame, out_dir / "manifest.csv")
+    write_page_boxes(page_boxes, out_dir)
+    return path
