@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "embed": "embed",
     "cluster": "cluster",
     "search": "search",
+    "index": "index",
     "evaluate": "evaluate",
     "report": "report",
     "train": "train",

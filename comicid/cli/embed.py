@@ -1,7 +1,8 @@
 """Embed every crop of a collection (cached per crop and model, resumable).
 
 Part features are stored in COLLECTION/embeddings/<model>/; running again with the same model only
-embeds crops imported since, and an interrupted run resumes where it stopped.
+embeds crops imported since, and an interrupted run resumes where it stopped. From 20,000 instances on
+(or with --index) the ANN index that `search` uses is built or updated too (see `comicid index`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from comicid.cli.common import add_model_options
 from comicid.models.backbones import list_backbones
 from comicid.models.embedding_model import load_embedding_model
+from comicid.search.collection_index import INDEX_MIN_INSTANCES, index_folder, update_collection_index
 from comicid.store.collection import Collection
 from comicid.store.embeddings import embed_collection
 
@@ -26,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("collection", metavar="COLLECTION", type=Path)
     add_model_options(parser)
     parser.add_argument("--list-models", nargs=0, action=_ListModels, help="list model names and exit")
+    parser.add_argument("--index", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"build/update the ANN index (default: from {INDEX_MIN_INSTANCES:,} instances on, or "
+                             "when the collection already has one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,4 +41,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{collection.root}: {len(embedded)} instances embedded with {model.model_id} "
               f"({embedded.vectors.shape[1]}-d)")
+    index = args.index
+    if index is None:
+        index = len(embedded) >= INDEX_MIN_INSTANCES or (index_folder(collection, model.model_id) / "index.json").is_file()
+    if index:
+        info, _, _ = update_collection_index(collection, embedded)
+        if not args.quiet:
+            print(f"index: {info.instances} instances ({'built' if info.rebuilt else f'{info.added} added'}), "
+                  f"recall@10 vs exact {info.recall_at_10:.3f} at nprobe {info.nprobe}/{info.nlist}")
     return 0

@@ -24,6 +24,7 @@ from comicid.identity.calibration import (
 )
 from comicid.identity.constraints import Constraints, IdentityInputError
 from comicid.identity.density import HDBSCANClusterer
+from comicid.identity.graph import GraphClusterer
 from comicid.identity.adaptive import AdaptiveClusterer  # after constraints: it imports them
 from comicid.identity.scopes import SCOPES, assignment_table, cluster_by_scope, write_assignments
 
@@ -40,6 +41,7 @@ CLUSTERERS: dict[str, type] = {
     "agglomerative": AgglomerativeClusterer,
     "hdbscan": HDBSCANClusterer,
     "adaptive": AdaptiveClusterer,
+    "graph": GraphClusterer,
 }
 
 
@@ -55,7 +57,7 @@ def create_clusterer(name: str, **params: object) -> Clusterer:
 
 __all__ = [
     "CLUSTERERS", "DEFAULT_THRESHOLDS", "SCOPES", "AdaptiveClusterer", "AgglomerativeClusterer", "Calibration", "Clusterer",
-    "Constraints", "HDBSCANClusterer", "IdentityInputError", "ThresholdChoice", "assignment_table",
+    "Constraints", "GraphClusterer", "HDBSCANClusterer", "IdentityInputError", "ThresholdChoice", "assignment_table",
     "auto_threshold", "calibrate_threshold", "cluster_by_scope", "confidence", "create_clusterer",
     "write_assignments",
 ]
