@@ -152,6 +152,7 @@ def evaluate_manifest(manifest: str | Path, options: EvaluationOptions | None = 
         predicted = np.where(predicted == "", -1, predicted)  # unknown counts as its own singleton
         clustering = clustering_metrics_by_group(evaluated.table["identity"].to_numpy()[labelled],
                                                  predicted[labelled], evaluated.table["book"].to_numpy()[labelled])
+        result["method"] = assignment.info["method"]  # what ``auto`` resolved to
         clustering["threshold"] = assignment.info["threshold"]
         clustering["threshold_source"] = assignment.info["threshold_source"]
         result["clustering"] = clustering

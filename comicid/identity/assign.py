@@ -20,6 +20,8 @@ import pandas as pd
 
 from comicid.errors import ConfigError
 from comicid.identity import CLUSTERERS, SCOPES, auto_threshold, cluster_by_scope, create_clusterer
+from comicid.identity.limits import AUTO, choose_method
+from comicid.identity.scopes import scope_keys
 from comicid.store.embeddings import InstanceEmbeddings
 
 
@@ -93,7 +95,9 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
 
     Args:
         embedded: the instances to cluster and their embeddings.
-        method: a name in :data:`comicid.identity.CLUSTERERS`.
+        method: a name in :data:`comicid.identity.CLUSTERERS`, or ``auto``: agglomerative when every
+            scope holds at most :data:`comicid.identity.limits.AUTO_GRAPH_MIN` instances, else ``graph``
+            (``info["method"]`` says which ran).
         scope: clustering unit (``sequence``, ``page``, ``book``, ``collection``); cannot-links come from
             panels inside it.
         threshold: ``auto`` or a number for the method's threshold parameter.
@@ -101,10 +105,14 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
         calibration: instances whose ``split=dev`` labels calibrate ``auto`` (default: ``embedded``).
         on_fitted: called with ``(scope key, fitted clusterer)`` after each scope (to save adapters).
     """
-    if method not in CLUSTERERS:
-        raise ConfigError(f"unknown clustering method {method!r}; choose one of {', '.join(sorted(CLUSTERERS))}")
+    if method not in CLUSTERERS and method != AUTO:
+        raise ConfigError(f"unknown clustering method {method!r}; choose one of "
+                          f"{', '.join([*sorted(CLUSTERERS), AUTO])}")
     if scope not in SCOPES:
         raise ConfigError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    requested = method
+    if method == AUTO:
+        method = choose_method(pd.Series(scope_keys(embedded.table, scope)).value_counts().tolist())
     params = dict(params or {})
     parameter = getattr(CLUSTERERS[method], "threshold_parameter", None)
     value = parse_threshold(threshold)
@@ -130,7 +138,7 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
     table = pd.DataFrame({"instance_key": embedded.table["instance_key"].to_numpy(),
                           "book": embedded.table["book"].to_numpy(),
                           "identity_id": identity.astype(str), "confidence": confidence})
-    info = {"method": method, "scope": scope, "model": embedded.model_id, "threshold": value,
+    info = {"method": method, "requested_method": requested, "scope": scope, "model": embedded.model_id, "threshold": value,
             "threshold_source": source if parameter is not None else "none", "params": params,
             "instances": int(len(table)), "without_evidence": int((~evidence).sum()), "identities": int(pd.Series(identity)[identity != ""].nunique())}
     return Assignment(table=table, info=info)

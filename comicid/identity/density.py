@@ -20,6 +20,7 @@ from comicid.identity.constraints import (
     check_embeddings,
     first_appearance_labels,
 )
+from comicid.identity.limits import check_hdbscan_size
 
 NOISE_MODES = ("singleton", "unknown")
 
@@ -94,6 +95,7 @@ class HDBSCANClusterer:
     def _density_labels(self, unit: np.ndarray) -> np.ndarray:
         if len(unit) < self.min_cluster_size:
             return np.full(len(unit), -1, dtype=np.int64)
+        check_hdbscan_size(len(unit), projected=self.umap_components is not None)
         points = self._project(unit)
         model = hdbscan.HDBSCAN(min_cluster_size=self.min_cluster_size,
                                 min_samples=min(self.min_samples, len(unit)),

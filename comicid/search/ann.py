@@ -79,8 +79,8 @@ class AnnIndex:
         nlist = default_nlist(n) if nlist is None else int(nlist)
         if not 1 <= nlist <= max(1, n):
             raise ConfigError(f"nlist must lie between 1 and the number of vectors ({n}), got {nlist}")
-        quantiser = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantiser, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        # The factory makes the index own its quantiser (a quantiser built in Python would be freed early).
+        index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         sample = np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False)
         index.train(vectors[np.sort(sample)])
@@ -149,7 +149,7 @@ class AnnIndex:
 
     @classmethod
     def deserialise(cls, data: np.ndarray, nprobe: int) -> AnnIndex:
-        index = faiss.downcast_index(faiss.deserialize_index(data))
+        index = faiss.deserialize_index(data)
         if not isinstance(index, faiss.IndexIVFFlat):
             raise ConfigError("the stored index is not an IVF-Flat index; rebuild it with `comicid index --rebuild`")
         index.nprobe = int(nprobe)
