@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from comicid.cli.common import add_model_options
+from comicid.cli.common import add_model_options, positive_int
 from comicid.models.backbones import list_backbones
 from comicid.models.embedding_model import load_embedding_model
 from comicid.search.collection_index import INDEX_MIN_INSTANCES, index_folder, update_collection_index
@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("collection", metavar="COLLECTION", type=Path)
     add_model_options(parser)
     parser.add_argument("--list-models", nargs=0, action=_ListModels, help="list model names and exit")
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="embed on a Ray cluster (HOST:PORT, auto, or local for a private one on this machine); "
+                             "see docs/RAY.md")
+    parser.add_argument("--ray-workers", type=positive_int, metavar="N",
+                        help="single-threaded embedding actors on the cluster (default: one per CPU)")
     parser.add_argument("--index", action=argparse.BooleanOptionalAction, default=None,
                         help=f"build/update the ANN index (default: from {INDEX_MIN_INSTANCES:,} instances on, or "
                              "when the collection already has one)")
@@ -36,8 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     collection = Collection.open(args.collection)
     model = load_embedding_model(args.model, device=args.device, precision=args.precision)
-    embedded = embed_collection(collection, model, device=args.device, batch_size=args.batch_size,
-                                progress=not args.quiet)
+    if args.ray:
+        from comicid.store.ray_embed import embed_collection_ray
+
+        embedded = embed_collection_ray(collection, args.model, address=args.ray, precision=args.precision,
+                                        batch_size=args.batch_size, workers=args.ray_workers, progress=not args.quiet)
+    else:
+        embedded = embed_collection(collection, model, device=args.device, batch_size=args.batch_size,
+                                    progress=not args.quiet)
     if not args.quiet:
         print(f"{collection.root}: {len(embedded)} instances embedded with {model.model_id} "
               f"({embedded.vectors.shape[1]}-d)")
