@@ -187,12 +187,12 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.n
     return np.concatenate(scores), np.concatenate(rows)
 
 
-def knn_graph(vectors: np.ndarray, k: int, index: AnnIndex | None = None,
-              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def knn_graph(vectors: np.ndarray, k: int, index: AnnIndex | None = None, progress: bool = False,
+              target_recall: float = TARGET_RECALL) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest other vectors of every vector: ``(similarity (N, k), neighbour (N, k))``.
 
     Exact up to :data:`EXACT_MAX` vectors, else from ``index`` (built here when not given; it must hold
-    ``vectors`` row for row). Missing neighbours (fewer than ``k`` found) are -1 with similarity -inf.
+    ``vectors`` row for row; ``target_recall`` tunes the one built here). Missing neighbours (fewer than ``k`` found) are -1 with similarity -inf.
     Memory is O(N k): no N x N matrix is ever formed.
     """
     vectors = _as_matrix(vectors)
@@ -208,7 +208,7 @@ def knn_graph(vectors: np.ndarray, k: int, index: AnnIndex | None = None,
         search = lambda block: exact_search(vectors, block, k + 1)  # noqa: E731
     else:
         if index is None:
-            index = AnnIndex.build(vectors)
+            index = AnnIndex.build(vectors, target_recall=target_recall)
         if len(index) != n:
             raise ConfigError(f"the index holds {len(index)} vectors but the graph is over {n}")
         search = lambda block: index.search(block, k + 1)  # noqa: E731
