@@ -123,7 +123,7 @@ def measure(n: int, threshold: float, seed: int, k: int) -> dict[str, float]:
     result["index_build_s"] = time.perf_counter() - started
     result["index_gb"] = (vectors.nbytes + 8 * n + 4 * DIM * index.nlist) / 1e9  # vectors, ids, centroids
     result["recall_at_10"] = index.recall.recall if index.recall else float("nan")
-    result["nprobe"], result["nlist"] = index.nprobe, index.nlist
+    result["effort"], result["kind"] = index.effort, index.kind
     faiss.omp_set_num_threads(1)
     queries = vectors[np.random.default_rng(seed + 7).choice(n, 500, replace=False)]
     latency = []
@@ -189,7 +189,7 @@ def _section(rows: list[dict[str, float]], command: str) -> str:
         ["N", "identities (largest)", "index build s", "index GB", "recall@10", "search p50 / p95 ms",
          "cluster s", "confidence s", "peak GB", "pairwise F", "B-cubed F", "AMI", "clusters"],
         [[f"{row['n']:,}", f"{row['identities']:,} ({row['largest']:,})", f"{row['index_build_s']:.1f}",
-          f"{row['index_gb']:.2f}", f"{row['recall_at_10']:.3f} (nprobe {row['nprobe']}/{row['nlist']})",
+          f"{row['index_gb']:.2f}", f"{row['recall_at_10']:.3f} ({row.get('kind', 'ivf')} {row.get('effort', row.get('nprobe'))})",
           f"{row['search_p50_ms']:.2f} / {row['search_p95_ms']:.2f}", f"{row['cluster_s']:.1f}",
           f"{row['confidence_s']:.1f}", f"{row['peak_gb']:.2f}", row["pairwise_f"], row["bcubed_f"], row["ami"],
           f"{row['pred_clusters']:,}"] for row in rows])

@@ -59,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
         info, _, _ = update_collection_index(collection, embedded)
         if not args.quiet:
             print(f"index: {info.instances} instances ({'built' if info.rebuilt else f'{info.added} added'}), "
-                  f"recall@10 vs exact {info.recall_at_10:.3f} at nprobe {info.nprobe}/{info.nlist}")
+                  f"recall@10 vs exact {info.recall_at_10:.3f} ({info.kind}, search effort {info.effort})")
     return 0

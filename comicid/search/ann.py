@@ -1,11 +1,12 @@
-"""Approximate nearest-neighbour search at scale: a faiss IVF-Flat inner-product index, and kNN graphs.
+"""Approximate nearest-neighbour search at scale: faiss HNSW for search, faiss IVF for kNN graphs.
 
-Why IVF-Flat (measured on 100k synthetic 256-d embeddings with long-tailed identities, 2 contended
-cores, see docs/SCALE.md): it built in 18 s where faiss HNSW (M=32) took 73 s and usearch (M=16) 113 s,
-single-query latency was 0.1-0.3 ms at recall@10 0.84-0.88 (HNSW M=32: 0.94 but 4 minutes more build
-per million), it takes new vectors without rebuilding (``add``), it stores the exact vectors (so a
-kNN graph from it needs no second pass to get exact similarities), and a batch of queries costs no more
-memory than its results. Recall is bought with ``nprobe``, which :meth:`AnnIndex.tune` sets from a
+Chosen by measurement (100k synthetic 256-d embeddings with long-tailed identities, 2 contended cores,
+docs/SCALE.md). For *search* at recall@10 0.95, HNSW (M=32) answered in 0.7 ms where IVF-Flat needed
+nprobe 512 of 1265 lists and 13 ms: near-tied neighbours inside large identities make IVF scan a
+large part of the data; usearch built slower than faiss HNSW at equal settings. For a *kNN graph* of
+every instance, IVF builds in one k-means pass (18 s against 73 s for HNSW) and a low nprobe finds
+neighbours of the right identity, which is all a clustering graph needs. Both keep the exact vectors
+and take new ones without a rebuild. The search effort is set by :meth:`AnnIndex.tune` from a
 measurement rather than a guess: the index keeps its own recall@10 against exact search.
 
 Below :data:`EXACT_MAX` instances everything stays exact (a matrix product is exact and fast there),
@@ -29,6 +30,12 @@ EXACT_MAX = 20_000
 QUERY_BLOCK = 16_384
 #: Recall@10 against exact search that :meth:`AnnIndex.tune` aims for.
 TARGET_RECALL = 0.95
+KINDS = ("hnsw", "ivf")
+#: HNSW links per node and build-time beam: the measured setting reaching recall@10 0.95 (docs/SCALE.md).
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 40
+#: Highest efSearch :meth:`AnnIndex.tune` tries.
+HNSW_MAX_EF = 1024
 
 
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -56,34 +63,45 @@ class Recall:
 
     k: int
     recall: float
-    nprobe: int
+    effort: int
     queries: int
 
 
 class AnnIndex:
-    """faiss ``IndexIVFFlat`` on inner product (= cosine for the L2-normalised vectors comicid stores).
+    """A faiss index on inner product (= cosine for the L2-normalised vectors comicid stores).
 
-    Row ``i`` of the index is the ``i``-th vector added; :meth:`search` returns those row numbers.
+    Two kinds, each where it measured best: ``hnsw`` (``IndexHNSWFlat``, M=32) for searching a
+    collection, where recall@10 0.95 costs under a millisecond a query; ``ivf`` (``IndexIVFFlat``) for
+    kNN graphs over every instance, where a k-means pass builds it several times faster and a low
+    ``nprobe`` is enough (see :data:`comicid.identity.graph.GRAPH_RECALL`). Row ``i`` of the index is
+    the ``i``-th vector added; :meth:`search` returns those row numbers. The search effort (HNSW's
+    ``efSearch``, IVF's ``nprobe``) is tuned by :meth:`tune` from a measurement.
     """
 
-    def __init__(self, index: faiss.IndexIVFFlat) -> None:
+    def __init__(self, index: faiss.Index) -> None:
         self.index = index
         self.recall: Recall | None = None
 
     @classmethod
-    def build(cls, vectors: np.ndarray, nlist: int | None = None, seed: int = 0,
+    def build(cls, vectors: np.ndarray, kind: str = "hnsw", nlist: int | None = None, seed: int = 0,
               target_recall: float = TARGET_RECALL) -> AnnIndex:
-        """Train coarse centroids on a sample, add ``vectors (N, D)`` and tune ``nprobe``."""
+        """Build a ``kind`` index of ``vectors (N, D)`` and tune its search effort to ``target_recall``."""
         vectors = _as_matrix(vectors)
         n, dim = vectors.shape
-        nlist = default_nlist(n) if nlist is None else int(nlist)
-        if not 1 <= nlist <= max(1, n):
-            raise ConfigError(f"nlist must lie between 1 and the number of vectors ({n}), got {nlist}")
-        # The factory makes the index own its quantiser (a quantiser built in Python would be freed early).
-        index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        sample = np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False)
-        index.train(vectors[np.sort(sample)])
+        if kind not in KINDS:
+            raise ConfigError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        else:
+            nlist = default_nlist(n) if nlist is None else int(nlist)
+            if not 1 <= nlist <= max(1, n):
+                raise ConfigError(f"nlist must lie between 1 and the number of vectors ({n}), got {nlist}")
+            # The factory makes the index own its quantiser (one built in Python would be freed early).
+            index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = seed
+            sample = np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False)
+            index.train(vectors[np.sort(sample)])
         index.add(vectors)
         ann = cls(index)
         ann.tune(vectors, target=target_recall, seed=seed)
@@ -93,15 +111,28 @@ class AnnIndex:
         return int(self.index.ntotal)
 
     @property
-    def nlist(self) -> int:
-        return int(self.index.nlist)
+    def kind(self) -> str:
+        return "ivf" if isinstance(self.index, faiss.IndexIVF) else "hnsw"
 
     @property
-    def nprobe(self) -> int:
-        return int(self.index.nprobe)
+    def nlist(self) -> int:
+        """Inverted lists of an IVF index (0 for HNSW)."""
+        return int(self.index.nlist) if self.kind == "ivf" else 0
+
+    @property
+    def effort(self) -> int:
+        """``nprobe`` (IVF) or ``efSearch`` (HNSW)."""
+        return int(self.index.nprobe) if self.kind == "ivf" else int(self.index.hnsw.efSearch)
+
+    @effort.setter
+    def effort(self, value: int) -> None:
+        if self.kind == "ivf":
+            self.index.nprobe = int(value)
+        else:
+            self.index.hnsw.efSearch = int(value)
 
     def add(self, vectors: np.ndarray) -> None:
-        """Append vectors (rows ``len(self)`` onwards); the trained centroids are kept."""
+        """Append vectors (rows ``len(self)`` onwards); an IVF index keeps its trained centroids."""
         vectors = _as_matrix(vectors)
         if vectors.shape[1] != self.index.d:
             raise ConfigError(f"the index holds {self.index.d}-d vectors, not {vectors.shape[1]}-d")
@@ -124,7 +155,7 @@ class AnnIndex:
 
     def tune(self, vectors: np.ndarray, k: int = 10, target: float = TARGET_RECALL, queries: int = 256,
              seed: int = 0) -> Recall:
-        """Smallest power-of-two ``nprobe`` reaching ``target`` recall@k on sampled indexed vectors.
+        """Smallest power-of-two search effort reaching ``target`` recall@k on sampled indexed vectors.
 
         ``vectors`` are the indexed vectors (row for row). Each sampled vector is its own query; it is
         left out of both the exact and the approximate answer, so recall counts real neighbours only.
@@ -133,31 +164,34 @@ class AnnIndex:
         sample = np.sort(np.random.default_rng(seed).choice(len(vectors), size=min(queries, len(vectors)),
                                                             replace=False))
         truth = exact_search(vectors, vectors[sample], k + 1)[1]
-        nprobe, recall = 1, 0.0
+        effort, ceiling = (1, self.nlist) if self.kind == "ivf" else (16, HNSW_MAX_EF)
+        recall = 0.0
         while True:
-            self.index.nprobe = nprobe
+            self.effort = effort
             found = self.search(vectors[sample], k + 1)[1]
             recall = _recall(truth, found, sample, k)
-            if recall >= target or nprobe >= self.nlist:
+            if recall >= target or effort >= ceiling:
                 break
-            nprobe = min(2 * nprobe, self.nlist)
-        self.recall = Recall(k=k, recall=recall, nprobe=nprobe, queries=len(sample))
+            effort = min(2 * effort, ceiling)
+        self.recall = Recall(k=k, recall=recall, effort=effort, queries=len(sample))
         return self.recall
 
     def serialise(self) -> np.ndarray:
         return faiss.serialize_index(self.index)
 
     @classmethod
-    def deserialise(cls, data: np.ndarray, nprobe: int) -> AnnIndex:
+    def deserialise(cls, data: np.ndarray, effort: int) -> AnnIndex:
         index = faiss.deserialize_index(data)
-        if not isinstance(index, faiss.IndexIVFFlat):
-            raise ConfigError("the stored index is not an IVF-Flat index; rebuild it with `comicid index --rebuild`")
-        index.nprobe = int(nprobe)
-        return cls(index)
+        if not isinstance(index, (faiss.IndexIVFFlat, faiss.IndexHNSWFlat)):
+            raise ConfigError("the stored index is of an unknown kind; rebuild it with `comicid index --rebuild`")
+        ann = cls(index)
+        ann.effort = effort
+        return ann
 
     def vectors(self) -> np.ndarray:
-        """The stored vectors ``(N, D)`` in row order (IVF-Flat keeps them exactly)."""
-        self.index.make_direct_map()
+        """The stored vectors ``(N, D)`` in row order (both kinds keep them exactly)."""
+        if self.kind == "ivf":
+            self.index.make_direct_map()
         return self.index.reconstruct_n(0, len(self))
 
 
@@ -208,7 +242,7 @@ def knn_graph(vectors: np.ndarray, k: int, index: AnnIndex | None = None, progre
         search = lambda block: exact_search(vectors, block, k + 1)  # noqa: E731
     else:
         if index is None:
-            index = AnnIndex.build(vectors, target_recall=target_recall)
+            index = AnnIndex.build(vectors, kind="ivf", target_recall=target_recall)
         if len(index) != n:
             raise ConfigError(f"the index holds {len(index)} vectors but the graph is over {n}")
         search = lambda block: index.search(block, k + 1)  # noqa: E731

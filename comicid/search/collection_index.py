@@ -1,14 +1,15 @@
 """The ANN index stored with a collection: built by `comicid index`, after `embed` above a size, kept
 up to date incrementally, used by `search`.
 
-Layout: ``COLLECTION/index/<model id>/`` holds ``ivf.faiss`` (the faiss index), ``keys.npy`` (the
-instance key of each index row) and ``index.json`` (nprobe, measured recall@10, sizes). One index per
+Layout: ``COLLECTION/index/<model id>/`` holds ``index.faiss.npy`` (the faiss HNSW index, see
+:mod:`comicid.search.ann`), ``keys.npy`` (the instance key of each index row) and ``index.json``
+(search effort, measured recall@10, sizes). One index per
 embedding model, since vectors of two models are not comparable.
 
 Staying current: instances imported after the index was built are *added* (their rows appended; the
 trained centroids kept). The index is rebuilt from scratch instead when an indexed instance is gone or
-its vector changed (e.g. a part added to it), or when the collection has grown past
-:data:`REBUILD_GROWTH` times the size the centroids were trained on (lists then get long and slow).
+its vector changed (e.g. a part added to it); an IVF index (``--kind ivf``) also when the collection
+has grown past :data:`REBUILD_GROWTH` times the size its centroids were trained on.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class IndexInfo:
     instances: int
     added: int
     rebuilt: bool
+    kind: str
     nlist: int
-    nprobe: int
+    effort: int
     recall_at_10: float
     trained_on: int
     seconds: float
@@ -63,9 +65,9 @@ def load_collection_index(collection: Collection, model_id: str) -> tuple[AnnInd
     try:
         info = json.loads((folder / "index.json").read_text(encoding="utf-8"))
         keys = np.load(folder / "keys.npy", allow_pickle=False)
-        index = AnnIndex.deserialise(np.load(folder / "ivf.faiss.npy", allow_pickle=False), info["nprobe"])
+        index = AnnIndex.deserialise(np.load(folder / "index.faiss.npy", allow_pickle=False), info["effort"])
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
-        raise CollectionError(f"cannot read the index in '{folder}': {error}; rebuild it with "
+        raise CollectionError(f"cannot read the index in '{folder}' ({error}); rebuild it with "
                               "`comicid index --rebuild`") from None
     if len(keys) != len(index):
         raise CollectionError(f"the index in '{folder}' has {len(index)} rows but {len(keys)} keys; rebuild it "
@@ -77,7 +79,7 @@ def _save(collection: Collection, model_id: str, index: AnnIndex, keys: np.ndarr
     folder = index_folder(collection, model_id)
     folder.mkdir(parents=True, exist_ok=True)
     # Index first, keys second, metadata last: a reader trusts index.json only once all three agree.
-    with atomic_write(folder / "ivf.faiss.npy", "wb") as handle:
+    with atomic_write(folder / "index.faiss.npy", "wb") as handle:
         np.save(handle, index.serialise())
     with atomic_write(folder / "keys.npy", "wb") as handle:
         np.save(handle, np.asarray(keys, dtype=str))
@@ -85,7 +87,7 @@ def _save(collection: Collection, model_id: str, index: AnnIndex, keys: np.ndarr
 
 
 def update_collection_index(collection: Collection, embedded: InstanceEmbeddings, rebuild: bool = False,
-                            nlist: int | None = None) -> tuple[IndexInfo, AnnIndex, np.ndarray]:
+                            nlist: int | None = None, kind: str = "hnsw") -> tuple[IndexInfo, AnnIndex, np.ndarray]:
     """Build the index of ``embedded`` (the collection's instances under one model) or bring it up to date.
 
     Returns what was done, the index and the instance key of each of its rows.
@@ -96,22 +98,22 @@ def update_collection_index(collection: Collection, embedded: InstanceEmbeddings
     keys = embedded.table["instance_key"].astype(str).to_numpy()
     vectors = np.ascontiguousarray(embedded.vectors, dtype=np.float32)
     stored = None if rebuild else load_collection_index(collection, embedded.model_id)
-    if stored is not None and nlist is None:
+    if stored is not None and nlist is None and stored[0].kind == kind:
         index, stored_keys, info = stored
         position = {key: row for row, key in enumerate(keys)}
         rows = np.array([position.get(key, -1) for key in stored_keys], dtype=np.int64)
         unchanged = (rows >= 0).all() and (
             len(rows) == 0 or np.abs(index.vectors() - vectors[rows]).max() <= VECTOR_TOLERANCE)
-        grown = len(keys) > REBUILD_GROWTH * max(1, int(info.get("trained_on", len(stored_keys))))
+        grown = index.kind == "ivf" and len(keys) > REBUILD_GROWTH * max(1, int(info.get("trained_on", len(stored_keys))))
         if unchanged and not grown:
             new = np.setdiff1d(np.arange(len(keys)), rows, assume_unique=True)
             if len(new):
                 index.add(vectors[new])
                 recall = index.tune(np.concatenate([vectors[rows], vectors[new]]))
             else:
-                recall = Recall(k=10, recall=float(info["recall_at_10"]), nprobe=index.nprobe, queries=0)
+                recall = Recall(k=10, recall=float(info["recall_at_10"]), effort=index.effort, queries=0)
             result = IndexInfo(model_id=embedded.model_id, instances=len(index), added=len(new), rebuilt=False,
-                               nlist=index.nlist, nprobe=index.nprobe, recall_at_10=recall.recall,
+                               kind=index.kind, nlist=index.nlist, effort=index.effort, recall_at_10=recall.recall,
                                trained_on=int(info.get("trained_on", len(stored_keys))),
                                seconds=time.perf_counter() - started)
             all_keys = np.concatenate([stored_keys, keys[new]])
@@ -120,10 +122,10 @@ def update_collection_index(collection: Collection, embedded: InstanceEmbeddings
             return result, index, all_keys
     if len(keys) == 0:
         raise CollectionError(f"'{collection.root}' holds no instances to index")
-    index = AnnIndex.build(vectors, nlist=nlist)
+    index = AnnIndex.build(vectors, kind=kind, nlist=nlist)
     assert index.recall is not None
     result = IndexInfo(model_id=embedded.model_id, instances=len(index), added=len(keys), rebuilt=True,
-                       nlist=index.nlist, nprobe=index.nprobe, recall_at_10=index.recall.recall,
+                       kind=index.kind, nlist=index.nlist, effort=index.effort, recall_at_10=index.recall.recall,
                        trained_on=len(keys), seconds=time.perf_counter() - started)
     _save(collection, embedded.model_id, index, keys, result)
     return result, index, keys

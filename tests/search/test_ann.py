@@ -18,11 +18,12 @@ def _clustered(n: int, dim: int = 32, centres: int = 40, seed: int = 0) -> np.nd
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_tuned_index_reaches_its_recall_target_and_reports_it() -> None:
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_tuned_index_reaches_its_recall_target_and_reports_it(kind: str) -> None:
     vectors = _clustered(4000)
-    index = AnnIndex.build(vectors, target_recall=0.9)
-    assert index.recall is not None and index.recall.recall >= 0.9
-    assert 1 <= index.nprobe <= index.nlist
+    index = AnnIndex.build(vectors, kind=kind, target_recall=0.9)
+    assert index.kind == kind
+    assert index.recall is not None and index.recall.recall >= 0.9 and index.recall.effort == index.effort
     # The reported recall is what a fresh measurement finds.
     truth = exact_search(vectors, vectors[:200], 11)[1]
     found = index.search(vectors[:200], 11)[1]
@@ -32,29 +33,32 @@ def test_tuned_index_reaches_its_recall_target_and_reports_it() -> None:
 
 def test_full_probe_search_equals_exact_search_with_the_shared_tie_rule() -> None:
     vectors = _clustered(800)
-    index = AnnIndex.build(vectors, nlist=8)
-    index.index.nprobe = index.nlist  # every list: exact
+    index = AnnIndex.build(vectors, kind="ivf", nlist=8)
+    index.effort = index.nlist  # every list: exact
     scores, rows = index.search(vectors[:50], 10)
     exact_scores, exact_rows = exact_search(vectors, vectors[:50], 10)
     np.testing.assert_array_equal(rows, exact_rows)
     np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-6)
 
 
-def test_added_vectors_are_found_under_their_new_rows() -> None:
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_added_vectors_are_found_under_their_new_rows(kind: str) -> None:
     vectors = _clustered(1000)
-    index = AnnIndex.build(vectors[:900], nlist=8)
+    index = AnnIndex.build(vectors[:900], kind=kind, nlist=8 if kind == "ivf" else None)
     index.add(vectors[900:])
-    index.index.nprobe = index.nlist
+    index.effort = index.nlist if kind == "ivf" else 256
     _, rows = index.search(vectors[950:960], 1)
     np.testing.assert_array_equal(rows[:, 0], np.arange(950, 960))
     with pytest.raises(ConfigError, match="16-d"):
         index.add(np.zeros((2, 16), np.float32))
 
 
-def test_serialised_index_answers_the_same() -> None:
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_serialised_index_answers_the_same(kind: str) -> None:
     vectors = _clustered(1000)
-    index = AnnIndex.build(vectors)
-    again = AnnIndex.deserialise(index.serialise(), index.nprobe)
+    index = AnnIndex.build(vectors, kind=kind)
+    again = AnnIndex.deserialise(index.serialise(), index.effort)
+    assert again.kind == kind and again.effort == index.effort
     np.testing.assert_array_equal(index.search(vectors[:20], 5)[1], again.search(vectors[:20], 5)[1])
     np.testing.assert_allclose(again.vectors(), vectors, atol=1e-7)
 
@@ -65,7 +69,7 @@ def test_knn_graph_excludes_self_and_matches_exact_neighbours(monkeypatch: pytes
     vectors = _clustered(600)
     if force_index:  # the large-N path on small data: an index probing every list is exact
         monkeypatch.setattr(ann, "EXACT_MAX", 10)
-        monkeypatch.setattr(ann.AnnIndex, "tune", lambda self, *a, **k: setattr(self.index, "nprobe", self.nlist))
+        monkeypatch.setattr(ann.AnnIndex, "tune", lambda self, *a, **k: setattr(self, "effort", self.nlist))
     similarity, neighbour = knn_graph(vectors, 5)
     assert similarity.shape == neighbour.shape == (600, 5)
     assert not (neighbour == np.arange(600)[:, None]).any()

@@ -76,7 +76,7 @@ def test_search_uses_the_stored_index_and_agrees_with_exact(collection: Path,
     assert first not in [hit["instance"] for hit in results["ann"]]
     # A few dozen vectors: the tuned index probes enough lists to be exact here.
     assert [hit["instance"] for hit in results["ann"]] == [hit["instance"] for hit in results["exact"]]
-    assert index_folder(Collection.open(collection), embedded.model_id).joinpath("ivf.faiss.npy").is_file()
+    assert index_folder(Collection.open(collection), embedded.model_id).joinpath("index.faiss.npy").is_file()
 
 
 def test_embed_builds_the_index_on_request(collection: Path, tmp_path: Path,
