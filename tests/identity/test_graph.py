@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_mutual_info_score
@@ -98,3 +100,21 @@ def test_auto_threshold_calibrates_the_graph_method_on_dev_rows() -> None:
     choice = auto_threshold(unit, table, method="graph")
     assert choice.source == "dev" and choice.calibration is not None
     assert 0 < choice.value < 1.2
+
+
+def test_cluster_command_runs_the_graph_method(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from comicid.cli import main
+    from comicid.data.synth import generate_books
+
+    book = generate_books(tmp_path / "synth", books=1, characters=4, pages=2, seed=3, progress=False)
+    root = tmp_path / "c"
+    assert main(["-q", "import", str(book), "--out", str(root)]) == 0
+    assert main(["-q", "cluster", str(root), "--model", "tiny-cnn", "--method", "graph", "--threshold", "0.3",
+                 "--out", str(tmp_path / "a.csv")]) == 0
+    table = pd.read_csv(tmp_path / "a.csv")
+    assert table["identity"].str.len().gt(0).all() and table["confidence"].between(0, 1).all()
+    from comicid.store.collection import Collection
+
+    assert Collection.open(root).meta()["assignments"]["method"] == "graph"
