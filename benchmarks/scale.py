@@ -177,6 +177,7 @@ def _plot(rows: list[dict[str, float]]) -> None:
     right.loglog(n, [row["peak_gb"] for row in rows], "o-", label="peak memory (process)")
     right.loglog(n, [row["search_p95_ms"] for row in rows], "s-", label="search p95 (ms)")
     right.set_xlabel("instances")
+    right.set_ylabel("GB (memory), ms (search p95)")
     right.legend()
     figure.suptitle("comicid at scale: synthetic long-tailed identities, 256-d")
     figure.tight_layout()
