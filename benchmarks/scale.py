@@ -135,6 +135,7 @@ def measure(n: int, threshold: float, seed: int, k: int) -> dict[str, float]:
     result["search_p95_ms"] = float(np.percentile(latency, 95) * 1e3)
     faiss.omp_set_num_threads(2)
     result["index_peak_gb"] = peak_gb()
+    print(json.dumps(result), file=sys.stderr, flush=True)  # the index half survives a clustering timeout
     del index
     started = time.perf_counter()
     predicted = GraphClusterer(distance_threshold=threshold, k=k).fit_predict(vectors)
