@@ -19,6 +19,7 @@ from comicid.identity import (
     AgglomerativeClusterer,
     ConstrainedClusterer,
     Constraints,
+    GraphClusterer,
     HDBSCANClusterer,
     MiningClusterer,
     UmapHDBSCANClusterer,
@@ -31,7 +32,7 @@ from comicid.workflows.cluster import Assignment
 
 __all__ = [
     "CLUSTERERS", "SCOPES", "AdaptiveClusterer", "AgglomerativeClusterer", "Assignment", "ComicidError",
-    "Collection", "ConstrainedClusterer", "Constraints", "EmbeddingModel", "HDBSCANClusterer", "InstanceEmbeddings", "MiningClusterer", "UmapHDBSCANClusterer",
+    "Collection", "ConstrainedClusterer", "Constraints", "EmbeddingModel", "GraphClusterer", "HDBSCANClusterer", "InstanceEmbeddings", "MiningClusterer", "UmapHDBSCANClusterer",
     "__version__",
     "cluster", "create_clusterer", "embed", "evaluate", "import_source", "load_model", "open_collection", "search",
 ]

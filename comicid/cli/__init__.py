@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "embed": "embed",
     "cluster": "cluster",
     "search": "search",
+    "index": "index",
     "evaluate": "evaluate",
     "evaluate-detection": "evaluate_detection",
     "report": "report",

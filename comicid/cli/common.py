@@ -26,8 +26,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="agglomerative", choices=sorted(CLUSTERERS),
-                        help="clustering method (default: agglomerative)")
+    parser.add_argument("--method", default="auto", choices=[*sorted(CLUSTERERS), "auto"],
+                        help="clustering method; auto: agglomerative up to 5,000 instances per scope, graph "
+                             "beyond (default: auto)")
     parser.add_argument("--scope", default="book", choices=SCOPES,
                         help="cluster each sequence, page, book, or the whole collection (default: book)")
     parser.add_argument("--threshold", default="auto", metavar="auto|FLOAT",

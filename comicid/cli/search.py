@@ -1,6 +1,7 @@
 """Find the instances most similar to an image or to an instance of the collection (cosine).
 
-Prints a table, or JSON with --json. Uses exact numpy search by default; --index faiss uses faiss.
+Prints a table, or JSON with --json. Uses the collection's ANN index when it has one (`comicid index`,
+built by `embed` from 20,000 instances on) and exact search otherwise; --index exact forces exact.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from pathlib import Path
 
 from comicid.cli.common import add_model_options, add_rerank_options, positive_int, printable
 from comicid.models.ensemble import load_model
-from comicid.search.index import BACKENDS
-from comicid.workflows.search import search_collection
+from comicid.workflows.search import SEARCH_BACKENDS, search_collection
 from comicid.store.collection import Collection
 
 
@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", metavar="IMAGE", type=Path, nargs="?", help="query image (a character crop)")
     parser.add_argument("--instance", metavar="ID", help="query with an instance of the collection (BOOK/INSTANCE)")
     parser.add_argument("--top", type=positive_int, default=10, help="results to show (default: 10)")
-    parser.add_argument("--index", default="exact", choices=BACKENDS, help="search backend (default: exact)")
+    parser.add_argument("--index", default="auto", choices=SEARCH_BACKENDS,
+                        help="auto: the stored ANN index if there is one, else exact; ann: build it if missing "
+                             "(default: auto)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_rerank_options(parser)
     add_model_options(parser)

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import sparse
 from sklearn.metrics import (
-    adjusted_mutual_info_score,
     adjusted_rand_score,
     normalized_mutual_info_score,
     v_measure_score,
 )
 from sklearn.metrics.cluster import contingency_matrix
 
+from comicid.evaluation.ami import adjusted_mutual_info
 from comicid.evaluation.retrieval import as_label_array, encode_labels
 
 __all__ = ["NOISE", "clustering_metrics", "clustering_metrics_by_group"]
@@ -125,7 +125,7 @@ def clustering_metrics(
     table = contingency_matrix(true_codes, pred_codes, sparse=True)
     scores: dict[str, float | int] = {
         "ari": float(adjusted_rand_score(true_codes, pred_codes)),
-        "ami": float(adjusted_mutual_info_score(true_codes, pred_codes)),
+        "ami": adjusted_mutual_info(true_codes, pred_codes, table),  # fast with many clusters
         "nmi": float(normalized_mutual_info_score(true_codes, pred_codes)),
         "v_measure": float(v_measure_score(true_codes, pred_codes)),
     }

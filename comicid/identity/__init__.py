@@ -24,6 +24,7 @@ from comicid.identity.constraints import Constraints, IdentityInputError
 from comicid.identity.density import HDBSCANClusterer
 from comicid.identity.registry import CLUSTERERS, create_clusterer
 from comicid.identity.adaptive import AdaptiveClusterer
+from comicid.identity.graph import GraphClusterer
 from comicid.identity.mining import MiningClusterer, mine_identities
 from comicid.identity.umap_hdbscan import UmapHDBSCANClusterer
 from comicid.identity.scopes import SCOPES, cluster_by_scope, output_table, write_assignments
@@ -31,7 +32,7 @@ from comicid.identity.scopes import SCOPES, cluster_by_scope, output_table, writ
 
 __all__ = [
     "CLUSTERERS", "DEFAULT_THRESHOLDS", "SCOPES", "AdaptiveClusterer", "AgglomerativeClusterer", "Calibration",
-    "ConstrainedClusterer", "Constraints", "HDBSCANClusterer", "IdentityInputError", "MiningClusterer",
+    "ConstrainedClusterer", "Constraints", "GraphClusterer", "HDBSCANClusterer", "IdentityInputError", "MiningClusterer",
     "ThresholdChoice", "UmapHDBSCANClusterer", "auto_threshold", "calibrate_threshold", "cluster_by_scope",
     "confidence", "create_clusterer", "mine_identities", "output_table", "write_assignments",
 ]

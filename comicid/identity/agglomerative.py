@@ -15,6 +15,7 @@ from sklearn.cluster import AgglomerativeClustering
 from comicid.identity.base import ConstrainedClusterer
 from comicid.identity.constraints import Constraints, IdentityInputError, first_appearance_labels
 from comicid.identity.registry import CLUSTERERS
+from comicid.identity.limits import check_agglomerative_size
 
 LINKAGES = ("average", "complete")
 
@@ -49,6 +50,7 @@ class AgglomerativeClusterer(ConstrainedClusterer):
         n = len(unit)
         if n < 2:
             return np.zeros(n, dtype=np.int64)
+        check_agglomerative_size(n)
         unconstrained = len(constraints.cannot_link) == 0 and len(constraints.must_link) == 0
         if unconstrained:
             model = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage=self.linkage,

@@ -16,12 +16,19 @@ from typing import ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
+from comicid.search.ann import AnnIndex
 from comicid.identity.constraints import (
     Constraints,
     IdentityInputError,
     check_embeddings,
     first_appearance_labels,
 )
+
+
+#: :func:`confidence` compares every instance with every cluster up to this many pairs (a few seconds).
+CONFIDENCE_EXACT_MAX = 200_000_000
+#: (instance, cluster) similarities held in memory at once by :func:`confidence` (160 MB of float64).
+CONFIDENCE_BLOCK = 20_000_000
 
 
 class ConstrainedClusterer(ClusterMixin, BaseEstimator):
@@ -148,7 +155,9 @@ def confidence(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
     other members of its cluster and ``other`` the highest mean similarity to any other cluster (the
     same averages average linkage uses). 0.5 means "as close to another cluster as to its own".
     A singleton's ``own`` is 1, so its confidence only says how isolated it is; with one cluster
-    ``other`` is -1. Label -1 (unknown) gets 0 and is not a cluster. Cost: O(N x clusters x D).
+    ``other`` is -1. Label -1 (unknown) gets 0 and is not a cluster. Cost: O(N x clusters x D) in
+    blocks of bounded memory up to :data:`CONFIDENCE_EXACT_MAX` (instance, cluster) pairs; beyond, the
+    most similar other cluster is found by an approximate search over cluster means (near-linear).
     """
     unit = check_embeddings(embeddings)  # (N, D), L2-normalised
     labels = np.asarray(labels, dtype=np.int64)
@@ -162,12 +171,34 @@ def confidence(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
     sums = np.zeros((len(clusters), unit.shape[1]))
     np.add.at(sums, member_of, unit[known])
     counts = np.bincount(member_of, minlength=len(clusters)).astype(np.float64)
-    mean_similarity = (unit[known] @ sums.T) / counts  # (n_known, clusters)
+    means = sums / counts[:, None]  # (clusters, D): mean similarity to a cluster = dot with its mean
     rows = np.arange(len(known))
     own_count = counts[member_of]
-    own_sum = mean_similarity[rows, member_of] * own_count
+    own_sum = np.einsum("nd,nd->n", unit[known], means[member_of]) * own_count
     own = np.where(own_count > 1, (own_sum - 1.0) / np.maximum(own_count - 1, 1), 1.0)  # drop self-similarity 1
-    mean_similarity[rows, member_of] = -np.inf
-    other = mean_similarity.max(axis=1) if len(clusters) > 1 else np.full(len(known), -1.0)
+    if len(clusters) == 1:
+        other = np.full(len(known), -1.0)
+    elif len(known) * len(clusters) <= CONFIDENCE_EXACT_MAX:
+        other = np.empty(len(known))
+        block = max(1, CONFIDENCE_BLOCK // len(clusters))
+        for start in range(0, len(known), block):  # (block, clusters) at a time: bounded memory
+            mean_similarity = unit[known[start:start + block]] @ means.T
+            mean_similarity[rows[:len(mean_similarity)], member_of[start:start + block]] = -np.inf
+            other[start:start + block] = mean_similarity.max(axis=1)
+    else:
+        other = _nearest_other_mean(unit[known], means, member_of)
     scores[known] = np.clip((1.0 + own - other) / 2.0, 0.0, 1.0)
     return scores
+
+
+def _nearest_other_mean(unit: np.ndarray, means: np.ndarray, member_of: np.ndarray) -> np.ndarray:
+    """Highest inner product of each row with a cluster mean other than its own, by HNSW search.
+
+    Tuned to recall 0.85 among the means: at 100k instances / 28k clusters, efSearch 16 found the exact
+    best other cluster for 89 % of instances in 14 s, efSearch 128 for 99 % in 83 s (a miss can only
+    raise a confidence a little, never change a label).
+    """
+    index = AnnIndex.build(means, kind="hnsw", target_recall=0.85)
+    scores, found = index.search(unit, 4)
+    scores = np.where((found == member_of[:, None]) | (found < 0), -np.inf, scores).max(axis=1)
+    return np.where(np.isfinite(scores), scores, -1.0)

@@ -28,7 +28,7 @@ from comicid.identity.scopes import scope_keys
 #: distance of 0.5 (average similarity 0.5) separates identities of an off-the-shelf backbone without
 #: merging look-alikes on the development sets by a first reading; HDBSCAN: epsilon 0 (scikit-learn's
 #: default: trust the density tree). Both are re-measured by ``benchmarks/`` on the development sets.
-DEFAULT_THRESHOLDS: dict[str, float] = {"agglomerative": 0.5, "hdbscan": 0.0}
+DEFAULT_THRESHOLDS: dict[str, float] = {"agglomerative": 0.5, "hdbscan": 0.0, "graph": 0.5}
 
 #: Values tried per method: cosine distance for agglomerative, euclidean-between-unit-vectors
 #: epsilon (``sqrt(2 * cosine distance)``) for HDBSCAN and the assignment radius ``d_p`` for mining.
@@ -36,6 +36,7 @@ DEFAULT_GRIDS: dict[str, np.ndarray] = {
     "agglomerative": np.round(np.arange(0.05, 1.2001, 0.05), 2),
     "hdbscan": np.round(np.arange(0.0, 1.0001, 0.05), 2),
     "mining": np.round(np.arange(0.1, 1.4001, 0.05), 2),  # d_p; values >= d_n are refused and skipped
+    "graph": np.round(np.arange(0.05, 1.2001, 0.05), 2),  # the same cosine-distance scale as agglomerative
 }
 
 #: ``cluster_count`` scores ``-|log(predicted / true clusters)|``: a cast of the right size, whatever its

@@ -16,6 +16,7 @@ import hdbscan
 from comicid.identity.base import ConstrainedClusterer
 from comicid.identity.constraints import IdentityInputError
 from comicid.identity.registry import CLUSTERERS
+from comicid.identity.limits import check_hdbscan_size
 
 NOISE_MODES = ("singleton", "unknown")
 
@@ -81,6 +82,7 @@ class HDBSCANClusterer(ConstrainedClusterer):
     def _density_labels(self, unit: np.ndarray) -> np.ndarray:
         if len(unit) < int(self.min_cluster_size):
             return np.full(len(unit), -1, dtype=np.int64)
+        check_hdbscan_size(len(unit), projected=self.umap_components is not None)
         points = self._project(unit)
         model = hdbscan.HDBSCAN(min_cluster_size=int(self.min_cluster_size),
                                 min_samples=min(int(self.min_samples), len(unit)),

@@ -57,6 +57,9 @@ PART_PREFERENCE = {"face": 0, "character": 1, "body": 2}
 #: Metric sections shown first, in this order; any other section follows in sorted order.
 METRIC_SECTIONS = ("retrieval", "clustering")
 CAPTION_TEXT_CHARS = 60
+#: Largest collection a one-file report is made for: every book is matched against every instance and
+#: every identity gets a gallery of embedded images, so beyond this the file and the time explode.
+REPORT_MAX_INSTANCES = 50_000
 #: Longer side of a gallery crop in px; the gallery's CSS grid is sized to it.
 CROP_SIDE = 112
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -317,10 +320,15 @@ def build_report(collection: Collection, options: ReportOptions | None = None, p
 
     Raises:
         CollectionError: the collection holds no instances.
+        ConfigError: it holds more than :data:`REPORT_MAX_INSTANCES` instances.
     """
     options = options or ReportOptions()
     meta = collection.meta()
     parts = collection.instances()
+    count = int(parts["instance_key"].nunique())
+    if count > REPORT_MAX_INSTANCES:
+        raise ConfigError(f"a one-file HTML report of {count:,} instances is refused above {REPORT_MAX_INSTANCES:,}; "
+                          "use `comicid search` to inspect identities, or report a collection of a few books")
     assignments = collection.assignments() if collection.assignments_path.is_file() else None
     instances = instance_table(parts, assignments)
     stale = 0 if assignments is None else int((~assignments["instance_key"].isin(instances.index)).sum())

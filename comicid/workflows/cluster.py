@@ -24,6 +24,8 @@ from comicid.identity.adaptive.clusterer import save_adapter
 from comicid.identity import CLUSTERERS, SCOPES, auto_threshold, cluster_by_scope, create_clusterer
 from comicid.models.embedding_model import EmbeddingModel
 from comicid.store.collection import Collection
+from comicid.identity.limits import AUTO, choose_method
+from comicid.identity.scopes import scope_keys
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.workflows.embed import embed_collection
 
@@ -99,7 +101,9 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
 
     Args:
         embedded: the instances to cluster and their embeddings.
-        method: a name in :data:`comicid.identity.CLUSTERERS`.
+        method: a name in :data:`comicid.identity.CLUSTERERS`, or ``auto``: agglomerative when every
+            scope holds at most :data:`comicid.identity.limits.AUTO_GRAPH_MIN` instances, else ``graph``
+            (``info["method"]`` says which ran).
         scope: clustering unit (``sequence``, ``page``, ``book``, ``collection``); cannot-links come from
             panels inside it.
         threshold: ``auto`` or a number for the method's threshold parameter.
@@ -109,10 +113,14 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
         must_link, cannot_link: optional ``(K, 2)`` index pairs into ``embedded`` that a person decided
             (see :mod:`comicid.workflows.persist`); pairs touching an instance without evidence are dropped.
     """
-    if method not in CLUSTERERS:
-        raise ConfigError(f"unknown clustering method {method!r}; choose one of {', '.join(sorted(CLUSTERERS))}")
+    if method not in CLUSTERERS and method != AUTO:
+        raise ConfigError(f"unknown clustering method {method!r}; choose one of "
+                          f"{', '.join([*sorted(CLUSTERERS), AUTO])}")
     if scope not in SCOPES:
         raise ConfigError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    requested = method
+    if method == AUTO:
+        method = choose_method(pd.Series(scope_keys(embedded.table, scope)).value_counts().tolist())
     params = dict(params or {})
     parameter = getattr(CLUSTERERS[method], "threshold_parameter", None)
     value = parse_threshold(threshold)
@@ -157,7 +165,7 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
     table = pd.DataFrame({"instance_key": embedded.table["instance_key"].to_numpy(),
                           "book": embedded.table["book"].to_numpy(),
                           "identity_id": identity.astype(str), "confidence": confidence})
-    info = {"method": method, "scope": scope, "model": embedded.model_id, "threshold": value,
+    info = {"method": method, "requested_method": requested, "scope": scope, "model": embedded.model_id, "threshold": value,
             "threshold_source": source if parameter is not None else "none", "params": params,
             "instances": int(len(table)), "without_evidence": int((~evidence).sum()), "identities": int(pd.Series(identity)[identity != ""].nunique())}
     return Assignment(table=table, info=info)

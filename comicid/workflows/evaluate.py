@@ -258,6 +258,7 @@ def _evaluate(manifest: str | Path, frame: pd.DataFrame, options: EvaluationOpti
     predicted = np.where(predicted == "", -1, predicted)  # unknown counts as its own singleton
     clustering = clustering_metrics_by_group(evaluated.table["identity"].to_numpy()[labelled],
                                              predicted[labelled], evaluated.table["book"].to_numpy()[labelled])
+    result["method"] = assignment.info["method"]  # what ``auto`` resolved to
     clustering["threshold"] = assignment.info["threshold"]
     clustering["threshold_source"] = assignment.info["threshold_source"]
     result["clustering"] = clustering

@@ -18,6 +18,7 @@ from comicid.models.embedding_model import EmbeddingModel
 from comicid.models.ensemble import Ensemble
 from comicid.search.index import create_index
 from comicid.store.collection import Collection
+from comicid.store.index import index_folder, rows_of_keys, update_collection_index
 from comicid.training.adapt import apply_adapter
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.workflows.embed import embed_collection
@@ -84,6 +85,26 @@ def _adapted_scores(query: np.ndarray, embedded: InstanceEmbeddings,
     return scores, adapted
 
 
+#: ``search --index`` choices: ``auto`` uses the collection's stored ANN index when it has one for the
+#: model (see :mod:`comicid.store.index`) and exact search otherwise; ``ann`` builds the
+#: index when missing; ``exact`` and ``faiss`` rank every instance exactly.
+SEARCH_BACKENDS = ("auto", "ann", "exact", "faiss")
+
+
+def _ranked(collection: Collection, embedded: InstanceEmbeddings, query: np.ndarray, k: int,
+            backend: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and rows of ``embedded`` of the ``k`` best matches of ``query (1, D)``."""
+    if backend not in SEARCH_BACKENDS:
+        raise ConfigError(f"unknown search backend {backend!r}; choose one of {', '.join(SEARCH_BACKENDS)}")
+    stored = (index_folder(collection, embedded.model_id) / "index.json").is_file()
+    if backend == "ann" or (backend == "auto" and stored):
+        _, index, keys = update_collection_index(collection, embedded)  # adds instances imported since
+        scores, positions = index.search(query, k)
+        rows = np.where(positions >= 0, rows_of_keys(embedded, keys)[np.maximum(positions, 0)], -1)
+        return scores, rows
+    return create_index(embedded.vectors, "exact" if backend == "auto" else backend).search(query, k)
+
+
 def _reranked(vectors: np.ndarray, query: np.ndarray, exclude: int, top: int, rerank: bool,
               aqe: int) -> tuple[np.ndarray, np.ndarray]:
     """Scores and rows of the ``top`` best instances after query expansion and/or k-reciprocal re-ranking.
@@ -105,7 +126,7 @@ def _reranked(vectors: np.ndarray, query: np.ndarray, exclude: int, top: int, re
 
 
 def search_collection(collection: Collection, model: EmbeddingModel | Ensemble, image: str | Path | None = None,
-                      instance: str | None = None, top: int = 10, backend: str = "exact", device: str = "cpu",
+                      instance: str | None = None, top: int = 10, backend: str = "auto", device: str = "cpu",
                       progress: bool = False, rerank: bool = False, aqe: int = 0) -> pd.DataFrame:
     """The ``top`` nearest instances, best first, with their labels and predicted identities.
 
@@ -134,9 +155,8 @@ def search_collection(collection: Collection, model: EmbeddingModel | Ensemble, 
         order = order[order != exclude][:top]
         scores, rows, space = all_scores[order], order, np.where(adapted[order], "adapted", "cosine")
     else:
-        index = create_index(embedded.vectors, backend)
-        scores, rows = index.search(query, min(top + (exclude >= 0), len(embedded)))
-        keep = rows[0] != exclude
+        scores, rows = _ranked(collection, embedded, query, min(top + (exclude >= 0), len(embedded)), backend)
+        keep = (rows[0] != exclude) & (rows[0] >= 0)
         scores, rows = scores[0][keep][:top], rows[0][keep][:top]
         space = np.full(len(rows), "cosine")
     table = embedded.table.iloc[rows]

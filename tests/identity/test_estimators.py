@@ -13,7 +13,8 @@ from comicid.registry import Registry
 
 FAST = {"adaptive": {"max_rounds": 1}}  # one round keeps the adaptive method within a second here
 BAD = {"agglomerative": {"linkage": "single"}, "hdbscan": {"noise": "drop"}, "adaptive": {"low_quality": "drop"},
-       "umap-hdbscan": {"n_neighbors": 1}, "mining": {"d_n": 0.5, "d_p": 0.9}}
+       "umap-hdbscan": {"n_neighbors": 1}, "mining": {"d_n": 0.5, "d_p": 0.9},
+       "graph": {"k": 0}}
 
 
 def blobs(seed: int, n_identities: int = 3, per: int = 5, dim: int = 16) -> np.ndarray:

@@ -1,0 +1,65 @@
+"""Every quadratic path refuses or falls back above its documented size, with a message that says what to use."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from comicid.identity import AgglomerativeClusterer, HDBSCANClusterer, base, limits
+from comicid.identity.base import confidence
+from comicid.workflows.cluster import assign_identities
+from comicid.identity.limits import AGGLOMERATIVE_MAX, HDBSCAN_RAW_MAX, ScaleError, choose_method
+from comicid.store.embeddings import InstanceEmbeddings
+
+
+def _unit(n: int, dim: int = 4, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_agglomerative_refuses_above_its_size_naming_the_graph_method() -> None:
+    with pytest.raises(ScaleError) as caught:
+        AgglomerativeClusterer().fit_predict(_unit(AGGLOMERATIVE_MAX + 1))
+    message = str(caught.value)
+    assert "15,001 instances" in message and "refused above 15,000" in message and "--method graph" in message
+    assert "\n" not in message
+
+
+def test_hdbscan_on_raw_features_refuses_above_its_size_unless_projected() -> None:
+    with pytest.raises(ScaleError, match=r"refused above 50,000; set umap_components .* or use --method graph"):
+        HDBSCANClusterer().fit_predict(_unit(HDBSCAN_RAW_MAX + 1, dim=2))
+
+
+def test_auto_picks_agglomerative_for_small_scopes_and_graph_beyond(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert choose_method([10, limits.AUTO_GRAPH_MIN]) == "agglomerative"
+    assert choose_method([10, limits.AUTO_GRAPH_MIN + 1]) == "graph"
+    vectors = _unit(40, dim=8).astype(np.float32)
+    table = pd.DataFrame({"instance_key": [f"k{i}" for i in range(40)], "book": ["a"] * 30 + ["b"] * 10,
+                          "instance": "", "page": "", "panel": "", "sequence": "", "identity": "", "split": "",
+                          "role": "", "source": "", "text": "", "parts": "character"})
+    embedded = InstanceEmbeddings(table, vectors, "m")
+    small = assign_identities(embedded, method="auto", threshold=0.5, progress=False)
+    assert small.info["method"] == "agglomerative" and small.info["requested_method"] == "auto"
+    monkeypatch.setattr(limits, "AUTO_GRAPH_MIN", 20)  # book "a" (30 instances) is now a large scope
+    large = assign_identities(embedded, method="auto", threshold=0.5, progress=False)
+    assert large.info["method"] == "graph"
+    assert large.table["identity_id"].str.len().gt(0).all()
+
+
+def test_confidence_falls_back_to_a_search_over_cluster_means(monkeypatch: pytest.MonkeyPatch) -> None:
+    unit = _unit(3000, dim=16, seed=1)
+    labels = np.arange(3000) % 300
+    exact = confidence(unit, labels)
+    monkeypatch.setattr(base, "CONFIDENCE_EXACT_MAX", 1000)  # force the approximate path
+    approximate = confidence(unit, labels)
+    assert np.mean(np.abs(approximate - exact) < 1e-6) > 0.9  # the best other cluster is almost always found
+    assert (approximate >= exact - 1e-6).all()  # a missed cluster can only make "other" smaller
+
+
+def test_confidence_in_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    unit = _unit(500, dim=8, seed=2)
+    labels = np.arange(500) % 37
+    whole = confidence(unit, labels)
+    monkeypatch.setattr(base, "CONFIDENCE_BLOCK", 100)
+    np.testing.assert_allclose(confidence(unit, labels), whole, atol=1e-12)
