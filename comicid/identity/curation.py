@@ -14,6 +14,9 @@ Meaning of each event (``data`` fields):
   was in the identity it is rejected from.
 * ``confirm`` {identity, instances}: the instances are confirmed as that identity.
 * ``name`` {identity, name?, aliases?, attributes?}: the roster entry (given fields replace old ones).
+* ``add_box`` {instance, kind, row, identity} / ``delete_box`` {instance, kind, row}: a part drawn or
+  removed by a person (:mod:`comicid.identity.boxes` writes them into the parts table); an added
+  box is a new instance, confirmed as ``identity`` when one is given, else unknown.
 * ``undo`` {target} / ``redo`` {target}: switch an earlier edit off / on again.
 
 Confirmed instances become must-links and "not this" become cannot-links when re-clustering
@@ -34,7 +37,7 @@ from comicid.errors import ConfigError
 from comicid.store.collection import Collection
 from comicid.store.edits import EditEvent, EditLog
 
-EDIT_TYPES = ("merge", "split", "move", "not_this", "name", "confirm")
+EDIT_TYPES = ("merge", "split", "move", "not_this", "name", "confirm", "add_box", "delete_box")
 MAX_TEXT = 200
 MAX_ATTRIBUTES = 50
 UNKNOWN = ""
@@ -167,6 +170,11 @@ def replay(events: list[EditEvent], base: dict[str, str]) -> EditState:
         elif event.type == "not_this":
             for key, identity in zip(data["instances"], data["identities"]):
                 reject(str(key), str(identity))
+        elif event.type == "add_box":
+            if data.get("identity"):
+                place(str(data["instance"]), str(data["identity"]))
+            else:
+                state.labels.setdefault(str(data["instance"]), UNKNOWN)
         elif event.type == "confirm":
             for key in data["instances"]:
                 place(str(key), str(data["identity"]))

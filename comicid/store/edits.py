@@ -37,7 +37,7 @@ from comicid.atomic import atomic_write_text
 
 EDITS_DIR = "edits"
 #: Event types a log may hold; what each means is defined by the replay in comicid.identity.curation.
-EVENT_TYPES = ("merge", "split", "move", "not_this", "name", "confirm", "undo", "redo")
+EVENT_TYPES = ("merge", "split", "move", "not_this", "name", "confirm", "add_box", "delete_box", "undo", "redo")
 _DIGITS = 9
 
 

@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from comicid.errors import ComicidError
+from comicid.identity.boxes import add_box, delete_box, sync_boxes
 from comicid.identity.curation import EditError
 from comicid.report.exports import roster as build_roster
 from comicid.store.collection import Collection
@@ -40,7 +41,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-EDITS = ("merge", "split", "move", "not_this", "confirm", "name", "undo", "redo")
+EDITS = ("merge", "split", "move", "not_this", "confirm", "name", "add_box", "delete_box", "undo", "redo")
 
 
 def create_app(collection: Collection | str | Path, token: str | None = None,
@@ -193,9 +194,19 @@ def _apply(data: ViewerData, kind: str, payload: dict[str, Any]) -> Any:
     if kind == "name":
         return curator.name(_text(payload.get("identity"), "identity"), name=payload.get("name"),
                             aliases=payload.get("aliases"), attributes=payload.get("attributes"), who=who)
-    if kind == "undo":
-        return curator.undo(who=who)
-    return curator.redo(who=who)
+    if kind == "delete_box":
+        event = delete_box(curator, data.instance_key(_text(payload.get("instance"), "instance")),
+                           _text(payload.get("kind"), "kind"), who=who)
+    elif kind == "add_box":
+        event = add_box(curator, _text(payload.get("book"), "book"), _text(payload.get("page"), "page"),
+                        _text(payload.get("kind"), "kind"), payload.get("box"),
+                        identity=_text(payload.get("identity"), "identity", required=False) or None, who=who)
+    else:
+        event = curator.undo(who=who) if kind == "undo" else curator.redo(who=who)
+        if not sync_boxes(curator):  # an undo or redo of a box edit changes the parts table
+            return event
+    data.reload()
+    return event
 
 
 def _text(value: object, name: str, required: bool = True) -> str:

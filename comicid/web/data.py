@@ -48,6 +48,11 @@ class ViewerData:
         self.collection = collection
         self.curator = Curator(collection)
         self._lock = threading.Lock()
+        self.reload()
+
+    def reload(self) -> None:
+        """(Re)index the parts table: at start-up and after a box was added or deleted."""
+        collection = self.collection
         parts = collection.instances()
         parts = parts.assign(_order=parts["kind"].map(_PART_ORDER).fillna(3))
         first = parts.sort_values(["_order"], kind="stable").drop_duplicates("instance_key")
@@ -176,6 +181,7 @@ class ViewerData:
                 if pd.isna(box["x0"]):
                     continue
                 boxes.append({"instance": self.instances["key"].iat[row], "kind": box["kind"],
+                              "crop": f"/crops/{box['crop_hash']}.png",
                               "box": [float(box[c]) for c in BOX_COLUMNS], "identity": identity,
                               "name": state.roster[identity].name if identity in state.roster else ""})
         return {"book": book, "page": page, "image": f"/page-image?book={quote(book)}&page={quote(page)}",
