@@ -210,7 +210,13 @@ async function pagesView(book, page) {
       books.map((b) => el("option", { value: b.book, text: b.book, selected: b.book === current.book }))),
     el("button", { text: "◀ previous", disabled: !data.previous, onclick: () => gotoPage(data.previous) }),
     el("button", { text: "next ▶", disabled: !data.next, onclick: () => gotoPage(data.next) }),
-    el("span", { class: "sub", text: `${data.boxes.length} boxes` }));
+    el("span", { class: "sub", text: `${data.boxes.length} boxes` }),
+    el("button", { id: "draw-box", text: "Draw box", title: "Drag on the page to add a box",
+                   onclick: (e) => { wrap.classList.toggle("drawing"); e.target.classList.toggle("active"); } }),
+    el("select", { id: "draw-kind", "aria-label": "kind of the drawn box" },
+      ["face", "body"].map((k) => el("option", { value: k, text: k }))),
+    el("input", { id: "draw-identity", type: "search", list: "identity-options", maxlength: "300",
+                  placeholder: "identity (optional)", "aria-label": "identity of the drawn box" }));
   function gotoPage(p) { if (p) location.hash = `#/page/${encodeURIComponent(current.book)}/${encodeURIComponent(p)}`; }
   state.gotoPage = (step) => gotoPage(step > 0 ? data.next : data.previous);
   const image = el("img", { src: data.image, alt: `${current.book} ${page}`, id: "page-image" });
@@ -229,7 +235,38 @@ async function pagesView(book, page) {
       state.pageBoxes.push(node);
     }
   });
+  drawing(wrap, image, current.book, page);
   view().replaceChildren(el("h2", { text: `${current.book} · ${page}` }), pager, list, wrap);
+}
+
+function drawing(wrap, image, book, page) {  // "draw box" mode: drag a rectangle, saved as an add_box edit
+  let start = null, band = null;
+  const at = (event) => {  // page pixels of a pointer position
+    const r = image.getBoundingClientRect(), sx = image.naturalWidth / r.width, sy = image.naturalHeight / r.height;
+    return [Math.max(0, Math.min(image.naturalWidth, (event.clientX - r.left) * sx)),
+            Math.max(0, Math.min(image.naturalHeight, (event.clientY - r.top) * sy))];
+  };
+  wrap.addEventListener("mousedown", (event) => {
+    if (!wrap.classList.contains("drawing")) return;
+    event.preventDefault();
+    start = at(event);
+    band = el("div", { class: "box band" });
+    wrap.append(band);
+  });
+  wrap.addEventListener("mousemove", (event) => {
+    if (!start) return;
+    const [x, y] = at(event), w = image.naturalWidth / 100, h = image.naturalHeight / 100;
+    Object.assign(band.style, { left: `${Math.min(x, start[0]) / w}%`, top: `${Math.min(y, start[1]) / h}%`,
+      width: `${Math.abs(x - start[0]) / w}%`, height: `${Math.abs(y - start[1]) / h}%` });
+  });
+  wrap.addEventListener("mouseup", (event) => {
+    if (!start) return;
+    const [x, y] = at(event), box = [Math.min(x, start[0]), Math.min(y, start[1]), Math.max(x, start[0]), Math.max(y, start[1])];
+    start = null; band.remove();
+    const identity = document.getElementById("draw-identity").value.trim();
+    edit("add_box", { book, page, kind: document.getElementById("draw-kind").value, box: box.map(Math.round),
+                      ...(identity ? { identity } : {}) });
+  });
 }
 
 async function instancesView() {
@@ -264,6 +301,8 @@ function summarise(event) {
     case "not_this": return `${d.instances.length} instances are not ${[...new Set(d.identities)].join(", ")}`;
     case "confirm": return `${d.instances.length} instances confirmed as ${d.identity}`;
     case "name": return `${d.identity}: ${[d.name, ...(d.aliases || [])].filter(Boolean).join(" / ")}`;
+    case "add_box": return `${d.kind} box drawn on ${d.row.book} / ${d.row.page}${d.identity ? ` as ${d.identity}` : ""}`;
+    case "delete_box": return `${d.kind} box of ${d.row.book} / ${d.row.page} deleted`;
     default: return `edit ${d.target}`;
   }
 }
@@ -294,6 +333,9 @@ async function showInstance(key) {
       similar.replaceChildren(...result.items.map((item) => thumb(item, false)));
     } }),
     data.identity ? el("button", { text: "Not this", onclick: () => edit("not_this", { instances: [key], identity: data.identity }) }) : null,
+    ...Object.keys(data.parts).map((kind) => el("button", { class: "delete-box", text: `Delete ${kind} box`,
+      title: "Remove this box (e.g. a false detection); undo brings it back",
+      onclick: () => edit("delete_box", { instance: key, kind }, () => { closeDetail(); route(); }) })),
     el("button", { text: "Close", onclick: closeDetail }));
   panel.replaceChildren(el("h2", { text: "Instance" }), parts, facts, buttons, similar);
   panel.hidden = false;
