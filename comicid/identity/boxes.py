@@ -5,8 +5,8 @@ edit). Its ``row`` holds the whole parts-table row it adds or removes, so :func:
 the table (``instances.parquet``) in line with the log at any time: active adds present, active deletes
 absent, and undone ones reversed. The table is what ``embed``, ``cluster`` and the viewer read, so a
 deleted box stays deleted and an added box is a real part across re-clustering. A later
-``comicid import`` of the same source brings a deleted row back until the next box edit or undo
-re-syncs the table (the log is the record; the table follows it).
+``comicid import`` re-syncs the table after its upsert, so re-importing a source does not bring a
+deleted box back (the log is the record; the table follows it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from comicid.data.manifest import BOX_COLUMNS, instance_keys, part_locators
 from comicid.errors import ImageReadError
 from comicid.identity.curation import Curator, EditError, active_edits
 from comicid.store.collection import Collection
-from comicid.store.edits import EditEvent
+from comicid.store.edits import EditEvent, EditLog
 from comicid.store.ingest import row_keys
 
 BOX_KINDS = ("face", "body")
@@ -45,7 +45,7 @@ def delete_box(curator: Curator, instance_key: str, kind: str, who: str | None =
         raise EditError(f"instance {instance_key!r} has no {kind!r} part")
     event = curator.log.append("delete_box", {"instance": instance_key, "kind": kind,
                                               "row": _record(match.iloc[0])}, who)
-    sync_boxes(curator)
+    sync_boxes(curator.collection)
     return event
 
 
@@ -90,7 +90,8 @@ def add_box(curator: Curator, book: str, page: str, kind: str, box: list[float],
         if column in ("identity", "instance", "panel", "sequence", "text", "role", "source", "split") \
                 and isinstance(row[column], str):
             row[column] = ""
-    row["kind"], row["instance"], row["origin"], row["crop_hash"] = kind, f"viewer-{uuid.uuid4().hex[:10]}", ORIGIN, crop
+    row["kind"], row["instance"], row["origin"] = kind, f"viewer-{uuid.uuid4().hex[:10]}", ORIGIN
+    row["crop_hash"] = crop
     for column, value in zip(BOX_COLUMNS, (target.x0, target.y0, target.x1, target.y1), strict=True):
         row[column] = value
     frame = pd.DataFrame([row])
@@ -100,17 +101,16 @@ def add_box(curator: Curator, book: str, page: str, kind: str, box: list[float],
     record = _record(frame.iloc[0])
     event = curator.log.append("add_box", {"instance": record["instance_key"], "kind": kind, "row": record,
                                            "identity": identity or ""}, who)
-    sync_boxes(curator)
+    sync_boxes(curator.collection)
     return event
 
 
-def sync_boxes(curator: Curator) -> bool:
-    """Bring the parts table in line with the box events of the log (after an edit, undo or redo).
+def sync_boxes(collection: Collection) -> bool:
+    """Bring the parts table in line with the box events of the log (after an edit, undo, redo or import).
 
     Returns whether the table changed. Runs under the collection's writer lock.
     """
-    collection: Collection = curator.collection
-    events = curator.log.events()
+    events = EditLog(collection.root).events()
     boxes = [event for event in events if event.type in ("add_box", "delete_box")]
     if not boxes:
         return False

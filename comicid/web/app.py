@@ -203,7 +203,7 @@ def _apply(data: ViewerData, kind: str, payload: dict[str, Any]) -> Any:
                         identity=_text(payload.get("identity"), "identity", required=False) or None, who=who)
     else:
         event = curator.undo(who=who) if kind == "undo" else curator.redo(who=who)
-        if not sync_boxes(curator):  # an undo or redo of a box edit changes the parts table
+        if not sync_boxes(data.collection):  # an undo or redo of a box edit changes the parts table
             return event
     data.reload()
     return event

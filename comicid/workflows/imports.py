@@ -10,6 +10,7 @@ from typing import Any
 from comicid.data.importers import load_source
 from comicid.data.ocr import attach_ocr_text
 from comicid.errors import ConfigError
+from comicid.identity.boxes import sync_boxes
 from comicid.store.collection import Collection
 from comicid.store.ingest import IngestReport, ingest
 from comicid.workflows.detect import DEFAULT_MIN_SCORE, detect_manifest
@@ -59,4 +60,5 @@ def import_source(src: str | Path, collection: str | Path | Collection, format: 
         ocr_counts = dict(frame.attrs.get("ocr", {}))
     target = collection if isinstance(collection, Collection) else Collection.create(collection)
     report = ingest(frame, target, skip_bad=skip_bad, progress=progress, source=str(Path(src).resolve()))
+    sync_boxes(target)  # boxes a person deleted or drew in the viewer stay so (comicid.identity.boxes)
     return ImportResult(target, report, left_out, ocr_counts, detected)

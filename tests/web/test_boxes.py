@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("fastapi")
@@ -10,11 +12,12 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from comicid.data.images import load_image  # noqa: E402
-from comicid.data.manifest import display_key  # noqa: E402
+from comicid.data.manifest import COLUMNS, display_key  # noqa: E402
 from comicid.store.collection import Collection  # noqa: E402
 from comicid.store.edits import EditLog  # noqa: E402
 from comicid.web.app import create_app  # noqa: E402
 from comicid.web.toy import cluster_toy, embed_toy  # noqa: E402
+from comicid.workflows.imports import import_source  # noqa: E402
 
 JSON = {"Content-Type": "application/json"}
 
@@ -25,7 +28,8 @@ def client(toy: Collection) -> TestClient:
 
 
 def _a_box(client: TestClient) -> dict:
-    page = client.get("/api/page", params={"book": "b0", "page": client.get("/api/overview").json()["books"][0]["pages"][0]}).json()
+    first = client.get("/api/overview").json()["books"][0]["pages"][0]
+    page = client.get("/api/page", params={"book": "b0", "page": first}).json()
     return {**page["boxes"][0], "book": page["book"], "page": page["page"]}
 
 
@@ -107,8 +111,25 @@ def test_recluster_reflects_box_edits(client: TestClient, toy: Collection) -> No
     keys = set(toy.assignments()["instance_key"])
     assert added in keys and single["instance_key"] not in keys and double["instance_key"] in keys
     stored = toy.instances()
-    assert set(stored.loc[stored["instance_key"] == double["instance_key"], "kind"]) == {"face", "body"} - {double["kind"]}
+    left = set(stored.loc[stored["instance_key"] == double["instance_key"], "kind"])
+    assert left == {"face", "body"} - {double["kind"]}
     fresh = TestClient(create_app(toy))  # a new server replays the same log over the new assignment
     boxes = fresh.get("/api/page", params={"book": single["book"], "page": single["page"]}).json()["boxes"]
     shown = {b["instance"] for b in boxes}
     assert display_key(added) in shown and display_key(single["instance_key"]) not in shown
+
+
+def test_reimport_keeps_a_deleted_box_deleted(client: TestClient, toy: Collection, tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.csv"
+    toy.instances()[list(COLUMNS)].to_csv(manifest, index=False)
+    row = toy.instances().iloc[0]
+    assert _post(client, "delete_box", {"instance": display_key(row["instance_key"]),
+                                        "kind": row["kind"]}).status_code == 200
+    result = import_source(manifest, toy, allow_outside=True)
+    assert result.report.added >= 1  # the source still lists the deleted part ...
+    stored = toy.instances()
+    # ... and it stays deleted
+    assert not ((stored["instance_key"] == row["instance_key"]) & (stored["kind"] == row["kind"])).any()
+    assert _post(client, "undo", {}).status_code == 200
+    stored = toy.instances()
+    assert ((stored["instance_key"] == row["instance_key"]) & (stored["kind"] == row["kind"])).sum() == 1
