@@ -143,3 +143,40 @@ def test_merge_split_rename_undo_reload(server: str) -> None:
         assert page.locator("table.log tr").count() == 1 + 5  # merge, split, not this, name, undo
         browser.close()
         assert not errors, errors
+
+
+def test_draw_and_delete_boxes(server: str, viewer_collection: Collection) -> None:
+    with playwright_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server + "/#/page/b0/p000")
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_selector(".page-wrap .box.face")
+        boxes = page.locator(".page-wrap .box").count()
+        parts = len(viewer_collection.instances())
+
+        # draw a body box by dragging on the page
+        page.click("#draw-box")
+        page.select_option("#draw-kind", "body")
+        area = page.locator("#page-image").bounding_box()
+        assert area is not None
+        page.mouse.move(area["x"] + 5, area["y"] + 5)
+        page.mouse.down()
+        page.mouse.move(area["x"] + 60, area["y"] + 70, steps=4)
+        page.mouse.up()
+        page.wait_for_function("n => document.querySelectorAll('.page-wrap .box').length === n", arg=boxes + 1)
+        assert len(viewer_collection.instances()) == parts + 1
+
+        # delete a box from the instance detail
+        assert page.locator(".page-wrap.drawing").count() == 0  # one box per "draw box"; boxes click again
+        page.locator(".page-wrap .box.face").first.click()
+        page.locator("#detail .delete-box").first.click()
+        page.wait_for_function("n => document.querySelectorAll('.page-wrap .box').length === n", arg=boxes)
+        assert len(viewer_collection.instances()) == parts
+        page.goto(server + "/#/edits")
+        page.wait_for_selector("table.log")
+        assert page.locator("table.log tr").count() == 1 + 2  # add_box, delete_box
+        browser.close()
+        assert not errors, errors
