@@ -43,9 +43,10 @@ def delete_box(curator: Curator, instance_key: str, kind: str, who: str | None =
     match = parts[(parts["instance_key"] == instance_key) & (parts["kind"] == kind)]
     if match.empty:
         raise EditError(f"instance {instance_key!r} has no {kind!r} part")
-    event = curator.log.append("delete_box", {"instance": instance_key, "kind": kind,
-                                              "row": _record(match.iloc[0])}, who)
-    sync_boxes(curator.collection)
+    with curator.collection.writer("edit"):  # busy collection: refused before anything is logged
+        event = curator.log.append("delete_box", {"instance": instance_key, "kind": kind,
+                                                  "row": _record(match.iloc[0])}, who)
+        sync_boxes(curator.collection)
     return event
 
 
@@ -99,10 +100,28 @@ def add_box(curator: Curator, book: str, page: str, kind: str, box: list[float],
     frame["row_key"] = row_keys(frame, frame["instance_key"])
     frame["locator"] = part_locators(frame)
     record = _record(frame.iloc[0])
-    event = curator.log.append("add_box", {"instance": record["instance_key"], "kind": kind, "row": record,
-                                           "identity": identity or ""}, who)
-    sync_boxes(curator.collection)
+    with curator.collection.writer("edit"):
+        event = curator.log.append("add_box", {"instance": record["instance_key"], "kind": kind, "row": record,
+                                               "identity": identity or ""}, who)
+        sync_boxes(curator.collection)
     return event
+
+
+def undo_or_redo(curator: Curator, kind: str, who: str | None = None) -> tuple[EditEvent, bool]:
+    """``curator.undo`` or ``curator.redo``, and whether the parts table changed (a box edit was switched).
+
+    Only switching a box edit takes the writer lock, so undoing a merge still works while a long
+    ``comicid cluster`` holds it.
+    """
+    state = curator.state()
+    target = state.undo_target if kind == "undo" else state.redo_target
+    switch = curator.undo if kind == "undo" else curator.redo
+    boxed = any(event.seq == target and event.type in ("add_box", "delete_box") for event in curator.log.events())
+    if not boxed:
+        return switch(who=who), False
+    with curator.collection.writer("edit"):
+        event = switch(who=who)
+        return event, sync_boxes(curator.collection)
 
 
 def sync_boxes(collection: Collection) -> bool:

@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from comicid.errors import ComicidError
-from comicid.identity.boxes import add_box, delete_box, sync_boxes
+from comicid.identity.boxes import add_box, delete_box, undo_or_redo
 from comicid.identity.curation import EditError
 from comicid.report.exports import roster as build_roster
 from comicid.store.collection import Collection
@@ -202,8 +202,8 @@ def _apply(data: ViewerData, kind: str, payload: dict[str, Any]) -> Any:
                         _text(payload.get("kind"), "kind"), payload.get("box"),
                         identity=_text(payload.get("identity"), "identity", required=False) or None, who=who)
     else:
-        event = curator.undo(who=who) if kind == "undo" else curator.redo(who=who)
-        if not sync_boxes(data.collection):  # an undo or redo of a box edit changes the parts table
+        event, changed = undo_or_redo(curator, kind, who=who)
+        if not changed:  # only switching a box edit changes the parts table
             return event
     data.reload()
     return event

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import filelock
 import pytest
 
 pytest.importorskip("fastapi")
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from comicid.data.images import load_image  # noqa: E402
 from comicid.data.manifest import COLUMNS, display_key  # noqa: E402
 from comicid.store.collection import Collection  # noqa: E402
+from comicid.store.lock import LOCK_NAME  # noqa: E402
 from comicid.store.edits import EditLog  # noqa: E402
 from comicid.web.app import create_app  # noqa: E402
 from comicid.web.toy import cluster_toy, embed_toy  # noqa: E402
@@ -133,3 +135,11 @@ def test_reimport_keeps_a_deleted_box_deleted(client: TestClient, toy: Collectio
     assert _post(client, "undo", {}).status_code == 200
     stored = toy.instances()
     assert ((stored["instance_key"] == row["instance_key"]) & (stored["kind"] == row["kind"])).sum() == 1
+
+
+def test_box_edit_on_a_busy_collection_is_refused_and_not_logged(client: TestClient, toy: Collection) -> None:
+    box = _a_box(client)
+    with filelock.FileLock(toy.root / LOCK_NAME, timeout=0):  # another process's lock (not re-entrant here)
+        response = _post(client, "delete_box", {"instance": box["instance"], "kind": box["kind"]})
+    assert response.status_code == 400 and "busy" in response.json()["error"]
+    assert not EditLog(toy.root).exists()
