@@ -39,11 +39,11 @@ def _record(row: pd.Series) -> dict[str, Any]:
 
 def delete_box(curator: Curator, instance_key: str, kind: str, who: str | None = None) -> EditEvent:
     """Delete the ``kind`` part of an instance (e.g. a false detection); one undoable event."""
-    parts = curator.collection.instances()
-    match = parts[(parts["instance_key"] == instance_key) & (parts["kind"] == kind)]
-    if match.empty:
-        raise EditError(f"instance {instance_key!r} has no {kind!r} part")
     with curator.collection.writer("edit"):  # busy collection: refused before anything is logged
+        parts = curator.collection.instances()
+        match = parts[(parts["instance_key"] == instance_key) & (parts["kind"] == kind)]
+        if match.empty:
+            raise EditError(f"instance {instance_key!r} has no {kind!r} part")
         event = curator.log.append("delete_box", {"instance": instance_key, "kind": kind,
                                                   "row": _record(match.iloc[0])}, who)
         sync_boxes(curator.collection)
