@@ -17,7 +17,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import synthetic_embeddings  # noqa: E402
 
 

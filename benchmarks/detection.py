@@ -35,7 +35,6 @@ import pandas as pd
 import torch
 from scipy.optimize import linear_sum_assignment
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DATASETS, ROOT, markdown_table, write_section  # noqa: E402
 

@@ -23,8 +23,6 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from clustering_methods import MANIFESTS, _crops  # noqa: E402
 from common import markdown_table, write_section  # noqa: E402

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_section  # noqa: E402
 
 from comicid.identity.rerank import KReciprocalReranker  # noqa: E402

@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATASETS, DEV_SETS, ROOT, DevSet, markdown_table, write_section  # noqa: E402
 
 from comicid.data.manifest import read_manifest  # noqa: E402
