@@ -343,8 +343,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(30)  # another process is training it
         for dev_set in eval_sets:
             key = f"score|{label}|{dev_set.name}"
-            if log.get(key) is None:
-                scored = score(model, label, dev_set, out, rerank=False)
+            scored = log.get(key)
+            missing_rerank = rerank and scored is not None and "rerank" not in scored
+            if scored is None or missing_rerank:  # a cached plain score gains its re-ranked one later
+                scored = scored if scored is not None else score(model, label, dev_set, out, rerank=False)
                 if rerank:
                     scored["rerank"] = score(model, label, dev_set, out, rerank=True)
                 log.set(key, scored)
