@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comicid.data.importers.folder import IMAGE_SUFFIXES
+from comicid.data.importers.folder import IMAGE_SUFFIXES, _is_image, _visible_entries
 from comicid.data.manifest import from_records
 from comicid.errors import ConfigError, ManifestError
 
@@ -91,10 +91,10 @@ def _fold_suffix(fold: str | int) -> str:
 def _image_records(root: Path, images_dir: Path, margin: float, book: str,
                    skipped: list[str]) -> list[dict[str, object]]:
     records: list[dict[str, object]] = []
-    for person in sorted(p for p in images_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for image in sorted(p for p in person.iterdir() if not p.name.startswith(".")):
+    for person in (entry for entry in _visible_entries(images_dir) if entry.is_dir()):
+        for image in _visible_entries(person):
             match = _IMAGE_NAME.match(image.stem)
-            if not image.is_file() or image.suffix.lower() not in IMAGE_SUFFIXES or match is None:
+            if not _is_image(image) or match is None:
                 skipped.append(f"'{image.relative_to(root)}' is not a C*/P* image")
                 continue
             record: dict[str, object] = {"image": str(image), "identity": person.name, "kind": "face",

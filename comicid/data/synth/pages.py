@@ -181,7 +181,16 @@ def plan_book(seed: int, book: int, characters: int, pages: int, page_size: tupl
     rng.shuffle(order)
     half = math.ceil(characters / 2)
     splits = {identity_id: ("dev" if rank < half else "test") for rank, identity_id in enumerate(order)}
-    weights = [1.0 / (1.0 + 0.25 * i) for i in range(characters)]
+    return BookPlan(name=name, seed=seed, identities=tuple(identities), splits=splits,
+                    pages=_plan_pages(rng, characters, pages, page_size), page_size=page_size)
+
+
+def _plan_pages(rng: random.Random, characters: int, pages: int, page_size: tuple[int, int]) -> tuple[PagePlan, ...]:
+    """Layouts, closeups, casts (indices into a cast of ``characters``) and sequences of a book's pages.
+
+    Shared by the drawn and the real-art planners so both books are laid out the same way.
+    """
+    weights = [1.0 / (1.0 + 0.25 * i) for i in range(characters)]  # main characters appear more often
     counts = [0] * characters
     page_plans, panel_number = [], 0
     for page, panels in enumerate(_panel_counts(rng, pages)):
@@ -195,8 +204,7 @@ def plan_book(seed: int, book: int, characters: int, pages: int, page_size: tupl
                                    closeup=closeup, sequence=f"s{panel_number // SEQUENCE_LENGTH:04d}"))
             panel_number += 1
         page_plans.append(PagePlan(name=page_name, panels=tuple(plans)))
-    return BookPlan(name=name, seed=seed, identities=tuple(identities), splits=splits, pages=tuple(page_plans),
-                    page_size=page_size)
+    return tuple(page_plans)
 
 
 # ---------------------------------------------------------------- backgrounds and balloons

@@ -51,21 +51,15 @@ from comicid.data.synth.characters import INK
 from comicid.data.synth.pages import (
     _CATCHPHRASES,
     _LINES,
-    CLOSEUP_RATE,
     PAGE_STYLE_RATE,
-    SEQUENCE_LENGTH,
     SPEAK_RATE,
     PagePlan,
-    PanelPlan,
     Rect,
     _area,
     _background,
-    _choose_cast,
     _clip,
     _draw_balloon,
-    _layout,
-    _max_cast,
-    _panel_counts,
+    _plan_pages,
     _slots,
 )
 from comicid.data.synth.styles import STYLE_WEIGHTS, STYLES, apply_style
@@ -208,21 +202,8 @@ def plan_art_book(seed: int, book: int, pool: CharacterPool, cast_size: int, pag
     """Plan composed book number ``book``: its cast, the layout of every page and who is in each panel."""
     rng = random.Random(f"comicid-synth-art/{seed}/book/{book}")
     cast = _choose_book_cast(rng, pool, cast_size)
-    weights = [1.0 / (1.0 + 0.25 * i) for i in range(cast_size)]  # main characters appear more often
-    counts = [0] * cast_size
-    page_plans, panel_number = [], 0
-    for page, panels in enumerate(_panel_counts(rng, pages)):
-        page_name = f"p{page:03d}"
-        plans = []
-        for k, rect in enumerate(_layout(rng, panels, page_size)):
-            closeup = rng.random() < CLOSEUP_RATE
-            limit = 1 if closeup else min(_max_cast(rect), cast_size)
-            size = rng.choices((1, 2, 3)[:limit], weights=(0.3, 0.45, 0.25)[:limit])[0]
-            plans.append(PanelPlan(key=f"{page_name}-k{k}", rect=rect, cast=_choose_cast(rng, counts, weights, size),
-                                   closeup=closeup, sequence=f"s{panel_number // SEQUENCE_LENGTH:04d}"))
-            panel_number += 1
-        page_plans.append(PagePlan(name=page_name, panels=tuple(plans)))
-    return ArtBookPlan(name=f"b{book}", seed=seed, cast=tuple(cast), pages=tuple(page_plans), page_size=page_size)
+    return ArtBookPlan(name=f"b{book}", seed=seed, cast=tuple(cast),
+                       pages=_plan_pages(rng, cast_size, pages, page_size), page_size=page_size)
 
 
 # ---------------------------------------------------------------- cut-outs and placement
