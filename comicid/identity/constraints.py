@@ -71,16 +71,9 @@ class Constraints:
         """
         columns = {name: _text_column(table, name) for name in ("book", "page", "panel")}
         known = columns["panel"] != ""
-        keys = pd.Series(["\x1f".join(parts) for parts in
-                          zip(columns["book"][known], columns["page"][known], columns["panel"][known])], dtype=object)
-        positions = np.flatnonzero(known)
-        pairs = [
-            (int(a), int(b))
-            for members in keys.groupby(keys, sort=True).indices.values() if len(members) > 1
-            for i, a in enumerate(positions[members]) for b in positions[members][i + 1:]
-        ]
-        cannot = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
-        return cls(cannot_link=cannot, must_link=must_link)
+        keys = np.array(["\x1f".join(parts) for parts in
+                         zip(columns["book"][known], columns["page"][known], columns["panel"][known])], dtype=object)
+        return cls(cannot_link=within_group_pairs(np.flatnonzero(known), keys), must_link=must_link)
 
     def check(self, n: int) -> None:
         """Raise :class:`IdentityInputError` when an index falls outside ``0 .. n-1``."""
@@ -126,6 +119,18 @@ class Constraints:
             raise IdentityInputError(
                 f"instances {a} and {b} are cannot-linked (same panel) but must-linked through other pairs")
         return groups.astype(np.int64)
+
+
+def within_group_pairs(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Every pair of ``rows`` whose ``keys`` (one per row, compared as text) are equal, as sorted
+    ``(K, 2)`` int64 with ``a < b`` per pair. Groups are panels (a few rows each), so K stays small."""
+    rows = np.asarray(rows, dtype=np.int64)
+    ids = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)[1].reshape(-1)
+    order = np.lexsort((rows, ids))
+    bounds = np.flatnonzero(np.diff(ids[order])) + 1
+    pairs = [(int(a), int(b)) for members in np.split(rows[order], bounds) if len(members) > 1
+             for i, a in enumerate(members) for b in members[i + 1:]]
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 
 def _text_column(table: pd.DataFrame, name: str) -> np.ndarray:

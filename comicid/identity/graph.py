@@ -37,7 +37,6 @@ import numpy as np
 from comicid.identity.constraints import (
     Constraints,
     IdentityInputError,
-    check_embeddings,
     first_appearance_labels,
 )
 from comicid.identity.base import ConstrainedClusterer, group_means, repair_cannot_links

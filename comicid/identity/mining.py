@@ -25,12 +25,13 @@ from typing import ClassVar
 import faiss
 import numpy as np
 
-from comicid.identity.base import ConstrainedClusterer
+from comicid.identity.base import ConstrainedClusterer, group_means
 from comicid.identity.constraints import (
     Constraints,
     IdentityInputError,
     check_embeddings,
     first_appearance_labels,
+    within_group_pairs,
 )
 from comicid.identity.registry import CLUSTERERS
 
@@ -145,15 +146,8 @@ def _pairs_from_groups(groups: np.ndarray | None, n: int) -> np.ndarray:
     if values.shape != (n,):
         raise IdentityInputError(f"groups must have one value per row ({n}), got shape {values.shape}")
     known = np.array([not (value is None or value == "" or (isinstance(value, float) and np.isnan(value)))
-                      for value in values])
-    keys = np.unique(values[known].astype(str), return_inverse=True)[1] if known.any() else np.zeros(0, dtype=np.int64)
-    positions = np.flatnonzero(known)
-    order = np.argsort(keys, kind="stable")
-    sorted_keys, sorted_rows = keys[order], positions[order]
-    bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
-    pairs = [(int(a), int(b)) for members in np.split(sorted_rows, bounds) if len(members) > 1
-             for i, a in enumerate(members) for b in members[i + 1:]]
-    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+                      for value in values], dtype=bool)
+    return within_group_pairs(np.flatnonzero(known), values[known])
 
 
 @CLUSTERERS.register("mining")
@@ -189,11 +183,7 @@ class MiningClusterer(ConstrainedClusterer):
         groups = constraints.must_link_groups(n)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        sums = np.zeros((int(groups.max()) + 1, unit.shape[1]))
-        np.add.at(sums, groups, unit)
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        # Opposite must-linked vectors cancel; the group's first member then stands for it.
-        merged = np.where(norms > 1e-12, sums / np.maximum(norms, 1e-12), unit[np.unique(groups, return_index=True)[1]])
+        merged = group_means(unit, groups)  # (G, D), L2-normalised
         cannot = groups[constraints.cannot_link]
         labels = mine_identities(merged, d_n=float(self.d_n), d_p=float(self.d_p), cannot_link=cannot if len(cannot) else None)
         return first_appearance_labels(labels[groups])

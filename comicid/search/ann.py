@@ -140,18 +140,7 @@ class AnnIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (Q, k), rows (Q, k))``, best first; rows are -1 (score -inf) where fewer were found."""
-        queries = _as_matrix(queries)
-        k = max(1, min(int(k), len(self)))
-        scores, rows = [], []
-        for start in range(0, len(queries), QUERY_BLOCK):
-            block_scores, block_rows = self.index.search(queries[start:start + QUERY_BLOCK], k)
-            block_scores = np.where(block_rows < 0, -np.inf, block_scores)
-            block_scores, block_rows = _sorted(block_scores, block_rows)
-            scores.append(block_scores)
-            rows.append(block_rows)
-        if not scores:
-            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-        return np.concatenate(scores), np.concatenate(rows)
+        return _search_blocks(self.index, _as_matrix(queries), max(1, min(int(k), len(self))))
 
     def tune(self, vectors: np.ndarray, k: int = 10, target: float = TARGET_RECALL, queries: int = 256,
              seed: int = 0) -> Recall:
@@ -209,10 +198,16 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.n
     vectors, queries = _as_matrix(vectors), _as_matrix(queries)
     flat = faiss.IndexFlatIP(vectors.shape[1])
     flat.add(vectors)
-    k = max(1, min(int(k), len(vectors)))
+    return _search_blocks(flat, queries, max(1, min(int(k), len(vectors))))
+
+
+def _search_blocks(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of ``queries`` in ``index`` by blocks of :data:`QUERY_BLOCK`, best first; rows the index
+    did not fill are -1 with score -inf (a flat index asked for at most its size fills them all)."""
     scores, rows = [], []
     for start in range(0, len(queries), QUERY_BLOCK):
-        block_scores, block_rows = flat.search(queries[start:start + QUERY_BLOCK], k)
+        block_scores, block_rows = index.search(queries[start:start + QUERY_BLOCK], k)
+        block_scores = np.where(block_rows < 0, -np.inf, block_scores)
         block_scores, block_rows = _sorted(block_scores, block_rows)
         scores.append(block_scores)
         rows.append(block_rows)
