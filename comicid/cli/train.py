@@ -24,6 +24,7 @@ from comicid.training.bot import BotConfig, train_bot
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
 from comicid.training.detector import DetectorConfig, train_detector
 from comicid.training.finetune import train_finetune
+from comicid.training.loop import TrainResult
 from comicid.training.multimodal import MultimodalConfig
 from comicid.training.ssl import SSL_MODEL_NAME, train_ssl
 from comicid.workflows.multimodal import train_multimodal_from_config
@@ -63,25 +64,13 @@ def run(args: argparse.Namespace) -> int:
         trained = train_multimodal_from_config(mm_config, args.device, args.resume, progress=not quiet)
         if not quiet:
             for variant, (mm_result, path) in trained.items():
-                losses = mm_result.losses()
-                line = f"{variant}: {mm_result.steps} steps"
-                if losses:
-                    line += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
-                if mm_result.best is not None:
-                    line += f", best validation {mm_result.best:.4f} at step {mm_result.best_step}"
-                print(f"{line}{' (stopped early)' if mm_result.stopped_early else ''}; wrote {path}")
+                print(f"{_summary(variant, mm_result)}; wrote {path}")
         return 0
     if args.stage == "detector":
         det_config = load_config(args.config, DetectorConfig)
         det_result, det_path = train_detector(det_config, args.device, args.resume, progress=not quiet)
         if not quiet:
-            losses = det_result.losses()
-            line = f"detector: {det_result.steps} steps"
-            if losses:
-                line += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
-            if det_result.best is not None:
-                line += f", best validation AP@0.5 {det_result.best:.4f} at step {det_result.best_step}"
-            print(f"{line}; wrote {det_path}")
+            print(f"{_summary('detector', det_result, 'validation AP@0.5', note_early=False)}; wrote {det_path}")
         return 0
     if args.stage == "ssl":
         ssl_config = load_config(args.config, SSLConfig)
@@ -99,14 +88,17 @@ def run(args: argparse.Namespace) -> int:
         finetune_config = load_config(args.config, FinetuneConfig)
         result, written = train_finetune(finetune_config, args.device, args.resume, progress=not quiet)
     if not quiet:
-        losses = result.losses()
-        summary = f"{args.stage}: {result.steps} steps"
-        if losses:
-            summary += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
-        if result.best is not None:
-            summary += f", best validation {result.best:.4f} at step {result.best_step}"
-        if result.stopped_early:
-            summary += " (stopped early)"
-        print(summary)
+        print(_summary(args.stage, result))
         print(f"wrote {written}" if written else "no embedding model exported (see the log above)")
     return 0
+
+
+def _summary(label: str, result: TrainResult, metric: str = "validation", note_early: bool = True) -> str:
+    """One line per trained model: steps, first -> last loss, best validation and an early stop."""
+    losses = result.losses()
+    line = f"{label}: {result.steps} steps"
+    if losses:
+        line += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+    if result.best is not None:
+        line += f", best {metric} {result.best:.4f} at step {result.best_step}"
+    return f"{line} (stopped early)" if note_early and result.stopped_early else line

@@ -40,7 +40,7 @@ from comicid.models.int8 import Int8Backbone, int8_graph_path
 from comicid.models.model_calibration import apply_calibration
 from comicid.models.multimodal import CHECKPOINT_FORMAT as MULTIMODAL_FORMAT
 from comicid.models.multimodal import CHECKPOINT_VERSION as MULTIMODAL_VERSION
-from comicid.models.multimodal import MultimodalEmbedder, load_multimodal_embedder
+from comicid.models.multimodal import MultimodalEmbedder, load_multimodal_embedder, multimodal_from_checkpoint
 from comicid.models.weights import load_strict
 from comicid.registry import Registry
 from comicid.runtime import resolve_device
@@ -245,7 +245,8 @@ def _load_checkpoint(path: Path, name: str | None = None) -> EmbeddingModel | Mu
     checkpoint, data = read_checkpoint(path, {CHECKPOINT_FORMAT: CHECKPOINT_VERSION,
                                               MULTIMODAL_FORMAT: MULTIMODAL_VERSION}, "comicid model checkpoint")
     if checkpoint["format"] == MULTIMODAL_FORMAT:
-        return load_multimodal_embedder(str(path))
+        net, net_id = multimodal_from_checkpoint(checkpoint, data)
+        return MultimodalEmbedder([net], [net_id])
     backbone_name = checkpoint.get("backbone")
     if not isinstance(backbone_name, str):
         raise ModelError(f"checkpoint '{path}' names no backbone")

@@ -37,6 +37,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -168,6 +169,12 @@ def save_multimodal(net: MultimodalNet, characters: Sequence[str], albums: Seque
 def load_multimodal(path: str | Path) -> tuple[MultimodalNet, str]:
     """The network in eval mode and its id ``<variant>@<sha256[:12]>``."""
     checkpoint, data = read_checkpoint(path, {CHECKPOINT_FORMAT: CHECKPOINT_VERSION}, "comicid multimodal checkpoint")
+    return multimodal_from_checkpoint(checkpoint, data)
+
+
+def multimodal_from_checkpoint(checkpoint: dict[str, Any], data: bytes) -> tuple[MultimodalNet, str]:
+    """:func:`load_multimodal` of a checkpoint already read (and validated) with its bytes, so a caller
+    that read the file to learn its format does not read it again."""
     fields = {name: checkpoint[name] for name in MultimodalSpec.__dataclass_fields__}
     net = MultimodalNet(MultimodalSpec(**fields), len(checkpoint["characters"]), len(checkpoint["albums"]))
     net.load_state_dict(checkpoint["state_dict"])

