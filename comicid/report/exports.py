@@ -23,7 +23,7 @@ from PIL import Image
 
 from comicid.data.manifest import BOX_COLUMNS, COLUMNS, has_box, write_manifest
 from comicid.errors import ConfigError
-from comicid.identity.curation import Curator, slug
+from comicid.identity.curation import Curator, EditState, slug
 from comicid.atomic import atomic_write_text, write_table
 from comicid.store.collection import Collection
 from comicid.store.edits import EditLog
@@ -31,10 +31,13 @@ from comicid.store.edits import EditLog
 FORMATS = ("roster-json", "roster-csv", "labels", "coco", "manga109", "edits")
 
 
-def corrected_parts(collection: Collection) -> pd.DataFrame:
-    """The parts table with ``identity_id`` (current view) and ``character_name`` (roster) per row."""
+def corrected_parts(collection: Collection, state: EditState | None = None) -> pd.DataFrame:
+    """The parts table with ``identity_id`` (current view) and ``character_name`` (roster) per row.
+
+    ``state`` is the collection's current edit state when the caller has it already (replaying the edit
+    log and reading the assignments again would give the same)."""
     parts = collection.instances()
-    state = Curator(collection).state()
+    state = state if state is not None else Curator(collection).state()
     parts["identity_id"] = parts["instance_key"].map(state.labels).fillna("").astype(str)
     names = {identity: entry.name for identity, entry in state.roster.items()}
     parts["character_name"] = [names.get(identity, "") for identity in parts["identity_id"]]
@@ -43,8 +46,8 @@ def corrected_parts(collection: Collection) -> pd.DataFrame:
 
 def roster(collection: Collection) -> list[dict[str, Any]]:
     """One record per identity in the current view (or only named in the roster), by first appearance."""
-    parts = corrected_parts(collection)
     state = Curator(collection).state()
+    parts = corrected_parts(collection, state)
     order = parts.drop_duplicates("instance_key")
     records = []
     for identity, rows in order[order["identity_id"] != ""].groupby("identity_id", sort=False):

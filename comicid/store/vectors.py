@@ -15,6 +15,7 @@ import pandas as pd
 from comicid.errors import CollectionError
 from comicid.atomic import atomic_write
 from comicid.store.collection import Collection
+from comicid.store.embeddings import InstanceEmbeddings
 
 VECTORS_DIR = "vectors"
 
@@ -24,15 +25,16 @@ def _paths(collection: Collection) -> tuple[Path, Path]:
     return folder / "instances.npy", folder / "keys.parquet"
 
 
-def save_instance_vectors(collection: Collection, keys: list[str], vectors: np.ndarray, model_id: str) -> None:
-    """Keep ``vectors`` (``(N, D)``, one per key) as the collection's instance vectors."""
+def save_instance_vectors(collection: Collection, embedded: InstanceEmbeddings) -> None:
+    """Keep the vectors of ``embedded`` (``(N, D)``, one per row of its table) as the collection's instance vectors."""
+    keys, vectors = embedded.table["instance_key"].astype(str).tolist(), embedded.vectors
     if len(keys) != len(vectors):
         raise CollectionError(f"{len(keys)} instance keys but {len(vectors)} vectors")
     array_path, keys_path = _paths(collection)
     with atomic_write(array_path, "wb") as handle:
         np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32))
     with atomic_write(keys_path, "wb") as handle:
-        pd.DataFrame({"instance_key": [str(key) for key in keys], "model": model_id}).to_parquet(handle, index=False)
+        pd.DataFrame({"instance_key": keys, "model": embedded.model_id}).to_parquet(handle, index=False)
 
 
 def load_instance_vectors(collection: Collection) -> tuple[list[str], np.ndarray]:

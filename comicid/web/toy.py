@@ -47,8 +47,7 @@ def cluster_toy(collection: Collection, embedded: InstanceEmbeddings, threshold:
     """Cluster per book, keep the assignment and the vectors as `comicid cluster` would."""
     assignment = assign_identities(embedded, threshold=threshold, progress=False)
     collection.write_assignments(assignment.table, assignment.info)
-    save_instance_vectors(collection, embedded.table["instance_key"].astype(str).tolist(), embedded.vectors,
-                          embedded.model_id)
+    save_instance_vectors(collection, embedded)
 
 
 def toy_collection(root: str | Path, books: int = 2, characters: int = 4, pages: int = 2, seed: int = 0,
@@ -96,6 +95,5 @@ def scaled_collection(source: Collection, root: str | Path, instances: int, seed
                                           zip(embedded.table["book"], embedded.table["identity"])],
                           "confidence": 0.9})
     collection.write_assignments(table, {"method": "truth", "scope": "book", "instances": len(table)})
-    save_instance_vectors(collection, embedded.table["instance_key"].astype(str).tolist(), embedded.vectors,
-                          embedded.model_id)
+    save_instance_vectors(collection, embedded)
     return collection

@@ -54,6 +54,5 @@ def cluster_collection(collection: Collection, model: EmbeddingModel, method: st
     if bank is not None:
         assignment = apply_bank(assignment, embedded, CharacterBank(bank), protected=protected)
     collection.write_assignments(assignment.table, assignment.info)
-    save_instance_vectors(collection, embedded.table["instance_key"].astype(str).tolist(), embedded.vectors,
-                          embedded.model_id)
+    save_instance_vectors(collection, embedded)
     return assignment

@@ -3,6 +3,8 @@ instance; optionally augmented views of every crop for methods that learn from t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from comicid.data.manifest import display_key
@@ -15,6 +17,22 @@ from comicid.models.text import create_text_encoder
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings, instance_table
 from comicid.training.adapt import embed_views
+
+
+class _Names(Sequence[str]):
+    """Names of rows for error messages, made only when one is read: an embed whose crops are all cached
+    and sound reads none, so it does not format a name for every part of a large collection."""
+
+    def __init__(self, count: int, name: Callable[[int], str]) -> None:
+        self._count, self._name = count, name
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):  # type: ignore[override]  # integer positions only, as error messages use
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return self._name(index % self._count)
 
 
 def embed_collection(collection: Collection, model: EmbeddingModel | Ensemble | MultimodalEmbedder, device: str = "cpu",
@@ -40,8 +58,8 @@ def embed_collection(collection: Collection, model: EmbeddingModel | Ensemble | 
         parts = collection.instances()
         cache = FeatureCache(collection.features_dir, model.model_id)
         crop_paths = [collection.crop_path(key) for key in parts["crop_hash"]]
-        names = [f"instance '{display_key(key)}' ({kind})" for key, kind in
-                 zip(parts["instance_key"], parts["kind"], strict=True)]
+        part_keys, kinds = parts["instance_key"].to_numpy(), parts["kind"].to_numpy()
+        names = _Names(len(parts), lambda i: f"instance '{display_key(part_keys[i])}' ({kinds[i]})")
         missing = [index for index, (key, path) in enumerate(zip(parts["crop_hash"], crop_paths, strict=True))
                    if key not in cache and not path.is_file()]
         if missing:
@@ -55,8 +73,9 @@ def embed_collection(collection: Collection, model: EmbeddingModel | Ensemble | 
         weights = None if not model.part_weights else \
             parts["kind"].map(lambda kind: model.part_weights.get(kind, 1.0)).to_numpy(dtype=np.float32)
         vectors = fuse_parts(features, instance_index, len(table), head=head, part_weights=weights)
-        check_finite(vectors, range(len(table)),
-                     [f"instance '{display_key(key)}'" for key in table["instance_key"]], model.model_id)
+        instance_keys = table["instance_key"].to_numpy()
+        instance_names = _Names(len(table), lambda i: f"instance '{display_key(instance_keys[i])}'")
+        check_finite(vectors, range(len(table)), instance_names, model.model_id)
         collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=len(cache))
     views = None
     if n_views > 0:

@@ -265,8 +265,7 @@ def _evaluate(manifest: str | Path, frame: pd.DataFrame, options: EvaluationOpti
     result["seconds"] = {"embed": round(embed_seconds, 3), "cluster": round(cluster_seconds, 3),
                          "total": round(time.perf_counter() - started, 3)}
     collection.write_assignments(_with_other_instances(collection, assignment.table), assignment.info)
-    save_instance_vectors(collection, embedded.table["instance_key"].astype(str).tolist(), embedded.vectors,
-                          embedded.model_id)
+    save_instance_vectors(collection, embedded)
     collection.update_meta(metrics={key: result[key] for key in ("retrieval", "clustering", "split")})
     return result
 

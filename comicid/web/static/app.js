@@ -126,18 +126,23 @@ function thumb(item, selectable = true) {
     el("div", { class: "tag", text: item.identity || "unknown" }));
   if (selectable) {
     const box = el("input", { type: "checkbox", class: "pick", title: "Select", "aria-label": `select ${item.key}` });
-    box.addEventListener("click", (event) => {
-      event.stopPropagation();
-      node.classList.toggle("selected", box.checked);
-      if (box.checked) state.selInst.add(item.key); else state.selInst.delete(item.key);
-      state.selIds.clear();
-      updateToolbar();
-    });
+    bindPick(box, node, state.selInst, state.selIds, item.key);
     node.prepend(box);
     box.style.position = "absolute"; box.style.top = "4px"; box.style.left = "4px";
   }
   node.addEventListener("click", () => showInstance(item.key));
   return node;
+}
+
+// A selection checkbox on a card: selecting instances and selecting identities exclude each other.
+function bindPick(box, card, selected, other, value) {
+  box.addEventListener("click", (event) => {
+    event.stopPropagation();
+    card.classList.toggle("selected", box.checked);
+    if (box.checked) selected.add(value); else selected.delete(value);
+    other.clear();
+    updateToolbar();
+  });
 }
 
 // ---------------------------------------------------------------- views
@@ -153,13 +158,7 @@ async function identitiesView() {
       el("div", { class: "label" },
         el("div", { class: "name", text: displayName(item), title: item.id }),
         el("div", { class: "meta", text: `${item.count} · ${item.books.join(", ")}${item.confirmed ? ` · ${item.confirmed} confirmed` : ""}` })));
-    pick.addEventListener("click", (event) => {
-      event.stopPropagation();
-      card.classList.toggle("selected", pick.checked);
-      if (pick.checked) state.selIds.add(item.id); else state.selIds.delete(item.id);
-      state.selInst.clear();
-      updateToolbar();
-    });
+    bindPick(pick, card, state.selIds, state.selInst, item.id);
     card.addEventListener("click", () => { location.hash = `#/identity/${encodeURIComponent(item.id)}`; });
     return card;
   });
