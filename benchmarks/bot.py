@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATASETS, ROOT, DevSet, available_dev_sets, markdown_table, write_section  # noqa: E402
+from common import ROOT, DevSet, available_dev_sets, markdown_table, write_section  # noqa: E402
 
 from comicid.data.datasets import CropCache, build_instances, instance_rows  # noqa: E402
 from comicid.data.manifest import read_manifest, write_manifest  # noqa: E402
@@ -102,14 +102,7 @@ class Record:
 
 def all_sets() -> list[DevSet]:
     """Every development manifest present here (missing ones are named on stderr)."""
-    found = available_dev_sets()
-    for dev_set in CROSS_STYLE_SETS:
-        path = DATASETS / dev_set.manifest
-        if path.is_file():
-            found.append(DevSet(dev_set.name, path, dev_set.note))
-        else:
-            print(f"skipping {dev_set.name}: {path} not found", file=sys.stderr)
-    return found
+    return available_dev_sets() + available_dev_sets(CROSS_STYLE_SETS)
 
 
 def _hashed(text: str, share: float, salt: str) -> bool:

@@ -69,6 +69,20 @@ def _crops(frame: pd.DataFrame) -> list[object]:
     return crops
 
 
+def instance_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """One row per instance (identity, book, page, panel, split), each part row's instance, and their count."""
+    codes, uniques = pd.factorize(instance_keys(frame), sort=False)
+    grouped = frame.assign(_i=codes).groupby("_i", sort=True)
+    table = pd.DataFrame({column: grouped[column].first().to_numpy()
+                          for column in ("identity", "book", "page", "panel", "split")})
+    return table, codes, len(uniques)
+
+
+def cache_stem(manifest: Path, model_name: str) -> str:
+    """File-name stem of a manifest's cached embeddings under one model."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{manifest.parent.name}-{manifest.stem}-{model_name}")
+
+
 def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Features:
     """Instance embeddings and view embeddings of a manifest, cached under ``cache``.
 
@@ -76,17 +90,14 @@ def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Fea
     run keeps what it finished.
     """
     frame = read_manifest(manifest)
-    codes, uniques = pd.factorize(instance_keys(frame), sort=False)
-    grouped = frame.assign(_i=codes).groupby("_i", sort=True)
-    table = pd.DataFrame({column: grouped[column].first().to_numpy()
-                          for column in ("identity", "book", "page", "panel", "split")})
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", f"{manifest.parent.name}-{manifest.stem}-{model_name}")
+    table, codes, n_instances = instance_rows(frame)
+    stem = cache_stem(manifest, model_name)
     cache.mkdir(parents=True, exist_ok=True)
     embedding_path, view_path = cache / f"{stem}.npy", cache / f"{stem}-views{n_views}.npz"
     model = crops = None
     if not embedding_path.is_file():
         model, crops = comicid.load_model(model_name), _crops(frame)
-        embeddings = fuse_parts(embed_crops(crops, model, progress=True), codes, len(uniques), model.head)
+        embeddings = fuse_parts(embed_crops(crops, model, progress=True), codes, n_instances, model.head)
         np.save(embedding_path, embeddings)
     embeddings = np.load(embedding_path)
     if not view_path.is_file():
@@ -94,7 +105,7 @@ def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Fea
         crops = crops or _crops(frame)
         start = time.perf_counter()
         part_views = embed_views(crops, model, n_views=n_views, progress=True)
-        views = np.stack([fuse_parts(view, codes, len(uniques), model.head) for view in part_views])
+        views = np.stack([fuse_parts(view, codes, n_instances, model.head) for view in part_views])
         np.savez(view_path, views=views, seconds=time.perf_counter() - start)
     saved = np.load(view_path)
     return Features(table, embeddings, saved["views"], float(saved["seconds"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +38,10 @@ DEV_SETS = (
 )
 
 
-def available_dev_sets() -> list[DevSet]:
-    """Dev sets present on this machine; prints why each missing one is skipped."""
+def available_dev_sets(dev_sets: Iterable[DevSet] = DEV_SETS) -> list[DevSet]:
+    """Those of ``dev_sets`` present here (manifest made absolute); prints why each missing one is skipped."""
     found = []
-    for dev_set in DEV_SETS:
+    for dev_set in dev_sets:
         path = DATASETS / dev_set.manifest
         if path.is_file():
             found.append(DevSet(dev_set.name, path, dev_set.note))

@@ -14,7 +14,6 @@ instances are clustered on their own with same-panel cannot-links. Results go to
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -24,10 +23,10 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 
-from clustering_methods import MANIFESTS, _crops  # noqa: E402
+from clustering_methods import MANIFESTS, _crops, cache_stem, instance_rows  # noqa: E402
 from common import markdown_table, write_section  # noqa: E402
 
-from comicid.data.manifest import instance_keys, read_manifest  # noqa: E402
+from comicid.data.manifest import read_manifest  # noqa: E402
 from comicid.evaluation.clustering import clustering_metrics  # noqa: E402
 from comicid.identity import Constraints, create_clusterer  # noqa: E402
 from comicid.identity.calibration import auto_threshold  # noqa: E402
@@ -41,16 +40,12 @@ def embed(manifest: Path, cache: Path, model_name: str) -> tuple[pd.DataFrame, n
     from comicid.models import embed_crops, fuse_parts, load_embedding_model
 
     frame = read_manifest(manifest)
-    codes, uniques = pd.factorize(instance_keys(frame), sort=False)
-    grouped = frame.assign(_i=codes).groupby("_i", sort=True)
-    table = pd.DataFrame({column: grouped[column].first().to_numpy()
-                          for column in ("identity", "book", "page", "panel", "split")})
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", f"{manifest.parent.name}-{manifest.stem}-{model_name}")
-    path = cache / f"{stem}.npy"
+    table, codes, n_instances = instance_rows(frame)
+    path = cache / f"{cache_stem(manifest, model_name)}.npy"
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         model = load_embedding_model(model_name)
-        np.save(path, fuse_parts(embed_crops(_crops(frame), model, progress=True), codes, len(uniques), model.head))
+        np.save(path, fuse_parts(embed_crops(_crops(frame), model, progress=True), codes, n_instances, model.head))
     return table, np.load(path)
 
 

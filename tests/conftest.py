@@ -41,3 +41,22 @@ def toy(toy_source, tmp_path: Path):
 
     shutil.copytree(toy_source.root, tmp_path / "collection")
     return Collection.open(tmp_path / "collection")
+
+
+# -- a tiny synthetic book and its collection, imported by the CLI (test_cli*.py; once per module)
+@pytest.fixture(scope="module")
+def book(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic book (4 characters, 2 pages); a module with its own ``book`` fixture overrides it."""
+    from comicid.data.synth import generate_books
+
+    return generate_books(tmp_path_factory.mktemp("synth"), books=1, characters=4, pages=2, seed=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def collection(book: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``book`` imported with ``comicid import``; a module with its own ``collection`` fixture overrides it."""
+    from comicid.cli import main
+
+    out = tmp_path_factory.mktemp("c") / "collection"
+    assert main(["-q", "import", str(book), "--out", str(out)]) == 0
+    return out

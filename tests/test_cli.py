@@ -14,21 +14,8 @@ import pytest
 from PIL import Image
 
 from comicid.cli import main
-from comicid.data.synth import generate_books
 
 MODEL = ["--model", "tiny-cnn"]
-
-
-@pytest.fixture(scope="module")
-def book(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_books(tmp_path_factory.mktemp("synth"), books=1, characters=4, pages=2, seed=3, progress=False)
-
-
-@pytest.fixture(scope="module")
-def collection(book: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("c") / "collection"
-    assert main(["-q", "import", str(book), "--out", str(out)]) == 0
-    return out
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str], code: int, expected: str) -> None:

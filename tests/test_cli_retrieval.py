@@ -8,21 +8,8 @@ from pathlib import Path
 import pytest
 
 from comicid.cli import main
-from comicid.data.synth import generate_books
 
 MODEL = ["--model", "tiny-cnn"]
-
-
-@pytest.fixture(scope="module")
-def book(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_books(tmp_path_factory.mktemp("synth"), books=1, characters=4, pages=2, seed=3, progress=False)
-
-
-@pytest.fixture(scope="module")
-def collection(book: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("c") / "collection"
-    assert main(["-q", "import", str(book), "--out", str(out)]) == 0
-    return out
 
 
 def _search(collection: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> list[dict]:

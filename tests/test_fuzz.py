@@ -81,6 +81,14 @@ def _pages(folder: Path) -> None:
     Image.new("RGB", (8, 8), "black").save(folder.parent / "outside.png")
 
 
+def _manifest_folder(tmp_path_factory: pytest.TempPathFactory, prefix: str, text: str) -> Path:
+    """A fresh ``src`` folder with the drawn pages and ``text`` as its ``m.csv``."""
+    folder = tmp_path_factory.mktemp(prefix) / "src"
+    _pages(folder)
+    (folder / "m.csv").write_text(text, encoding="utf-8")
+    return folder
+
+
 def _run_cli(argv: list[str]) -> tuple[int, str]:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -100,9 +108,7 @@ def _assert_clean_failure(code: int, err: str) -> None:
 @given(case=manifests())
 def test_manifest_rows_are_all_accounted_for(case: tuple[str, int], tmp_path_factory: pytest.TempPathFactory) -> None:
     text, n = case
-    folder = tmp_path_factory.mktemp("m") / "src"
-    _pages(folder)
-    (folder / "m.csv").write_text(text, encoding="utf-8")
+    folder = _manifest_folder(tmp_path_factory, "m", text)
     try:
         frame = read_manifest(folder / "m.csv", check_files=False)
     except ComicidError:
@@ -122,9 +128,7 @@ def test_manifest_rows_are_all_accounted_for(case: tuple[str, int], tmp_path_fac
 @given(case=manifests())
 def test_import_cli_exits_0_or_one_line(case: tuple[str, int], tmp_path_factory: pytest.TempPathFactory) -> None:
     text, _ = case
-    folder = tmp_path_factory.mktemp("cli") / "src"
-    _pages(folder)
-    (folder / "m.csv").write_text(text, encoding="utf-8")
+    folder = _manifest_folder(tmp_path_factory, "cli", text)
     _assert_clean_failure(*_run_cli(["-q", "import", str(folder / "m.csv"), "--out", str(folder.parent / "c")]))
     _assert_clean_failure(*_run_cli(["-q", "import", str(folder / "m.csv"), "--out", str(folder.parent / "d"),
                                      "--skip-bad"]))

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,14 +70,20 @@ def _shoot(page: object, name: str) -> None:
         page.screenshot(path=str(Path(folder) / f"{name}.png"))  # type: ignore[attr-defined]
 
 
+def _open(driver: Any, url: str) -> tuple[Any, Any, list[str]]:
+    """Chromium on ``url`` once the viewer is ready, with the page's script errors collected."""
+    browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']")
+    return browser, page, errors
+
+
 def test_merge_split_rename_undo_reload(server: str) -> None:
     with playwright_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(server + "/")
-        page.wait_for_selector("body[data-ready='1']")
+        browser, page, errors = _open(driver, server + "/")
         page.select_option("#filter-book", "b0")
         page.wait_for_selector("#identity-grid .card")
         cards = page.locator("#identity-grid .card")
@@ -147,12 +154,7 @@ def test_merge_split_rename_undo_reload(server: str) -> None:
 
 def test_draw_and_delete_boxes(server: str, viewer_collection: Collection) -> None:
     with playwright_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(server + "/#/page/b0/p000")
-        page.wait_for_selector("body[data-ready='1']")
+        browser, page, errors = _open(driver, server + "/#/page/b0/p000")
         page.wait_for_selector(".page-wrap .box.face")
         boxes = page.locator(".page-wrap .box").count()
         parts = len(viewer_collection.instances())
