@@ -54,6 +54,7 @@ BASELINES = ("default", "effnet-lite0-imagenet")
 #: retrieval_dev.py's earlier choice (weight of default against ImageNet, on all dev rows).
 EARLIER = {"default": 0.7, "effnet-lite0-imagenet": 0.3}
 STEP = 0.1
+WITH, WITHOUT = "best with BoT (held-out dev)", "best without BoT (held-out dev)"
 
 
 def simplex(step: float = STEP) -> list[tuple[float, float, float]]:
@@ -100,19 +101,29 @@ def embedded_sets(out: Path, sets: list[DevSet], models: dict[str, str]) -> dict
     return found
 
 
+def usable_sets(data: dict[str, dict[str, InstanceEmbeddings]], masks: dict[str, np.ndarray]) -> list[str]:
+    """Sets with at least two identities among their held-out dev rows (MAP@R needs a wrong answer to exist)."""
+    return [name for name, mask in masks.items()
+            if len(set(data[name]["default"].table["identity"].to_numpy()[mask])) >= 2]
+
+
+def held_out_map_at_r(by_model: dict[str, InstanceEmbeddings], mask: np.ndarray, variant: str,
+                      weights: tuple[float, float, float]) -> float:
+    """MAP@R of the ensemble ``weights`` = (BoT ``variant``, default, ImageNet) on one set's held-out dev rows."""
+    members = [by_model[variant], by_model["default"], by_model["effnet-lite0-imagenet"]]
+    vectors = combine_embeddings([m.vectors[mask] for m in members], weights)
+    held = members[1].subset(mask)
+    return float(retrieval_scores(InstanceEmbeddings(held.table, vectors, "grid"))["map_at_r"])
+
+
 def dev_curve(data: dict[str, dict[str, InstanceEmbeddings]], masks: dict[str, np.ndarray],
               variant: str) -> pd.DataFrame:
-    """Mean held-out dev MAP@R over the sets (with at least two identities there) at every simplex point."""
-    usable = [name for name, mask in masks.items()
-              if len(set(data[name]["default"].table["identity"].to_numpy()[mask])) >= 2]
+    """Mean held-out dev MAP@R over the usable sets at every simplex point."""
+    usable = usable_sets(data, masks)
     records = []
     for w_bot, w_default, w_imagenet in simplex():
-        values = []
-        for name in usable:
-            members = [data[name][variant], data[name]["default"], data[name]["effnet-lite0-imagenet"]]
-            vectors = combine_embeddings([m.vectors[masks[name]] for m in members], (w_bot, w_default, w_imagenet))
-            held = members[1].subset(masks[name])
-            values.append(float(retrieval_scores(InstanceEmbeddings(held.table, vectors, "grid"))["map_at_r"]))
+        values = [held_out_map_at_r(data[name], masks[name], variant, (w_bot, w_default, w_imagenet))
+                  for name in usable]
         records.append({"variant": variant, "w_bot": w_bot, "w_default": w_default, "w_imagenet": w_imagenet,
                         "dev_map_at_r": float(np.nanmean(values))})
     return pd.DataFrame(records)
@@ -157,16 +168,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best with BoT: {with_bot.to_dict()}\nbest without BoT: {without_bot.to_dict()}", flush=True)
 
     bot_path = str(paths[chosen_variant])
-    candidates = {
-        "default": "default",
-        "effnet-lite0-imagenet": "effnet-lite0-imagenet",
-        f"BoT {chosen_variant}": bot_path,
-        "default 0.7 + ImageNet 0.3 (earlier, all dev rows)": model_string(EARLIER),
-        "best without BoT (held-out dev)": model_string({"default": without_bot["w_default"],
-                                                         "effnet-lite0-imagenet": without_bot["w_imagenet"]}),
-        "best with BoT (held-out dev)": model_string({bot_path: with_bot["w_bot"], "default": with_bot["w_default"],
-                                                      "effnet-lite0-imagenet": with_bot["w_imagenet"]}),
-    }
+    listed = [
+        ("default", "default"),
+        ("effnet-lite0-imagenet", "effnet-lite0-imagenet"),
+        (f"BoT {chosen_variant}", bot_path),
+        ("earlier choice (retrieval-dev, all dev rows)", model_string(EARLIER)),
+        (WITHOUT, model_string({"default": without_bot["w_default"],
+                                "effnet-lite0-imagenet": without_bot["w_imagenet"]})),
+        (WITH, model_string({bot_path: with_bot["w_bot"], "default": with_bot["w_default"],
+                             "effnet-lite0-imagenet": with_bot["w_imagenet"]})),
+    ]
+    candidates: dict[str, str] = {}  # one row per distinct model; labels of one model joined
+    for label, model in listed:
+        same = next((known for known, text in candidates.items() if text == model), None)
+        candidates = {(f"{known} = {label}" if known == same else known): text for known, text in candidates.items()}
+        if same is None:
+            candidates[label] = model
+    per_set_dev = {name: (held_out_map_at_r(data[name], masks[name], chosen_variant, (0.0, without_bot["w_default"],
+                                                                                      without_bot["w_imagenet"])),
+                          held_out_map_at_r(data[name], masks[name], chosen_variant, (with_bot["w_bot"],
+                                                                                      with_bot["w_default"],
+                                                                                      with_bot["w_imagenet"])))
+                   for name in usable_sets(data, masks)}
     log = Record(out)
     scores: dict[str, dict[str, dict]] = {}
     for label, model in candidates.items():
@@ -180,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(label, dev_set.name, scored, flush=True)
             scores.setdefault(label, {})[dev_set.name] = scored
 
-    text = render(grid, masks, data, with_bot, without_bot, candidates, scores, sets, args,
-                  time.perf_counter() - started)
+    text = render(grid, masks, data, per_set_dev, with_bot, without_bot, candidates, scores, sets, args,
+                  time.perf_counter() - started, models_from)
     print(text)
     if not args.no_docs:
         write_section("ensemble", text)
@@ -189,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(grid: pd.DataFrame, masks: dict[str, np.ndarray], data: dict[str, dict[str, InstanceEmbeddings]],
-           with_bot: pd.Series, without_bot: pd.Series, candidates: dict[str, str],
-           scores: dict[str, dict[str, dict]], sets: list[DevSet], args: argparse.Namespace, seconds: float) -> str:
+           per_set_dev: dict[str, tuple[float, float]], with_bot: pd.Series, without_bot: pd.Series,
+           candidates: dict[str, str], scores: dict[str, dict[str, dict]], sets: list[DevSet],
+           args: argparse.Namespace, seconds: float, models_from: Path) -> str:
     variant = str(with_bot["variant"])
     command = ("nice -n 10 env OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/ensemble.py "
                f"--variants {' '.join(args.variants)}")
@@ -206,10 +230,13 @@ def render(grid: pd.DataFrame, masks: dict[str, np.ndarray], data: dict[str, dic
     for dev_set in sets:
         mask = masks[dev_set.name]
         table = data[dev_set.name]["default"].table
+        without, with_ = per_set_dev.get(dev_set.name, ("-", "-"))
         held_rows.append([dev_set.name, int(((table["split"] == "dev") & (table["identity"] != "")).sum()),
-                          int(mask.sum()), len(set(table["identity"].to_numpy()[mask]))])
-    lines += ["Held-out dev rows per set (sets with fewer than two identities there are left out of the mean):", "",
-              markdown_table(["set", "dev instances", "held-out instances", "held-out identities"], held_rows), ""]
+                          int(mask.sum()), len(set(table["identity"].to_numpy()[mask])), without, with_])
+    lines += ["Held-out dev rows per set (sets with fewer than two identities there are left out of the mean), and "
+              "their MAP@R at the two chosen ensembles:", "",
+              markdown_table(["set", "dev instances", "held-out instances", "held-out identities",
+                              "MAP@R best without BoT", "MAP@R best with BoT"], held_rows), ""]
     best_rows = []
     for name, part in grid.groupby("variant", sort=False):
         alone = part[np.isclose(part["w_bot"], 1.0)].iloc[0]
@@ -238,9 +265,18 @@ def render(grid: pd.DataFrame, masks: dict[str, np.ndarray], data: dict[str, dic
     lines += [f"Every grid point with `BoT {variant}` (the variant of the best point with BoT): held-out dev MAP@R; "
               "rows w_bot, columns w_default, w_imagenet = 1 - both (row 0.0 is the ensemble without BoT):", "",
               markdown_table(["w_bot \\ w_default", *[f"{w:.1f}" for w in steps]], triangle), ""]
-    lines += [f"Chosen on held-out dev: **with BoT** `{candidates['best with BoT (held-out dev)']}` "
+    def shown(model: str) -> str:
+        return model.replace(str(models_from), "MODELS")
+
+    def chosen_text(label: str) -> str:
+        return shown(next(text for known, text in candidates.items() if label in known))
+
+    lines += [f"Chosen on held-out dev: **with BoT** `{chosen_text(WITH)}` "
               f"(dev MAP@R {with_bot['dev_map_at_r']:.3f}); **without BoT** "
-              f"`{candidates['best without BoT (held-out dev)']}` (dev MAP@R {without_bot['dev_map_at_r']:.3f}).", ""]
+              f"`{chosen_text(WITHOUT)}` (dev MAP@R {without_bot['dev_map_at_r']:.3f}). The with-BoT maximum is "
+              f"taken over {int((grid['w_bot'] > 0).sum())} grid points, the without-BoT one over "
+              f"{int((grid['w_bot'] == 0).sum() // grid['variant'].nunique())}: a small dev margin is partly the "
+              "larger search.", ""]
     mean_rows = []
     for label in candidates:
         found = [scores[label][s.name] for s in sets]
@@ -253,6 +289,19 @@ def render(grid: pd.DataFrame, masks: dict[str, np.ndarray], data: dict[str, dic
               "re-ranking, which changes retrieval only):", "",
               markdown_table(["model", "rank-1", "mAP", "mINP", "AMI", "clusters", "re-ranked rank-1",
                               "re-ranked mAP", "re-ranked mINP"], mean_rows), ""]
+    with_label = next(known for known in candidates if WITH in known)
+    without_label = next(known for known in candidates if WITHOUT in known)
+    if with_label != without_label:
+        def wins(metric: str, rerank: bool = False) -> str:
+            pairs = [((scores[with_label][d.name]["rerank"] if rerank else scores[with_label][d.name])[metric],
+                      (scores[without_label][d.name]["rerank"] if rerank else scores[without_label][d.name])[metric])
+                     for d in sets]
+            return (f"{sum(a > b for a, b in pairs)} better, {sum(a < b for a, b in pairs)} worse, "
+                    f"mean {np.mean([a - b for a, b in pairs]):+.3f}")
+
+        lines += ["Best with BoT against best without BoT, per set (of "
+                  f"{len(sets)}): rank-1 {wins('rank1')}; mAP {wins('mAP')}; mINP {wins('mINP')}; "
+                  f"AMI {wins('AMI')}; re-ranked mAP {wins('mAP', rerank=True)}.", ""]
     header = ["set", *[f"{label}: r1 / mAP / mINP / AMI (pred/true); re-ranked r1 / mAP / mINP" for label in candidates]]
     per_set = []
     for dev_set in sets:
@@ -263,7 +312,8 @@ def render(grid: pd.DataFrame, masks: dict[str, np.ndarray], data: dict[str, dic
                        f"{s['rerank']['rank1']:.3f} / {s['rerank']['mAP']:.3f} / {s['rerank']['mINP']:.3f}")
         per_set.append(row)
     lines += ["Test rows per set:", "", markdown_table(header, per_set), "",
-              "Model strings: " + "; ".join(f"{label} = `{model}`" for label, model in candidates.items()) + "."]
+              "`--model` of each row (MODELS = the `--models-from` folder): "
+              + "; ".join(f"{label}: `{shown(model)}`" for label, model in candidates.items()) + "."]
     return "\n".join(lines)
 
 
