@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                    for name in usable_sets(data, masks)}
     log = Record(out)
     scores: dict[str, dict[str, dict]] = {}
+    args.fresh = 0  # scorings computed in this run (the rest come from --out/log)
     for label, model in candidates.items():
         for dev_set in sets:
             key = f"ensemble-bench|{model}|{dev_set.name}"
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 scored = score(model, label, dev_set, out, rerank=False)
                 scored["rerank"] = score(model, label, dev_set, out, rerank=True)
                 log.set(key, scored)
+                args.fresh += 1
                 print(label, dev_set.name, scored, flush=True)
             scores.setdefault(label, {})[dev_set.name] = scored
 
@@ -217,9 +219,11 @@ def render(grid: pd.DataFrame, masks: dict[str, np.ndarray], data: dict[str, dic
            args: argparse.Namespace, seconds: float, models_from: Path) -> str:
     variant = str(with_bot["variant"])
     command = ("nice -n 10 env OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/ensemble.py "
-               f"--variants {' '.join(args.variants)}")
+               f"--variants {' '.join(args.variants)}"
+               + (f" --models-from {args.models_from}" if args.models_from else ""))
     lines = ["## Ensembles with and without the BoT model (`benchmarks/ensemble.py`)", "",
-             f"`{command}` ({seconds:.0f} s, contended 2-core CPU; BoT models and collections of `benchmarks/bot.py`, "
+             f"`{command}` ({seconds:.0f} s on the contended 2-core CPU, {args.fresh} of "
+             f"{len(candidates) * len(sets)} test scorings computed in this run, the rest read from `--out/log`; BoT models and collections of `benchmarks/bot.py`, "
              "see its section for their training scale). All models fp32. Weights `(w_bot, w_default, w_imagenet)` "
              f"on the simplex grid of step {STEP} are chosen by the mean MAP@R over sets on **held-out dev rows**: "
              "`split=dev` rows of identities that no candidate trained on (bot.py's unlabelled and validation "
