@@ -270,14 +270,18 @@ def run_variant(args: argparse.Namespace, out: Path, train: Path, unlabelled: Pa
     return result.model_path
 
 
+def eval_workdir(out: Path, dev_set: DevSet) -> Path:
+    """The collection that scores ``dev_set``: its crops are cut once and every model's features are cached
+    in it (``benchmarks/ensemble.py`` reads the same collections)."""
+    return out / "eval" / hashlib.sha1(str(dev_set.manifest).encode()).hexdigest()[:16]
+
+
 def score(model: str, label: str, dev_set: DevSet, out: Path, rerank: bool) -> dict[str, Any]:
     """Scores of ``model`` on the test rows of ``dev_set``; features cached per model and set."""
     options = EvaluationOptions(model=model, split="test", precision="fp32", progress=False)
     if rerank:
         options.rerank = True  # type: ignore[attr-defined]
-    # one collection per set: its crops are cut once and every model's features are cached in it
-    workdir = out / "eval" / hashlib.sha1(str(dev_set.manifest).encode()).hexdigest()[:16]
-    result = evaluate_manifest(dev_set.manifest, options, workdir=workdir)
+    result = evaluate_manifest(dev_set.manifest, options, workdir=eval_workdir(out, dev_set))
     retrieval, clustering = result["retrieval"], result["clustering"]
     return {"rank1": retrieval["rank1"], "mAP": retrieval["mAP"], "mINP": retrieval["mINP"],
             "AMI": clustering["ami"], "pred": clustering["pred_clusters"], "true": clustering["true_clusters"]}

@@ -174,3 +174,22 @@ def test_shipped_detector_finds_the_characters_of_an_unseen_page(tmp_path: Path)
         iou = inter / (area(gt)[:, None] + area(pred)[None, :] - inter)
         assert (iou.max(axis=1) >= 0.5).mean() >= 0.7, kind
     assert found.counts["panel"] >= 1 and (found.frame["panel"] != "").mean() > 0.8
+
+
+@pytest.mark.parametrize("stopped_early", [True, False])
+def test_detector_summary_line_reports_an_early_stop(stopped_early: bool, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`comicid train detector` says "(stopped early)" when the loop's early stopping fired, as every other
+    recipe's summary does (it used to drop the flag for the detector)."""
+    import comicid.cli.train as train_cli
+    from comicid.training.loop import TrainResult
+
+    result = TrainResult(steps=30, history=[{"loss": 2.0}, {"loss": 1.0}], best=0.4, best_step=10,
+                         stopped_early=stopped_early)
+    monkeypatch.setattr(train_cli, "load_config", lambda path, cls, overrides=None: object())
+    monkeypatch.setattr(train_cli, "train_detector", lambda *args, **kwargs: (result, tmp_path / "detector.pt"))
+    assert main(["train", "detector", str(tmp_path / "detector.yaml")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("detector: 30 steps, loss 2.0000 -> 1.0000, best validation AP@0.5 0.4000 at step 10")
+    assert ("(stopped early)" in line) is stopped_early

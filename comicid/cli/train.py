@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         det_config = load_config(args.config, DetectorConfig)
         det_result, det_path = train_detector(det_config, args.device, args.resume, progress=not quiet)
         if not quiet:
-            print(f"{_summary('detector', det_result, 'validation AP@0.5', note_early=False)}; wrote {det_path}")
+            print(f"{_summary('detector', det_result, 'validation AP@0.5')}; wrote {det_path}")
         return 0
     if args.stage == "ssl":
         ssl_config = load_config(args.config, SSLConfig)
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(label: str, result: TrainResult, metric: str = "validation", note_early: bool = True) -> str:
+def _summary(label: str, result: TrainResult, metric: str = "validation") -> str:
     """One line per trained model: steps, first -> last loss, best validation and an early stop."""
     losses = result.losses()
     line = f"{label}: {result.steps} steps"
@@ -101,4 +101,4 @@ def _summary(label: str, result: TrainResult, metric: str = "validation", note_e
         line += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
     if result.best is not None:
         line += f", best {metric} {result.best:.4f} at step {result.best_step}"
-    return f"{line} (stopped early)" if note_early and result.stopped_early else line
+    return f"{line} (stopped early)" if result.stopped_early else line

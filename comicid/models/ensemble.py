@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from comicid.errors import ConfigError
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
+from comicid.yaml_file import read_yaml
 
 ENSEMBLE_SUFFIXES = (".yaml", ".yml")
 
@@ -65,12 +65,7 @@ def parse_ensemble(text: str | Path) -> EnsembleSpec:
 
 
 def _from_yaml(path: Path) -> EnsembleSpec:
-    if not path.is_file():
-        raise ConfigError(f"ensemble file '{path}' not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"ensemble file '{path}': not valid YAML ({error})") from None
+    raw = read_yaml(path, "ensemble file")
     members = raw.get("members") if isinstance(raw, dict) else None
     if not isinstance(members, list) or not members:
         raise ConfigError(f"ensemble file '{path}': needs a non-empty 'members' list of {{model, weight}}")

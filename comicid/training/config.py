@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from comicid.data.augment import AugmentConfig
 from comicid.errors import ConfigError
 from comicid.models.facebody import CUTS
+from comicid.yaml_file import read_yaml
 
 T = TypeVar("T")
 
@@ -316,12 +315,7 @@ def load_config(path: str | Path, cls: type[T], overrides: dict[str, Any] | None
     sections), so scripts can shorten a recipe without copying its file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config '{path}' not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config '{path}' is not valid YAML ({error})") from None
+    raw = read_yaml(path, "config")
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"config '{path}' must be a mapping of sections")
