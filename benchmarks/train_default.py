@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if not stage2.is_file():
             print(f"error: no stage-2 model at {stage2} (give --stage2)", file=sys.stderr)
             return 1
-        print(build_discriminant(stage2, weights, out)[0])
+        build_discriminant(stage2, weights, out)
         if not args.no_eval:
             rows = evaluate(weights, synth_eval, args.quick)
             print(_table(rows))
