@@ -3,14 +3,17 @@
     python benchmarks/train_default.py            # the real recipe (about 15-25 minutes on 2 CPU cores)
     python benchmarks/train_default.py --quick    # a 1-2 minute end-to-end check into out/, not shipped
     python benchmarks/train_default.py --int8-only   # only rebuild default.int8.onnx from default.pt (20 s)
+    python benchmarks/train_default.py --discriminant-only --stage2 PATH   # only stage 3 over a stage-2 model
 
 Steps: draw synthetic training, validation and evaluation books (fixed seeds); build the training
 manifest from the synthetic training books (``split=train``) plus the ``split=dev`` identities of the
 sprite sets in ../shared/datasets (skipped with a message when absent; ``split=test`` identities are
-never trained on); run ``configs/ssl_default.yaml`` then ``configs/finetune_default.yaml``; write the
-fp16 embedding model to ``comicid/models/weights/default.pt`` (checked < 25 MB and reloaded
-strictly) and its int8 CPU graph ``default.int8.onnx`` (``comicid.models.int8``, calibrated on 512
-crops of the training manifest, checked on 128 others), and its calibration file
+never trained on); run ``configs/ssl_default.yaml`` then ``configs/finetune_default.yaml`` (stage 2's
+fp16 model goes to ``OUT/stage2.pt``, checked < 25 MB); then stage 3, the discriminant head
+(``comicid.workflows.discriminant``, docs/TRAINING.md) fitted on the dev identities of every open
+development set and generated books, writing ``comicid/models/weights/default.pt``, its int8 CPU graph
+``default.int8.onnx`` (``comicid.models.int8``, calibrated on 512 non-test crops, checked on 128
+others; ``--quick`` stops at stage 2 and calibrates on the training manifest), and its calibration file
 ``default.calibration.json`` (fusion weights and the label-free threshold of ``--threshold auto``,
 ``benchmarks/label_free.py``; ``--label-free-only`` re-measures it alone); then score it against ``effnet-lite0-imagenet`` on the ``split=test`` identities of the
 dev sets and on the held-out synthetic books of ``benchmarks/run.py`` (seed 101, never trained on),
@@ -189,6 +192,18 @@ def build_label_free(weights: Path, out: Path) -> Path:
     return path
 
 
+def _evaluate_and_write(path: Path, synth_eval: Path, summary: str, args: argparse.Namespace) -> int:
+    """Score the model against the baseline on test identities; write the doc tables unless told not to."""
+    rows = evaluate(path, synth_eval, args.quick)
+    print(_table(rows))
+    if not args.quick and not args.no_docs:
+        body = (f"## Default model vs its starting point\n\n`python benchmarks/train_default.py` "
+                f"({summary}).\nRetrieval on identities never trained on.\n\n{_table(rows)}\n")
+        write_section("train_default", body)
+        _replace_block(ROOT / "docs" / "MODEL_CARD.md", "metrics", _table(rows) + f"\n\n{summary}\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny data and few steps: checks the pipeline only")
@@ -227,11 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         if not stage2.is_file():
             print(f"error: no stage-2 model at {stage2} (give --stage2)", file=sys.stderr)
             return 1
-        build_discriminant(stage2, weights, out)
-        if not args.no_eval:
-            rows = evaluate(weights, synth_eval, args.quick)
-            print(_table(rows))
-        return 0
+        stage3, cosine = build_discriminant(stage2, weights, out)
+        summary = (f"stage 3 only, over {comicid.load_model(stage2, precision='fp32').model_id}: {stage3}; "
+                   f"{comicid.load_model(weights, precision='fp32').model_id}, {weights.stat().st_size / 2**20:.1f} MB; "
+                   f"int8 graph cosine to fp32 {cosine if cosine is not None else float('nan'):.4f}")
+        print(summary)
+        return 0 if args.no_eval else _evaluate_and_write(weights, synth_eval, summary, args)
     data = {"manifests": [str(train)], "val_manifests": [str(val)], "cache_dir": str(out / "crops")}
     ssl_over: dict[str, Any] = {"output_dir": str(out / "ssl"), "data": data}
     ft_over: dict[str, Any] = {"output_dir": str(out / "finetune"), "ssl_checkpoint": str(out / "ssl" / "ssl_model.pt"),
@@ -271,13 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary)
     if args.no_eval:
         return 0
-    rows = evaluate(path, synth_eval, args.quick)
-    if not args.quick and not args.no_docs:
-        body = (f"## Default model vs its starting point\n\n`python benchmarks/train_default.py` "
-                f"({summary}).\nRetrieval on identities never trained on.\n\n{_table(rows)}\n")
-        write_section("train_default", body)
-        _replace_block(ROOT / "docs" / "MODEL_CARD.md", "metrics", _table(rows) + f"\n\n{summary}\n")
-    return 0
+    return _evaluate_and_write(path, synth_eval, summary, args)
 
 
 if __name__ == "__main__":

@@ -126,3 +126,9 @@ def test_cli_refuses_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     config.write_text("base_model: m.pt\nmanifests: [a.csv]\noutput: new.pt\n")
     assert cli_main(["train", "discriminant", str(config), "--resume"]) == 1
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_the_shipped_recipe_file_loads() -> None:
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "discriminant.yaml", DiscriminantConfig)
+    assert (config.dims, config.shrinkage, config.weight) == (256, 0.3, 1.0)
+    assert all(path.name.endswith(".csv") for path in config.manifests)
