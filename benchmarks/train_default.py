@@ -3,14 +3,17 @@
     python benchmarks/train_default.py            # the real recipe (about 15-25 minutes on 2 CPU cores)
     python benchmarks/train_default.py --quick    # a 1-2 minute end-to-end check into out/, not shipped
     python benchmarks/train_default.py --int8-only   # only rebuild default.int8.onnx from default.pt (20 s)
+    python benchmarks/train_default.py --discriminant-only --stage2 PATH   # only stage 3 over a stage-2 model
 
 Steps: draw synthetic training, validation and evaluation books (fixed seeds); build the training
 manifest from the synthetic training books (``split=train``) plus the ``split=dev`` identities of the
 sprite sets in ../shared/datasets (skipped with a message when absent; ``split=test`` identities are
-never trained on); run ``configs/ssl_default.yaml`` then ``configs/finetune_default.yaml``; write the
-fp16 embedding model to ``comicid/models/weights/default.pt`` (checked < 25 MB and reloaded
-strictly) and its int8 CPU graph ``default.int8.onnx`` (``comicid.models.int8``, calibrated on 512
-crops of the training manifest, checked on 128 others), and its calibration file
+never trained on); run ``configs/ssl_default.yaml`` then ``configs/finetune_default.yaml`` (stage 2's
+fp16 model goes to ``OUT/stage2.pt``, checked < 25 MB); then stage 3, the discriminant head
+(``comicid.workflows.discriminant``, docs/TRAINING.md) fitted on the dev identities of every open
+development set and generated books, writing ``comicid/models/weights/default.pt``, its int8 CPU graph
+``default.int8.onnx`` (``comicid.models.int8``, calibrated on 512 non-test crops, checked on 128
+others; ``--quick`` stops at stage 2 and calibrates on the training manifest), and its calibration file
 ``default.calibration.json`` (fusion weights and the label-free threshold of ``--threshold auto``,
 ``benchmarks/label_free.py``; ``--label-free-only`` re-measures it alone); then score it against ``effnet-lite0-imagenet`` on the ``split=test`` identities of the
 dev sets and on the held-out synthetic books of ``benchmarks/run.py`` (seed 101, never trained on),
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -41,14 +45,19 @@ import comicid
 from comicid.data.manifest import read_manifest, write_manifest
 from comicid.data.synth import generate_books
 from comicid.workflows.evaluate import EvaluationOptions, evaluate_manifest
+from comicid.models.int8 import int8_graph_path
 from comicid.models.quantize import QuantizeReport, quantize_checkpoint
 from comicid.runtime import tune_allocator
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
 from comicid.training.finetune import train_finetune
+from comicid.workflows.discriminant import train_discriminant
+from comicid.training.discriminant import DiscriminantConfig
 from comicid.workflows.label_free import calibrate_model
 from comicid.training.ssl import train_ssl
 
 MAX_BYTES = 25 * 1024 * 1024
+#: Left out of stage 3's labelled data for its licence (see TRAIN_SETS).
+DISCRIMINANT_SKIP = "dicebear"
 #: The sprite sets whose split=dev identities are training labels (licences allow redistribution of
 #: derived weights with attribution, see docs/MODEL_CARD.md). DiceBear is left out: some of its
 #: styles are only "free for personal and commercial use", not an open licence.
@@ -155,6 +164,25 @@ def build_int8(weights: Path, train_manifest: Path) -> QuantizeReport:
     return report
 
 
+def discriminant_manifests(out: Path) -> list[Path]:
+    """Stage 3's labelled data: the label-free calibration manifests without DiceBear (licence, as in
+    TRAIN_SETS): dev identities of every open development set, synthetic and composed books."""
+    return [path for path in calibration_manifests(out) if DISCRIMINANT_SKIP not in str(path)]
+
+
+def build_discriminant(stage2: Path, weights: Path, out: Path) -> tuple[str, float | None]:
+    """Stage 3: the discriminant head over stage 2's model (docs/TRAINING.md), its int8 graph and its
+    calibration file; returns a summary line and the int8 graph's mean cosine to fp32."""
+    config = DiscriminantConfig(base_model=str(stage2), manifests=discriminant_manifests(out), output=weights,
+                                workdir=out / "discriminant")
+    config.check()
+    fitted = train_discriminant(config, progress=True, part_weights=fusion_weights(), name="default")
+    line = (f"stage 3: discriminant head on {fitted.n_instances} instances of {fitted.n_identities} identities, "
+            f"{fitted.dims} directions, embedding {fitted.out_dim}-d")
+    print(line)
+    return line, fitted.int8_cosine
+
+
 def build_label_free(weights: Path, out: Path) -> Path:
     """The model's calibration file beside it: fusion weights and the label-free threshold of
     ``--threshold auto`` (both precisions), measured as ``benchmarks/label_free.py`` does."""
@@ -162,6 +190,18 @@ def build_label_free(weights: Path, out: Path) -> Path:
                            workdir=out / "label_free", progress=True, name="default")
     print(f"label-free calibration {path}")
     return path
+
+
+def _evaluate_and_write(path: Path, synth_eval: Path, summary: str, args: argparse.Namespace) -> int:
+    """Score the model against the baseline on test identities; write the doc tables unless told not to."""
+    rows = evaluate(path, synth_eval, args.quick)
+    print(_table(rows))
+    if not args.quick and not args.no_docs:
+        body = (f"## Default model vs its starting point\n\n`python benchmarks/train_default.py` "
+                f"({summary}).\nRetrieval on identities never trained on.\n\n{_table(rows)}\n")
+        write_section("train_default", body)
+        _replace_block(ROOT / "docs" / "MODEL_CARD.md", "metrics", _table(rows) + f"\n\n{summary}\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                              "from an earlier run, or builds it)")
     parser.add_argument("--label-free-only", action="store_true",
                         help="only re-measure the label-free threshold of the existing weights (calibration file)")
+    parser.add_argument("--discriminant-only", action="store_true",
+                        help="only stage 3 (+ int8 graph + calibration) over the stage-2 model --stage2")
+    parser.add_argument("--stage2", type=Path, help="stage 2's model (default: OUT/stage2.pt)")
     parser.add_argument("--no-eval", action="store_true", help="skip the comparison with the baseline")
     parser.add_argument("--no-docs", action="store_true", help="print the table, write no doc (controls)")
     parser.add_argument("--no-ssl", action="store_true",
@@ -194,10 +237,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.label_free_only:
         build_label_free(weights, out)
         return 0
+    stage2 = (args.stage2 or out / "stage2.pt").resolve()
+    if args.discriminant_only:
+        if not stage2.is_file():
+            print(f"error: no stage-2 model at {stage2} (give --stage2)", file=sys.stderr)
+            return 1
+        stage3, cosine = build_discriminant(stage2, weights, out)
+        summary = (f"stage 3 only, over {comicid.load_model(stage2, precision='fp32').model_id}: {stage3}; "
+                   f"{comicid.load_model(weights, precision='fp32').model_id}, {weights.stat().st_size / 2**20:.1f} MB; "
+                   f"int8 graph cosine to fp32 {cosine if cosine is not None else float('nan'):.4f}")
+        print(summary)
+        return 0 if args.no_eval else _evaluate_and_write(weights, synth_eval, summary, args)
     data = {"manifests": [str(train)], "val_manifests": [str(val)], "cache_dir": str(out / "crops")}
     ssl_over: dict[str, Any] = {"output_dir": str(out / "ssl"), "data": data}
     ft_over: dict[str, Any] = {"output_dir": str(out / "finetune"), "ssl_checkpoint": str(out / "ssl" / "ssl_model.pt"),
-                               "data": data, "export": {"path": str(weights), "half": True}}
+                               "data": data, "export": {"path": str(stage2), "half": True}}
     if args.quick:
         for over, quick in ((ssl_over, QUICK_SSL), (ft_over, QUICK_FINETUNE)):
             for key, value in quick.items():
@@ -216,25 +270,24 @@ def main(argv: list[str] | None = None) -> int:
     if size >= MAX_BYTES:
         print(f"error: {path} is {size / 2**20:.1f} MB, over the 25 MB limit", file=sys.stderr)
         return 1
+    if args.quick:  # stage 3 needs the development sets' labels; the quick check stops at stage 2
+        path = Path(shutil.copyfile(path, weights))
+        stage3, cosine = "no stage 3 (--quick)", build_int8(path, train).mean_cosine
+    else:  # stage 3 writes the shipped file, its int8 graph and its calibration file
+        stage3, cosine = build_discriminant(path, weights, out)
+        path = weights
     model = comicid.load_model(path, precision="fp32")
-    int8 = build_int8(path, train)
-    if not args.quick:  # after the int8 graph: its thresholds are measured too
-        build_label_free(path, out)
+    size = path.stat().st_size
     stage1 = "no stage 1" if args.no_ssl else f"stage 1: {ssl_result.steps} steps, best val loss {ssl_result.best:.3f}"
     summary = (f"{stage1}; stage 2: {ft_result.steps} "
                f"steps, best val MAP@R {ft_result.best:.4f} at step {ft_result.best_step}; {model.model_id}, "
                f"{size / 2**20:.1f} MB; {ssl_seconds / 60:.1f} + {(train_seconds - ssl_seconds) / 60:.1f} min; "
-               f"int8 graph {int8.path.stat().st_size / 2**20:.1f} MB, cosine to fp32 {int8.mean_cosine:.4f}")
+               f"{stage3}; int8 graph {int8_graph_path(path).stat().st_size / 2**20:.1f} MB, cosine to fp32 "
+               f"{cosine if cosine is not None else float('nan'):.4f}")
     print(summary)
     if args.no_eval:
         return 0
-    rows = evaluate(path, synth_eval, args.quick)
-    if not args.quick and not args.no_docs:
-        body = (f"## Default model vs its starting point\n\n`python benchmarks/train_default.py` "
-                f"({summary}).\nRetrieval on identities never trained on.\n\n{_table(rows)}\n")
-        write_section("train_default", body)
-        _replace_block(ROOT / "docs" / "MODEL_CARD.md", "metrics", _table(rows) + f"\n\n{summary}\n")
-    return 0
+    return _evaluate_and_write(path, synth_eval, summary, args)
 
 
 if __name__ == "__main__":

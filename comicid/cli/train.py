@@ -19,14 +19,17 @@ import logging
 import sys
 from pathlib import Path
 
+from comicid.errors import ConfigError
 from comicid.identity import mine_identities
 from comicid.training.bot import BotConfig, train_bot
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
 from comicid.training.detector import DetectorConfig, train_detector
+from comicid.training.discriminant import DiscriminantConfig
 from comicid.training.finetune import train_finetune
 from comicid.training.loop import TrainResult
 from comicid.training.multimodal import MultimodalConfig
 from comicid.training.ssl import SSL_MODEL_NAME, train_ssl
+from comicid.workflows.discriminant import train_discriminant
 from comicid.workflows.multimodal import train_multimodal_from_config
 
 
@@ -36,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             ("finetune", "stage 2: frozen network, trained fusion + projector"),
                             ("multimodal", "Manga-MMTL: M1-M5 on image and text features"),
                             ("bot", "BoT re-ID recipe: BNNeck, batch-hard triplets, cross-domain, MDL"),
-                            ("detector", "the page detector: panels, bodies, faces, text balloons")):
+                            ("detector", "the page detector: panels, bodies, faces, text balloons"),
+                            ("discriminant", "extend a trained model's head by a linear discriminant of labelled "
+                                             "identities (the shipped default's last stage)")):
         stage = stages.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("config", metavar="CONFIG", type=Path, help="recipe YAML file")
         stage.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
@@ -71,6 +76,15 @@ def run(args: argparse.Namespace) -> int:
         det_result, det_path = train_detector(det_config, args.device, args.resume, progress=not quiet)
         if not quiet:
             print(f"{_summary('detector', det_result, 'validation AP@0.5')}; wrote {det_path}")
+        return 0
+    if args.stage == "discriminant":
+        if args.resume:
+            raise ConfigError("train discriminant is a closed-form fit in one pass: there is nothing to resume")
+        fitted = train_discriminant(load_config(args.config, DiscriminantConfig), args.device, progress=not quiet)
+        if not quiet:
+            print(f"discriminant head: {fitted.n_instances} instances of {fitted.n_identities} identities, "
+                  f"{fitted.dims} directions ({fitted.explained:.0%} of the between-class variance), "
+                  f"embedding {fitted.out_dim}-d; {fitted.model_id}; wrote {fitted.path}")
         return 0
     if args.stage == "ssl":
         ssl_config = load_config(args.config, SSLConfig)

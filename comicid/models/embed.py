@@ -369,20 +369,12 @@ def _normalise_rows(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return vectors / np.maximum(norms, eps)
 
 
-def fuse_parts(part_features: np.ndarray, instance_index: np.ndarray, n_instances: int,
-               head: nn.Module | None = None, part_weights: np.ndarray | None = None) -> np.ndarray:
-    """Instance embeddings ``normalise(head(sum_i w_i normalise(part_i)))``, shape ``(n_instances, D)``.
+def sum_parts(part_features: np.ndarray, instance_index: np.ndarray, n_instances: int,
+              part_weights: np.ndarray | None = None) -> np.ndarray:
+    """The head's input per instance, ``sum_i w_i normalise(part_i)``, shape ``(n_instances, part_dim)``.
 
-    Args:
-        part_features: ``(P, part_dim)`` raw part features; a zero row (a missing part) adds nothing.
-        instance_index: ``(P,)`` instance of each part row, in ``[0, n_instances)``.
-        head: ``EmbeddingModel.head``; ``None`` means the identity.
-        part_weights: ``(P,)`` positive weight of each part row (default 1: the plain sum). A model
-            stores its weights per part kind (:attr:`EmbeddingModel.part_weights`); an instance with
-            one part is unaffected by its weight, since the result is normalised.
-
-    An instance without any non-zero part gets the zero vector (never a head bias), so that "no
-    evidence" stays distinguishable from a real embedding.
+    What :func:`fuse_parts` feeds the head; a head fitted after training (``comicid train discriminant``)
+    is fitted on exactly these vectors. An instance without any non-zero part gets the zero vector.
     """
     part_features = np.asarray(part_features, dtype=np.float32)
     instance_index = np.asarray(instance_index, dtype=np.int64)
@@ -398,6 +390,25 @@ def fuse_parts(part_features: np.ndarray, instance_index: np.ndarray, n_instance
         unit = unit * part_weights[:, None]
     summed = np.zeros((n_instances, part_features.shape[1]), dtype=np.float32)
     np.add.at(summed, instance_index, unit)
+    return summed
+
+
+def fuse_parts(part_features: np.ndarray, instance_index: np.ndarray, n_instances: int,
+               head: nn.Module | None = None, part_weights: np.ndarray | None = None) -> np.ndarray:
+    """Instance embeddings ``normalise(head(sum_i w_i normalise(part_i)))``, shape ``(n_instances, D)``.
+
+    Args:
+        part_features: ``(P, part_dim)`` raw part features; a zero row (a missing part) adds nothing.
+        instance_index: ``(P,)`` instance of each part row, in ``[0, n_instances)``.
+        head: ``EmbeddingModel.head``; ``None`` means the identity.
+        part_weights: ``(P,)`` positive weight of each part row (default 1: the plain sum). A model
+            stores its weights per part kind (:attr:`EmbeddingModel.part_weights`); an instance with
+            one part is unaffected by its weight, since the result is normalised.
+
+    An instance without any non-zero part gets the zero vector (never a head bias), so that "no
+    evidence" stays distinguishable from a real embedding.
+    """
+    summed = sum_parts(part_features, instance_index, n_instances, part_weights)
     empty = ~np.any(summed != 0, axis=1)
     if head is not None and not isinstance(head, nn.Identity):
         parameter = next(head.parameters(), None)

@@ -43,7 +43,7 @@ MIN_MEAN_COSINE = 0.97
 
 def quantize_checkpoint(checkpoint: str | Path, manifests: Sequence[str | Path], out: str | Path | None = None,
                         n_crops: int = 512, n_check: int = 128, seed: int = 0,
-                        progress: bool = False, force: bool = False) -> QuantizeReport:
+                        progress: bool = False, force: bool = False, exclude_test: bool = False) -> QuantizeReport:
     """Make the int8 graph of a comicid checkpoint, calibrated on crops of ``manifests``.
 
     ``n_crops`` manifest rows (faces and bodies alike, drawn at random with ``seed``) calibrate the
@@ -65,6 +65,8 @@ def quantize_checkpoint(checkpoint: str | Path, manifests: Sequence[str | Path],
     model = load_embedding_model(checkpoint, precision="fp32")
     # Calibration manifests may be training manifests that combine sets (see read_training_frame).
     frame = pd.concat([read_manifest(path, allow_outside=True) for path in manifests], ignore_index=True)
+    if exclude_test and "split" in frame:  # a model built on dev identities never sees a test crop, not even here
+        frame = frame[frame["split"] != "test"].reset_index(drop=True)
     if frame.empty:
         raise ConfigError("the calibration manifests have no rows")
     order = np.random.default_rng(seed).permutation(len(frame))

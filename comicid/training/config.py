@@ -261,6 +261,9 @@ def _build(cls: type[T], values: Any, where: str, base: Path) -> T:
 
 def _check(config: Any) -> None:
     """Value checks a type cannot express."""
+    if not hasattr(config, "train"):  # a recipe without a training loop (e.g. a fitted discriminant head)
+        config.check()
+        return
     train = config.train
     for name in ("steps", "batch_size"):
         if getattr(train, name) < 1:

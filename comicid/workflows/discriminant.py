@@ -1,0 +1,128 @@
+"""``comicid train discriminant``: embed labelled manifests, fit the discriminant head, write the new model.
+
+The maths is :mod:`comicid.training.discriminant`; this module feeds it the head inputs of every
+labelled non-test instance of the given manifests (embedded with the base model, cached per crop),
+writes the extended checkpoint, its int8 graph (the backbone is unchanged, so the graph is the same
+network calibrated again under the new file's hash) and its label-free calibration file (fusion
+weights carried over from the base model, thresholds measured again: the new head moves distances).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from comicid.data.manifest import read_manifest
+from comicid.errors import ConfigError, ModelError
+from comicid.models.embed import FeatureCache, embed_crops, sum_parts
+from comicid.models.embedding_model import EmbeddingModel, load_embedding_model, save_embedding_model
+from comicid.models.facebody import FineTunedFaceBodyModel, save_finetuned_model
+from comicid.models.quantize import quantize_checkpoint
+from comicid.store.collection import Collection
+from comicid.store.embeddings import instance_table
+from comicid.store.ingest import ingest
+from comicid.training.discriminant import DiscriminantConfig, extend_head, fit_discriminant
+from comicid.workflows.label_free import calibrate_model, labelled_rows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DiscriminantResult:
+    """What ``comicid train discriminant`` fitted and wrote."""
+
+    path: Path
+    model_id: str
+    n_instances: int
+    n_identities: int
+    dims: int
+    explained: float
+    out_dim: int
+    sources: list[str]
+    int8_cosine: float | None  # mean cosine of the int8 graph to fp32 on check crops; None: no graph made
+
+
+def head_inputs(model: EmbeddingModel, manifests: list[Path], workdir: Path,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The head inputs (``sum_parts``) of every labelled non-test instance, with labels kept apart per
+    manifest (``"m<number>|<identity>"``), and a one-line description of each manifest used."""
+    inputs, labels, sources = [], [], []
+    for number, manifest in enumerate(manifests):
+        frame = labelled_rows(read_manifest(manifest))
+        if frame.empty:
+            logger.info("%s: no labelled non-test rows, skipped", manifest)
+            continue
+        frame["book"] = f"m{number}:" + frame["book"]
+        name = re.sub(r"[^A-Za-z0-9]+", "-", Path(manifest).stem).strip("-")
+        collection = Collection.create(workdir / f"{number:02d}-{name}")
+        if not collection.has_instances():
+            ingest(frame, collection, progress=progress)
+        parts = collection.instances()
+        cache = FeatureCache(collection.features_dir, model.model_id)
+        features = embed_crops([collection.crop_path(key) for key in parts["crop_hash"]], model, cache=cache,
+                               keys=parts["crop_hash"].tolist(), progress=progress)
+        table, index = instance_table(parts)
+        weights = None if not model.part_weights else \
+            parts["kind"].map(lambda kind: model.part_weights.get(kind, 1.0)).to_numpy(dtype=np.float32)
+        inputs.append(sum_parts(features, index, len(table), weights))
+        labels.append((f"m{number}|" + table["identity"].astype(str)).to_numpy())
+        sources.append(f"{'/'.join(Path(manifest).parts[-2:])} ({len(table)} instances)")
+    if not inputs:
+        raise ConfigError("no labelled non-test rows in the given manifests: nothing to fit a discriminant head on")
+    return np.concatenate(inputs), np.concatenate(labels), sources
+
+
+def workdir_for(config: DiscriminantConfig, step: str) -> Path | None:
+    """Where ``step`` keeps its collections (reused by a second run), or None for a temporary folder."""
+    return None if config.workdir is None else Path(config.workdir) / step
+
+
+def _save(model: EmbeddingModel, path: Path, half: bool) -> Path:
+    if isinstance(model, FineTunedFaceBodyModel):
+        return save_finetuned_model(model, path, half=half)
+    if type(model) is EmbeddingModel:
+        return save_embedding_model(model, path)
+    raise ModelError(f"a discriminant head extends a plain or face-body model, not a {type(model).__name__}")
+
+
+def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress: bool = True,
+                       part_weights: dict[str, float] | None = None,
+                       name: str | None = None) -> DiscriminantResult:
+    """Fit the discriminant head of ``config.base_model`` and write the new checkpoint (+ int8 graph,
+    + calibration file) to ``config.output``.
+
+    ``part_weights`` are the face/body fusion weights the new model is fitted and calibrated with and
+    stores (default: the base model's own, from its calibration file); ``name`` is the model's name in
+    that file.
+    """
+    base = load_embedding_model(config.base_model, device=device)
+    if part_weights is not None:
+        base.part_weights = dict(part_weights)
+    output = Path(config.output)
+    if output.resolve() == Path(str(config.base_model)).resolve():
+        raise ConfigError(f"output '{output}' is the base model itself; write the new model to another file")
+    with tempfile.TemporaryDirectory(prefix="comicid-discriminant-") as scratch:
+        workdir = workdir_for(config, "inputs") or Path(scratch)
+        inputs, labels, sources = head_inputs(base, list(config.manifests), workdir, progress)
+    fit = fit_discriminant(inputs, labels, config.dims, config.shrinkage, config.min_instances_per_identity)
+    logger.info("discriminant: %d instances of %d identities, %d directions (%.0f%% of the between-class variance)",
+                fit.n_instances, fit.n_identities, fit.weight.shape[1], 100 * fit.explained)
+    model = load_embedding_model(config.base_model, device="cpu", precision="fp32")
+    model.head = extend_head(model.head, int(inputs.shape[1]), fit, inputs, config.weight)
+    model.out_dim = model.head.out_features
+    output.parent.mkdir(parents=True, exist_ok=True)
+    path = _save(model, output, config.half)
+    int8 = quantize_checkpoint(path, list(config.manifests), progress=progress, exclude_test=True) \
+        if config.quantize else None
+    calibrate_model(path, list(config.manifests), part_weights=dict(base.part_weights) if base.part_weights else None,
+                    workdir=workdir_for(config, "label_free"), progress=progress, name=name)
+    written = load_embedding_model(path)
+    return DiscriminantResult(path=path, model_id=written.model_id, n_instances=fit.n_instances,
+                              n_identities=fit.n_identities, dims=int(fit.weight.shape[1]), explained=fit.explained,
+                              out_dim=int(written.head.out_features), sources=sources,
+                              int8_cosine=None if int8 is None else int8.mean_cosine)

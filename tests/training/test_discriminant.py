@@ -1,0 +1,134 @@
+"""The discriminant head: the maths on blobs, the head it builds, the recipe end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from comicid.cli import main as cli_main
+from comicid.data.manifest import read_manifest
+from comicid.data.synth import generate_books
+from comicid.errors import ConfigError
+from comicid.models import EmbeddingModel, create_backbone, load_embedding_model, save_embedding_model
+from comicid.models.model_calibration import calibration_path
+from comicid.training.config import load_config
+from comicid.training.discriminant import DiscriminantConfig, extend_head, fit_discriminant
+from comicid.workflows.discriminant import train_discriminant
+from comicid.workflows.label_free import labelled_rows
+
+
+def _styled_identities(n_ids: int, n_styles: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Identity in 4 weak dimensions, drawing style in 12 strong ones: raw nearest neighbours follow style."""
+    rng = np.random.default_rng(seed)
+    identity = rng.normal(size=(n_ids, 4))
+    style = 3.0 * rng.normal(size=(n_styles, 12))
+    ids, styles = np.meshgrid(np.arange(n_ids), np.arange(n_styles), indexing="ij")
+    ids, styles = ids.ravel(), styles.ravel()
+    points = np.hstack([identity[ids], style[styles]]) + 0.1 * rng.normal(size=(len(ids), 16))
+    return points, ids, styles
+
+
+def _cross_style_rank1(points: np.ndarray, ids: np.ndarray, styles: np.ndarray) -> float:
+    unit = points / np.linalg.norm(points, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    similarity[styles[:, None] == styles[None, :]] = -np.inf  # rank only other styles' drawings
+    return float(np.mean(ids[similarity.argmax(axis=1)] == ids))
+
+
+def test_discriminant_finds_identity_directions_that_carry_across_styles() -> None:
+    train, train_ids, _ = _styled_identities(40, 4, seed=0)
+    test, test_ids, test_styles = _styled_identities(30, 4, seed=1)  # new identities, new styles
+    fit = fit_discriminant(train, train_ids.astype(str), dims=4, shrinkage=0.1)
+    projected = (test - fit.mean) @ fit.weight
+    assert fit.weight.shape == (16, 4) and fit.n_identities == 40
+    assert _cross_style_rank1(test, test_ids, test_styles) < 0.5
+    assert _cross_style_rank1(projected, test_ids, test_styles) > 0.9
+
+
+def test_dims_are_capped_and_singletons_dropped() -> None:
+    points, ids, _ = _styled_identities(5, 3, seed=2)
+    labels = ids.astype(str)
+    labels[0] = "alone"  # one instance: no within-class information
+    fit = fit_discriminant(points, labels, dims=64)
+    assert fit.weight.shape[1] == 4 and fit.n_identities == 5 and fit.n_instances == len(points) - 1
+    with pytest.raises(ConfigError, match="at least 3 identities"):
+        fit_discriminant(points[:6], np.array(["a", "a", "a", "b", "b", "b"]))
+
+
+def test_extended_head_keeps_the_old_embedding_and_weighs_the_new_block() -> None:
+    points, ids, _ = _styled_identities(10, 3, seed=3)
+    fit = fit_discriminant(points, ids.astype(str), dims=6)
+    old = nn.Linear(16, 5)
+    head = extend_head(old, 16, fit, points, weight=0.5)
+    with torch.no_grad():
+        out = head(torch.from_numpy(points).float()).numpy()
+        before = old(torch.from_numpy(points).float()).numpy()
+    assert head.out_features == 11
+    np.testing.assert_allclose(out[:, :5], before, rtol=1e-5, atol=1e-5)
+    ratio = np.linalg.norm(out[:, 5:], axis=1).mean() / np.linalg.norm(out[:, :5], axis=1).mean()
+    assert ratio == pytest.approx(0.5, rel=1e-3)
+    identity = extend_head(nn.Identity(), 16, fit, points)
+    np.testing.assert_allclose(identity.weight.detach().numpy()[:16], np.eye(16), atol=1e-6)
+    with pytest.raises(ConfigError, match="cannot extend"):
+        extend_head(nn.Sequential(nn.Linear(16, 4)), 16, fit, points)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"manifests": []}, "at least one labelled manifest"),
+    ({"shrinkage": 1.5}, "shrinkage must be in"),
+    ({"dims": 0}, "dims must be at least 1"),
+    ({"weight": 0}, "weight must be positive"),
+    ({"epochs": 3}, "unknown key"),
+])
+def test_config_errors_are_one_line(tmp_path: Path, values: dict[str, object], message: str) -> None:
+    raw = {"base_model": "m.pt", "manifests": ["a.csv"], "output": "new.pt", **values}
+    path = tmp_path / "discriminant.yaml"
+    path.write_text(json.dumps(raw))  # JSON is YAML
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, DiscriminantConfig)
+
+
+def _tiny_checkpoint(folder: Path) -> Path:
+    backbone = create_backbone("tiny-cnn")
+    with torch.no_grad():
+        for parameter in backbone.parameters():
+            parameter.add_(0.01)
+    return save_embedding_model(EmbeddingModel(backbone, nn.Linear(32, 8)), folder / "base.pt")
+
+
+def test_recipe_writes_a_model_whose_first_block_is_the_base_model(tmp_path: Path) -> None:
+    manifest = generate_books(tmp_path / "synth", books=2, characters=5, pages=2, seed=0, page_size=(400, 550),
+                              progress=False)
+    base_path = _tiny_checkpoint(tmp_path)
+    config = DiscriminantConfig(base_model=str(base_path), manifests=[manifest], output=tmp_path / "new.pt", dims=4,
+                                quantize=False, half=False, workdir=tmp_path / "work")
+    result = train_discriminant(config, progress=False)
+    frame = read_manifest(manifest)
+    assert result.n_identities <= labelled_rows(frame)["identity"].nunique()
+    assert result.out_dim == 8 + result.dims and result.int8_cosine is None
+    assert calibration_path(result.path.resolve()).is_file()  # its own label-free threshold
+    base, new = load_embedding_model(base_path), load_embedding_model(result.path)
+    inputs = torch.randn(7, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(new.head(inputs)[:, :8].numpy(), base.head(inputs).numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="is the base model itself"):
+        train_discriminant(DiscriminantConfig(base_model=str(base_path), manifests=[manifest], output=base_path,
+                                              quantize=False), progress=False)
+
+
+def test_cli_refuses_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "d.yaml"
+    config.write_text("base_model: m.pt\nmanifests: [a.csv]\noutput: new.pt\n")
+    assert cli_main(["train", "discriminant", str(config), "--resume"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_the_shipped_recipe_file_loads() -> None:
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "discriminant.yaml", DiscriminantConfig)
+    assert (config.dims, config.shrinkage, config.weight) == (256, 0.3, 1.0)
+    assert all(path.name.endswith(".csv") for path in config.manifests)
