@@ -82,12 +82,17 @@ def workdir_for(config: DiscriminantConfig, step: str) -> Path | None:
     return None if config.workdir is None else Path(config.workdir) / step
 
 
+def _check_extendable(model: object) -> None:
+    """Fail before any work when the model's checkpoint kind cannot carry an extended head."""
+    if not isinstance(model, FineTunedFaceBodyModel) and type(model) is not EmbeddingModel:
+        raise ModelError(f"a discriminant head extends a plain or face-body model, not a {type(model).__name__}")
+
+
 def _save(model: EmbeddingModel, path: Path, half: bool) -> Path:
+    _check_extendable(model)
     if isinstance(model, FineTunedFaceBodyModel):
         return save_finetuned_model(model, path, half=half)
-    if type(model) is EmbeddingModel:
-        return save_embedding_model(model, path)
-    raise ModelError(f"a discriminant head extends a plain or face-body model, not a {type(model).__name__}")
+    return save_embedding_model(model, path)
 
 
 def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress: bool = True,
@@ -101,6 +106,7 @@ def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress
     that file.
     """
     base = load_embedding_model(config.base_model, device=device)
+    _check_extendable(base)
     if part_weights is not None:
         base.part_weights = dict(part_weights)
     output = Path(config.output)
