@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, DevSet, available_dev_sets, markdown_table, write_section  # noqa: E402
+from common import CROSS_STYLE_SETS, ROOT, DevSet, available_dev_sets, markdown_table, write_section  # noqa: E402
 
 from comicid.data.datasets import CropCache, build_instances, instance_rows  # noqa: E402
 from comicid.data.manifest import read_manifest, write_manifest  # noqa: E402
@@ -56,17 +56,8 @@ from comicid.runtime import resolve_device, tune_allocator  # noqa: E402
 from comicid.training.bot import BotConfig, embed_instances, train_bot  # noqa: E402
 from comicid.training.config import load_config  # noqa: E402
 
-#: The cross-style development sets (../shared/datasets/README.md), besides common.DEV_SETS.
-CROSS_STYLE_SETS = (
-    DevSet("cataclysm cross-tileset", Path("cataclysm/monsters_cross_tileset.csv"), "cross-style, source = tileset"),
-    DevSet("freeciv cross-tileset", Path("freeciv/units_cross_tileset.csv"), "cross-style, source = unit set"),
-    DevSet("emoji cross-vendor", Path("emoji/emoji_cross_vendor.csv"), "cross-style, source = vendor"),
-    DevSet("comicgen figures", Path("comicgen/figures.csv"), "new poses, emotions and views"),
-    DevSet("comicgen nuovo->classic", Path("comicgen/nuovo_to_classic.csv"), "restyle -> classic line art"),
-    DevSet("comicgen face_body", Path("comicgen/face_body.csv"), "face and body rows per instance"),
-)
 #: Manifests whose dev rows are other manifests' drawings: scored, never added to training twice.
-NOT_TRAINED = {"comicgen nuovo->classic", "comicgen face_body"}
+NOT_TRAINED = {"comicgen nuovo->classic", "comicgen face+body"}
 BASELINES = ("default", "effnet-lite0-imagenet")
 VARIANTS = ("base", "cross", "mdl", "pseudo", "adam")
 UNLABELLED_SHARE = 0.2

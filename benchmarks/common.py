@@ -37,6 +37,17 @@ DEV_SETS = (
     DevSet("dicebear expressions", Path("dicebear/expressions.csv"), "procedural, colour-easy sanity check"),
 )
 
+#: The cross-style development sets (same README), reported after DEV_SETS. One list for every benchmark:
+#: the names are also cache keys of their collections.
+CROSS_STYLE_SETS = (
+    DevSet("cataclysm cross-tileset", Path("cataclysm/monsters_cross_tileset.csv"), "cross-style, source = tileset"),
+    DevSet("freeciv cross-tileset", Path("freeciv/units_cross_tileset.csv"), "cross-style, source = unit set"),
+    DevSet("emoji cross-vendor", Path("emoji/emoji_cross_vendor.csv"), "cross-style, source = vendor"),
+    DevSet("comicgen figures", Path("comicgen/figures.csv"), "new poses, emotions and views"),
+    DevSet("comicgen nuovo->classic", Path("comicgen/nuovo_to_classic.csv"), "restyle -> classic line art"),
+    DevSet("comicgen face+body", Path("comicgen/face_body.csv"), "face and body rows per instance"),
+)
+
 
 def available_dev_sets(dev_sets: Iterable[DevSet] = DEV_SETS) -> list[DevSet]:
     """Those of ``dev_sets`` present here (manifest made absolute); prints why each missing one is skipped."""

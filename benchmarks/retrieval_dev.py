@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import DATASETS, DEV_SETS, ROOT, DevSet, markdown_table, write_section  # noqa: E402
+from common import CROSS_STYLE_SETS, DATASETS, DEV_SETS, ROOT, markdown_table, write_section  # noqa: E402
 
 from comicid.data.manifest import read_manifest  # noqa: E402
 from comicid.evaluation.clustering import clustering_metrics, clustering_metrics_by_group  # noqa: E402
@@ -47,14 +47,6 @@ from comicid.store.embeddings import InstanceEmbeddings  # noqa: E402
 from comicid.workflows.embed import embed_collection  # noqa: E402
 from comicid.store.ingest import ingest  # noqa: E402
 
-CROSS_STYLE = (
-    DevSet("cataclysm cross-tileset", Path("cataclysm/monsters_cross_tileset.csv"), "leave-one-out across tilesets"),
-    DevSet("freeciv cross-unit-set", Path("freeciv/units_cross_tileset.csv"), "leave-one-out across unit sets"),
-    DevSet("emoji cross-vendor", Path("emoji/emoji_cross_vendor.csv"), "leave-one-out across vendors"),
-    DevSet("comicgen figures", Path("comicgen/figures.csv"), "leave-one-out, new poses"),
-    DevSet("comicgen nuovo->classic", Path("comicgen/nuovo_to_classic.csv"), "restyle vs line art"),
-    DevSet("comicgen face+body", Path("comicgen/face_body.csv"), "face and body fused"),
-)
 WORK = ROOT / "out" / "retrieval-dev"
 WEIGHTS = np.round(np.linspace(0.0, 1.0, 11), 2)
 D_N = np.round(np.arange(0.5, 1.61, 0.1), 2)
@@ -72,7 +64,7 @@ def embedded_sets(models: list[str], wanted: str) -> dict[str, dict[str, Instanc
     """``{set name: {model id: instance embeddings}}`` for the sets present, cached under WORK."""
     out: dict[str, dict[str, InstanceEmbeddings]] = {}
     loaded = {name: load_embedding_model(name) for name in models}
-    for dev_set in (*DEV_SETS, *CROSS_STYLE):
+    for dev_set in (*DEV_SETS, *CROSS_STYLE_SETS):
         path = DATASETS / dev_set.manifest
         if wanted != "all" and slug(dev_set.name) not in wanted.split(","):
             continue

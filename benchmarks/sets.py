@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 
-from common import DATASETS, DEV_SETS, ROOT
+from common import CROSS_STYLE_SETS, DATASETS, DEV_SETS, ROOT
 
 from comicid.data.manifest import read_manifest
 from comicid.data.synth import generate_books
@@ -29,15 +29,6 @@ from comicid.store.embeddings import instance_table
 from comicid.store.ingest import ingest
 
 CACHE = ROOT / "build" / "benchmarks" / "sets"
-#: The cross-style development sets (README of ../shared/datasets), after the sprite sets of DEV_SETS.
-CROSS_STYLE = (
-    ("cataclysm cross-tileset", "cataclysm/monsters_cross_tileset.csv"),
-    ("freeciv cross-tileset", "freeciv/units_cross_tileset.csv"),
-    ("emoji cross-vendor", "emoji/emoji_cross_vendor.csv"),
-    ("comicgen figures", "comicgen/figures.csv"),
-    ("comicgen nuovo->classic", "comicgen/nuovo_to_classic.csv"),
-    ("comicgen face+body", "comicgen/face_body.csv"),
-)
 #: Composed real-art pages: comicgen's face+body drawings in synthetic panels (seed never trained on).
 COMPOSED = {"books": 4, "cast": 6, "pages": 8, "seed": 7}
 COMPOSED_NAME = "composed pages (comicgen)"
@@ -90,7 +81,7 @@ def synthetic_books() -> Path:
 def all_sets(include_generated: bool = True) -> list[tuple[str, Path]]:
     """(name, manifest) of every set present; missing ones are skipped with a message."""
     found = []
-    for name, relative in [(d.name, str(d.manifest)) for d in DEV_SETS] + list(CROSS_STYLE):
+    for name, relative in [(d.name, str(d.manifest)) for d in (*DEV_SETS, *CROSS_STYLE_SETS)]:
         path = DATASETS / relative
         if path.is_file():
             found.append((name, path))

@@ -33,7 +33,7 @@ from comicid.store.ingest import ingest
 SETS = (
     ("supertux creatures", "supertux/creatures.csv", "source = animation of one creature (near-duplicate frames)"),
     ("cataclysm cross-tileset", "cataclysm/monsters_cross_tileset.csv", "source = tileset (many identities)"),
-    ("freeciv cross-unit-set", "freeciv/units_cross_tileset.csv", "source = unit set (many identities)"),
+    ("freeciv cross-tileset", "freeciv/units_cross_tileset.csv", "source = unit set (many identities)"),
     ("emoji cross-vendor", "emoji/emoji_cross_vendor.csv", "source = vendor (many identities)"),
 )
 HEADER = ["set", "source", "rule", "queries", "rank-1", "rank-5", "mAP", "MAP@R", "local P@1", "local MAP@R",
