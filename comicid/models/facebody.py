@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from comicid.checkpoint import read_checkpoint, write_checkpoint
 from comicid.errors import ModelError
-from comicid.models.backbones import Backbone, ColorHistogram, create_backbone
+from comicid.models.backbones import Backbone, ColorHistogram, colour_histogram_uint8, create_backbone
 from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_KINDS, CHECKPOINT_VERSION, EmbeddingModel
 from comicid.models.weights import load_strict
 
@@ -250,21 +250,30 @@ def colour_histogram(images: Tensor, mean: tuple[float, ...], std: tuple[float, 
     return _COLOUR_HISTOGRAM(pixels)
 
 
-def encode_parts(images: Tensor, backbone: Backbone, part_head: nn.Module | None,
-                 colour_weight: float) -> Tensor:
+def encode_parts(images: Tensor | None, backbone: Backbone, part_head: nn.Module | None,
+                 colour_weight: float, pixels: Tensor | None = None) -> Tensor:
     """Stage-2 part features of normalised crops ``(B, 3, S, S)``: what the projector sees.
 
     ``part_head`` ``None`` is the ``backbone`` cut. Without colour the CNN features are returned raw
     (the fusion normalises them); with ``colour_weight > 0`` it is
     ``cat(normalise(cnn), colour_weight * normalise(colour histogram))``, ``(B, D + 64)``. An
     all-background crop has a zero histogram and keeps a zero colour block.
+
+    ``pixels``: the same crops as 8-bit ``(B, 3, S, S)``, given instead of ``images`` by the embedding
+    engine: the backbone reads them (an int8 graph normalises inside) and the histogram counts them
+    directly; same features, without the float passes that normalising and un-normalising cost.
     """
-    features = backbone(images)
+    if pixels is not None:
+        features = backbone.forward_pixels(pixels)
+    elif images is not None:
+        features = backbone(images)
+    else:
+        raise ValueError("encode_parts needs images or pixels")
     if part_head is not None:
         features = part_head(features)
     if colour_weight <= 0:
         return features
-    colour = colour_histogram(images, backbone.mean, backbone.std)
+    colour = colour_histogram_uint8(pixels) if pixels is not None else colour_histogram(images, backbone.mean, backbone.std)
     return torch.cat([F.normalize(features.float(), dim=1), colour_weight * F.normalize(colour, dim=1)], dim=1)
 
 
@@ -312,6 +321,9 @@ class FineTunedFaceBodyModel(EmbeddingModel):
 
     def forward_parts(self, images: Tensor) -> Tensor:
         return encode_parts(images, self.backbone, self.part_head, self.colour_weight)
+
+    def forward_pixels(self, pixels: Tensor) -> Tensor:
+        return encode_parts(None, self.backbone, self.part_head, self.colour_weight, pixels=pixels)
 
 
 def part_encoder(network: FaceBodyNetwork, slot: str, cut: str) -> nn.Sequential | None:
