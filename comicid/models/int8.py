@@ -57,7 +57,6 @@ GRAPH_VERSION = "1"
 #: ONNX opset of the exported graph (ONNX Runtime 1.31 quantises opset 17 Conv/Add/Clip/Pad).
 OPSET = 17
 _INPUT, _OUTPUT = "images", "features"
-_PIXELS = "pixels"  # the 8-bit input of the graph that normalises inside (forward_pixels)
 
 
 def int8_graph_path(checkpoint: str | Path) -> Path:
@@ -160,10 +159,10 @@ def quantize_backbone(backbone: Backbone, calibration: Tensor, path: str | Path,
 class Int8Backbone(Backbone):
     """A backbone that runs an int8 graph on ONNX Runtime's CPU provider (torch tensors in and out).
 
-    Sessions are opened lazily, once per process, input kind (normalised floats for :meth:`forward`,
-    8-bit pixels for :meth:`forward_pixels`) and thread count: by default as many intra-op threads
-    as torch has in that process at that moment; the embedding engine's decode threads share one
-    single-threaded session. So the backbone can be forked or pickled (a session survives neither).
+    Sessions are opened lazily, once per process and thread count, with as many intra-op threads as
+    torch has in that process at that moment: the embedding engine's decode threads (torch at one
+    thread meanwhile) share one single-threaded session, a caller with all cores gets a session with
+    all of them. So the backbone can be forked or pickled (a session survives neither).
     Idle threads do not spin: spinning would take the cores from the threads decoding the next batches.
     """
 
@@ -186,7 +185,7 @@ class Int8Backbone(Backbone):
         self.path = path
         self.sha256 = hashlib.sha256(data).hexdigest()
         self._graph = data
-        self._sessions: dict[tuple[bool, int], Any] = {}
+        self._sessions: dict[int, Any] = {}
         self._sessions_pid = -1
         self._lock = threading.Lock()
 
@@ -200,73 +199,33 @@ class Int8Backbone(Backbone):
         super().__setstate__(state)
         self._lock = threading.Lock()
 
-    def _session(self, pixels: bool, threads: int | None = None) -> Any:
-        """The ONNX Runtime session for float (``pixels`` false) or 8-bit input, with ``threads`` intra-op
-        threads (default: torch's count in this process now); opened once per process and kind.
+    def _session(self) -> Any:
+        """The ONNX Runtime session with as many intra-op threads as torch has in this process now;
+        opened once per process and thread count.
 
-        A session serves concurrent ``run`` calls: the engine's decode threads share one
-        single-threaded session, each running whole batches on its own core.
+        A session serves concurrent ``run`` calls: the engine's threads share one single-threaded
+        session, each running whole batches on its own core.
         """
-        threads = torch.get_num_threads() if threads is None else threads
+        threads = torch.get_num_threads()
         if self._sessions_pid != os.getpid():
             self._sessions, self._sessions_pid = {}, os.getpid()
-        key = (pixels, threads)
         with self._lock:
-            if key not in self._sessions:
+            if threads not in self._sessions:
                 import onnxruntime
 
                 options = onnxruntime.SessionOptions()
                 options.intra_op_num_threads = threads
                 options.inter_op_num_threads = 1
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                graph = _with_pixel_input(self._graph, self.mean, self.std) if pixels else self._graph
-                self._sessions[key] = onnxruntime.InferenceSession(graph, options,
-                                                                   providers=["CPUExecutionProvider"])
-        return self._sessions[key]
+                self._sessions[threads] = onnxruntime.InferenceSession(self._graph, options,
+                                                                       providers=["CPUExecutionProvider"])
+        return self._sessions[threads]
 
     def forward(self, images: Tensor) -> Tensor:
         if images.device.type != "cpu":
             raise ModelError("an int8 graph runs on the CPU only; use --precision fp32 with --device cuda")
         pixels = np.ascontiguousarray(images.detach().float().numpy())
-        return torch.from_numpy(self._session(pixels=False).run([_OUTPUT], {_INPUT: pixels})[0])
-
-    def forward_pixels(self, pixels: Tensor) -> Tensor:
-        """``forward`` of 8-bit crops ``(B, 3, S, S)``: the graph normalises them itself (one fused pass
-        in ONNX Runtime instead of four float passes in torch)."""
-        if pixels.device.type != "cpu":
-            raise ModelError("an int8 graph runs on the CPU only; use --precision fp32 with --device cuda")
-        array = np.ascontiguousarray(pixels.numpy(), dtype=np.uint8)
-        return torch.from_numpy(self._session(pixels=True).run([_OUTPUT], {_PIXELS: array})[0])
-
-
-def _with_pixel_input(graph: bytes, mean: Sequence[float], std: Sequence[float]) -> bytes:
-    """``graph`` with an 8-bit ``(B, 3, S, S)`` input normalised inside: ``(x / 255 - mean) / std``.
-
-    The same float operations in the same order as :func:`comicid.data.preprocess.normalise_batch`
-    (so the same bits: a rounding that differed could move an activation across a quantisation step),
-    as ONNX nodes after a cast; the batch crosses into ONNX Runtime as bytes, a quarter of the floats.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    model = onnx.load_from_string(graph)
-    inputs = model.graph.input
-    original = inputs[0]
-    shape = [dim.dim_param or dim.dim_value for dim in original.type.tensor_type.shape.dim]
-    model.graph.initializer.extend([
-        numpy_helper.from_array(np.array(255.0, dtype=np.float32), "pixels_levels"),
-        numpy_helper.from_array(np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1), "pixels_mean"),
-        numpy_helper.from_array(np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1), "pixels_std"),
-    ])
-    nodes = [helper.make_node("Cast", [_PIXELS], ["pixels_float"], to=TensorProto.FLOAT),
-             helper.make_node("Div", ["pixels_float", "pixels_levels"], ["pixels_unit"]),
-             helper.make_node("Sub", ["pixels_unit", "pixels_mean"], ["pixels_centred"]),
-             helper.make_node("Div", ["pixels_centred", "pixels_std"], [original.name])]
-    for position, node in enumerate(nodes):
-        model.graph.node.insert(position, node)
-    inputs.remove(original)
-    inputs.insert(0, helper.make_tensor_value_info(_PIXELS, TensorProto.UINT8, shape))
-    return model.SerializeToString()
+        return torch.from_numpy(self._session().run([_OUTPUT], {_INPUT: pixels})[0])
 
 
 def _floats(text: str) -> tuple[float, float, float]:
