@@ -181,6 +181,7 @@ def stages(args: argparse.Namespace) -> dict[str, object]:
     from comicid.data.images import to_rgb
     from comicid.data.preprocess import letterbox, normalise_batch
     from comicid.models import FeatureCache, load_embedding_model
+    from comicid.models.backbones import colour_histogram_uint8
 
     model = load_embedding_model(args.model, precision=args.precision)
     paths = sorted(Path(args.crops).glob("*.png"))[: args.stage_crops]
@@ -209,27 +210,26 @@ def stages(args: argparse.Namespace) -> dict[str, object]:
     chunks = [tensors[i:i + batch] for i in range(0, len(tensors), batch)]
     batches = [torch.stack(chunk) for chunk in chunks]
     floats = [normalise_batch(pixels, model.mean, model.std) for pixels in batches]
-    rows: list[tuple[str, float, bool]] = []  # (step, ms per crop, counted in the total)
+    rows: list[tuple[str, float]] = []  # (step, CPU ms per crop)
     with torch.inference_mode():
-        rows.append(("read the PNG file", cost(Path.read_bytes, paths), True))
-        rows.append(("PNG decode (Pillow)", cost(decode, files), True))
-        rows.append(("to RGB (mode, EXIF orientation)", cost(to_rgb, decoded), True))
-        rows.append(("letterbox: resize + pad on white (Pillow)", cost(lambda im: letterbox(im, size), rgb), True))
+        rows.append(("read the PNG file", cost(Path.read_bytes, paths)))
+        rows.append(("PNG decode (Pillow)", cost(decode, files)))
+        rows.append(("to RGB (mode, EXIF orientation)", cost(to_rgb, decoded)))
+        rows.append(("letterbox: resize + pad on white (Pillow)", cost(lambda im: letterbox(im, size), rgb)))
         rows.append(("to an 8-bit tensor", cost(lambda im: torch.from_numpy(np.array(im, dtype=np.uint8))
-                                                .permute(2, 0, 1), boxed), True))
-        rows.append(("batch (stack)", cost(torch.stack, chunks), True))
+                                                .permute(2, 0, 1), boxed)))
+        rows.append(("batch (stack)", cost(torch.stack, chunks)))
         rows.append(("normalise to floats (torch)",
-                     cost(lambda pixels: normalise_batch(pixels, model.mean, model.std), batches), True))
-        rows.append((f"network `{model.backbone.name}` ({model.precision})", cost(model.backbone, floats), True))
-        whole = cost(model.forward_pixels, batches)
-        rows.append(("rest of `forward_pixels` (colour histogram, concatenation)",
-                     max(0.0, whole - rows[-1][1] - rows[-2][1]), True))
+                     cost(lambda pixels: normalise_batch(pixels, model.mean, model.std), batches)))
+        rows.append((f"network `{model.backbone.name}` ({model.precision})", cost(model.backbone, floats)))
+        if getattr(model, "colour_weight", 0) > 0:  # the shipped model concatenates a colour histogram
+            rows.append(("colour histogram of the 8-bit levels", cost(colour_histogram_uint8, batches)))
         features = [model.forward_pixels(pixels).float().numpy() for pixels in batches]
         with tempfile.TemporaryDirectory() as folder:
             cache = FeatureCache(folder, model.model_id)
             keys = [f"{i:064x}" for i in range(len(paths))]
             rows.append(("feature cache write (npz shard)",
-                         cost(lambda _: cache.add(keys, np.concatenate(features)), [None]), True))
+                         cost(lambda _: cache.add(keys, np.concatenate(features)), [None])))
     return {"stages": rows, "crops": len(paths)}
 
 
@@ -313,7 +313,7 @@ def main() -> None:
         make_crops(Path(folder), args.n)
         if args.only in ("all", "stages"):
             stage_rows = run_variant(["--stages"], args, Path(folder))["stages"]  # type: ignore[assignment]
-            for label, ms, _ in stage_rows:
+            for label, ms in stage_rows:
                 print(f"{ms:8.3f} ms/crop  {label}", flush=True)
         for label, extra in VARIANTS if args.only in ("all", "variants") else []:
             result = run_variant(extra, args, Path(folder))
@@ -338,14 +338,14 @@ def main() -> None:
                      "lower bounds and do not check the 1,000 crops/s target; the stage table, in CPU time, "
                      "is affected less.**")
     if stage_rows:
-        total = sum(ms for _, ms, counted in stage_rows if counted)
+        total = sum(ms for _, ms in stage_rows)
         cores = os.cpu_count() or 1
         lines += ["", "Where a crop's time goes: CPU milliseconds per crop of each step of the engine on one "
                   "thread (best of the runs). The engine runs one such thread per core, so "
                   f"{cores} x 1000 / total is the most it can reach on this CPU.", "",
                   "| step | CPU ms per crop | share |", "|---|---|---|"]
-        for label, ms, counted in stage_rows:
-            lines.append(f"| {label} | {ms:.3f} | {f'{100 * ms / total:.0f} %' if counted else '-'} |")
+        for label, ms in stage_rows:
+            lines.append(f"| {label} | {ms:.3f} | {100 * ms / total:.0f} % |")
         lines.append(f"| **total of the engine's steps** | **{total:.3f}** | 100 % |")
         lines.append(f"| ceiling on {cores} cores ({cores} x 1000 / total) | {cores * 1000 / total:.0f} crops/s | |")
     if rows:

@@ -1,10 +1,12 @@
 """The batched embedding engine: crops in, part features out; and part fusion into instances.
 
-Speed on a CPU is decided by three things before the network (see docs/BENCHMARKS.md): decoding and
-letterboxing run in DataLoader worker processes with one torch thread each (more would oversubscribe
-the cores the network uses), glibc's allocator is tuned once (:func:`comicid.runtime.tune_allocator`),
-and the network runs channels_last under ``torch.inference_mode``. Workers send 8-bit tensors; the
-float conversion and normalisation happen on the model's device.
+Speed on a CPU is decided by three things besides the network (see docs/BENCHMARKS.md, ``embed-speed``,
+which breaks a crop's time down by step): how decoding shares the cores with the network, glibc's
+allocator (tuned once, :func:`comicid.runtime.tune_allocator`), and for torch models channels_last
+under ``torch.inference_mode``. An int8 graph (the CPU default) runs in :func:`_int8_batches`: one
+thread per core decodes, letterboxes and embeds whole batches. A torch model decodes in DataLoader
+worker processes with one torch thread each, which send 8-bit tensors; the float conversion and
+normalisation happen on the model's device.
 
 Features can be cached per (content key :func:`~comicid.data.images.crop_hash`, ``model_id``) in a
 :class:`FeatureCache`; the cache is
@@ -252,8 +254,9 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
                 transform: CropTransform | None = None, desc: str = "embed") -> np.ndarray:
     """Part features ``(N, part_dim)`` float32 of ``crops`` (PIL images or image paths), in order.
 
-    Paths are decoded with :func:`comicid.data.images.load_image` in ``num_workers`` DataLoader
-    workers (``None``: :func:`default_num_workers`). With a ``cache`` (which must belong to
+    Paths are decoded with :func:`comicid.data.images.load_image` by ``num_workers`` workers
+    (``None``: :func:`default_num_workers`; 0: in the calling thread): threads that also embed for
+    an int8 graph, DataLoader processes for a torch model. With a ``cache`` (which must belong to
     ``model.model_id``), cached crops are not recomputed and new features are added as they come.
     ``keys`` are the crops' content keys for the cache when the caller already has them (a collection
     knows its crops' hashes), so that cached crops are not read again just to be hashed; by default
