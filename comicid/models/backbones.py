@@ -35,7 +35,6 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from comicid.data.preprocess import normalise_batch
 from comicid.errors import ModelError
 from comicid.models import weights
 from comicid.registry import Registry
@@ -74,11 +73,6 @@ class Backbone(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:  # (B, 3, S, S) normalised -> (B, feature_dim)
         raise NotImplementedError
-
-    def forward_pixels(self, pixels: Tensor) -> Tensor:
-        """``forward`` of 8-bit crops ``(B, 3, S, S)``; a backbone that can normalise more cheaply
-        itself (the int8 graph, inside the graph) overrides this."""
-        return self(normalise_batch(pixels, self.mean, self.std))
 
 
 class TrunkBackbone(Backbone):

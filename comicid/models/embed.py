@@ -22,7 +22,7 @@ import warnings
 import weakref
 import zipfile
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,7 +95,7 @@ def _pixels(crop: CropSource, size: int) -> Tensor:
 
 
 def _int8_batches(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: int,
-                  threads: int) -> Iterator[np.ndarray]:
+                  threads: int) -> Generator[np.ndarray, None, None]:
     """Part features of an int8 model, batch by batch in order, from ``threads`` threads (0: this one).
 
     Each thread decodes, letterboxes and embeds whole batches: Pillow's decoders and resampling and
@@ -133,7 +133,7 @@ def _int8_batches(crops: Sequence[CropSource], model: EmbeddingModel, batch_size
 
 
 def _torch_batches(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: int, workers: int,
-                   target: torch.device, transform: CropTransform | None) -> Iterator[np.ndarray]:
+                   target: torch.device, transform: CropTransform | None) -> Generator[np.ndarray, None, None]:
     """Part features of a torch model, batch by batch: crops decoded in ``workers`` DataLoader processes
     (one torch thread each), the network (a frozen trace for large CPU jobs) in this process."""
     traced = target.type == "cpu" and transform is None
@@ -299,7 +299,7 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
     target = resolve_device(device)
     model = _prepare(model, target)
     workers = 0 if transform is not None else default_num_workers(len(todo)) if num_workers is None else num_workers
-    batches: Iterator[np.ndarray]
+    batches: Generator[np.ndarray, None, None]
     if model.precision == "int8" and transform is None:  # an int8 graph runs on the CPU only
         batches = _int8_batches([crops[i] for i in todo], model, batch_size, workers)
     else:
@@ -326,6 +326,8 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
             if "Original Traceback" not in str(error):
                 raise
             raise ImageReadError(_worker_message(error)) from None
+        finally:  # now, not when a traceback lets go of it: restores torch's threads, stops workers
+            batches.close()
     return features
 
 

@@ -118,8 +118,8 @@ class EmbeddingModel(nn.Module):
         """:meth:`forward_parts` of 8-bit letterboxed crops ``(B, 3, S, S)``, normalised here.
 
         The embedding engine's entry point. A model may read the 8-bit values more cheaply than
-        normalised floats (an int8 graph normalises inside, a colour histogram counts 8-bit levels);
-        the features must be those of :meth:`forward_parts` on the normalised batch.
+        normalised floats (a colour histogram counts 8-bit levels instead of un-normalising); the
+        features must be those of :meth:`forward_parts` on the normalised batch.
         """
         return self.forward_parts(normalise_batch(pixels, self.mean, self.std))
 

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from comicid.checkpoint import read_checkpoint, write_checkpoint
+from comicid.data.preprocess import normalise_batch
 from comicid.errors import ModelError
 from comicid.models.backbones import Backbone, ColorHistogram, colour_histogram_uint8, create_backbone
 from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_KINDS, CHECKPOINT_VERSION, EmbeddingModel
@@ -260,15 +261,14 @@ def encode_parts(images: Tensor | None, backbone: Backbone, part_head: nn.Module
     all-background crop has a zero histogram and keeps a zero colour block.
 
     ``pixels``: the same crops as 8-bit ``(B, 3, S, S)``, given instead of ``images`` by the embedding
-    engine: the backbone reads them (an int8 graph normalises inside) and the histogram counts them
-    directly; same features, without the float passes that normalising and un-normalising cost.
+    engine: they are normalised here for the backbone and the histogram counts them directly; same
+    features, without un-normalising and re-rounding for the histogram.
     """
     if pixels is not None:
-        features = backbone.forward_pixels(pixels)
-    elif images is not None:
-        features = backbone(images)
-    else:
+        images = normalise_batch(pixels, backbone.mean, backbone.std)
+    elif images is None:
         raise ValueError("encode_parts needs images or pixels")
+    features = backbone(images)
     if part_head is not None:
         features = part_head(features)
     if colour_weight <= 0:

@@ -192,7 +192,7 @@ class Int8Backbone(Backbone):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_sessions"], state["_sessions_pid"] = {}, -1
-        del state["_lock"]  # sessions and locks survive neither pickling nor a fork
+        del state["_lock"]  # a lock cannot be pickled; a session survives neither pickling nor a fork
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -23,6 +25,8 @@ from comicid.models.quantize import quantize_checkpoint
 from comicid.data.preprocess import letterbox_uint8, normalise_batch
 
 from .test_model_names import tiny_finetuned
+
+T = TypeVar("T")
 
 
 def drawings(n: int, size: int = 48, seed: int = 0) -> list[Image.Image]:
@@ -117,6 +121,19 @@ def test_precision_errors_are_clear(quantised_checkpoint: Path, tmp_path: Path) 
         load_embedding_model(retrained, precision="int8")
 
 
+def with_two_torch_threads(run: Callable[[], T]) -> T:
+    """``run()`` with torch at 2 threads, checking that the engine (which runs torch at 1 thread
+    while its own threads embed) gives them back, on success and on error."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        return run()
+    finally:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(before)
+        assert threads == 2
+
+
 def test_threads_embed_the_same_features_in_the_same_order(quantised_checkpoint: Path, tmp_path: Path) -> None:
     model = load_embedding_model(quantised_checkpoint)
     crops: list[Path | Image.Image] = []
@@ -124,9 +141,8 @@ def test_threads_embed_the_same_features_in_the_same_order(quantised_checkpoint:
         crops.append(tmp_path / f"{i}.png")
         image.save(crops[-1])
     crops[5] = drawings(1, seed=9)[0]  # a PIL image among the paths
-    threads_before = torch.get_num_threads()
-    in_threads = embed_crops(crops, model, batch_size=8, num_workers=2, progress=False)
-    assert torch.get_num_threads() == threads_before  # torch ran single-threaded only meanwhile
+    in_threads = with_two_torch_threads(lambda: embed_crops(crops, model, batch_size=8, num_workers=2,
+                                                            progress=False))
     in_caller = embed_crops(crops, model, batch_size=8, num_workers=0, progress=False)
     np.testing.assert_array_equal(in_threads, in_caller)
     assert len({row.tobytes() for row in in_caller}) == len(crops)  # distinct crops, so order is checked
@@ -140,7 +156,7 @@ def test_an_unreadable_crop_in_a_thread_names_the_file(quantised_checkpoint: Pat
         image.save(paths[-1])
     paths[13].write_bytes(b"not a png")
     with pytest.raises(ImageReadError, match="13.png"):
-        embed_crops(paths, model, batch_size=4, num_workers=2, progress=False)
+        with_two_torch_threads(lambda: embed_crops(paths, model, batch_size=4, num_workers=2, progress=False))
 
 
 def test_8_bit_input_gives_the_features_of_normalised_floats() -> None:
