@@ -273,7 +273,10 @@ def encode_parts(images: Tensor | None, backbone: Backbone, part_head: nn.Module
         features = part_head(features)
     if colour_weight <= 0:
         return features
-    colour = colour_histogram_uint8(pixels) if pixels is not None else colour_histogram(images, backbone.mean, backbone.std)
+    if pixels is not None:
+        colour = colour_histogram_uint8(pixels)
+    else:
+        colour = colour_histogram(images, backbone.mean, backbone.std)
     return torch.cat([F.normalize(features.float(), dim=1), colour_weight * F.normalize(colour, dim=1)], dim=1)
 
 
