@@ -1,10 +1,12 @@
 """The batched embedding engine: crops in, part features out; and part fusion into instances.
 
-Speed on a CPU is decided by three things before the network (see docs/BENCHMARKS.md): decoding and
-letterboxing run in DataLoader worker processes with one torch thread each (more would oversubscribe
-the cores the network uses), glibc's allocator is tuned once (:func:`comicid.runtime.tune_allocator`),
-and the network runs channels_last under ``torch.inference_mode``. Workers send 8-bit tensors; the
-float conversion and normalisation happen on the model's device.
+Speed on a CPU is decided by three things besides the network (see docs/BENCHMARKS.md, ``embed-speed``,
+which breaks a crop's time down by step): how decoding shares the cores with the network, glibc's
+allocator (tuned once, :func:`comicid.runtime.tune_allocator`), and for torch models channels_last
+under ``torch.inference_mode``. An int8 graph (the CPU default) runs in :func:`_int8_batches`: one
+thread per core decodes, letterboxes and embeds whole batches. A torch model decodes in DataLoader
+worker processes with one torch thread each, which send 8-bit tensors; the float conversion and
+normalisation happen on the model's device.
 
 Features can be cached per (content key :func:`~comicid.data.images.crop_hash`, ``model_id``) in a
 :class:`FeatureCache`; the cache is
@@ -19,7 +21,9 @@ import re
 import warnings
 import weakref
 import zipfile
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,8 +77,9 @@ class _CropDataset(Dataset[Tensor]):
 
     def __getitem__(self, index: int) -> Tensor:
         crop = self.crops[index]
-        image = crop if isinstance(crop, Image.Image) else load_image(crop)
-        return letterbox_uint8(image, self.size) if self.transform is None else self.transform(image)
+        if self.transform is None:
+            return _pixels(crop, self.size)
+        return self.transform(crop if isinstance(crop, Image.Image) else load_image(crop))
 
 
 def normalised_crops(crops: Sequence[CropSource], model: EmbeddingModel) -> Tensor:
@@ -84,24 +89,63 @@ def normalised_crops(crops: Sequence[CropSource], model: EmbeddingModel) -> Tens
     return normalise_batch(torch.stack([dataset[i] for i in range(len(dataset))]), model.mean, model.std)
 
 
-class _InferenceInWorker:
-    """A ``collate_fn`` that embeds each batch in the worker that decoded it (int8 graphs on CPU).
+def _pixels(crop: CropSource, size: int) -> Tensor:
+    """One crop (a PIL image or a path, decoded here) letterboxed to 8-bit ``(3, size, size)``."""
+    return letterbox_uint8(crop if isinstance(crop, Image.Image) else load_image(crop), size)
 
-    Every worker then decodes and embeds its own batches on one thread, and no multi-threaded
-    parallel region waits for a core that a decoding process holds: on 2 cores that is about 1.2x
-    the throughput of decoding in workers and embedding on two threads in the main process
-    (docs/BENCHMARKS.md, ``embed-speed``). The int8 session is opened in each worker (see
-    :class:`comicid.models.int8.Int8Backbone`); a torch fp32 model stays in the main process, where
-    its trace lives.
+
+def _int8_batches(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: int,
+                  threads: int) -> Generator[np.ndarray, None, None]:
+    """Part features of an int8 model, batch by batch in order, from ``threads`` threads (0: this one).
+
+    Each thread decodes, letterboxes and embeds whole batches: Pillow's decoders and resampling and
+    ONNX Runtime release the GIL, so on N cores N threads keep every core busy without the worker
+    processes, inter-process copies and per-process sessions that a DataLoader costs, and without any
+    multi-threaded region waiting for a core held by a decoder. The threads share one single-threaded
+    session; torch runs single-threaded meanwhile (its few ops here are small, and N threads each
+    opening an OpenMP team would oversubscribe the cores). At most ``2 * threads`` batches are in
+    flight, so memory stays bounded however many crops there are.
     """
+    size = model.input_size
+    chunks = [range(start, min(start + batch_size, len(crops))) for start in range(0, len(crops), batch_size)]
 
-    def __init__(self, model: EmbeddingModel) -> None:
-        self.model = model
-
-    def __call__(self, crops: list[Tensor]) -> Tensor:
+    def embed(chunk: range) -> np.ndarray:
         with torch.inference_mode():
-            return torch.from_numpy(_forward(self.model, self.model.forward_parts, torch.stack(crops),
-                                             torch.device("cpu")))
+            pixels = torch.stack([_pixels(crops[i], size) for i in chunk])
+            return model.forward_pixels(pixels).float().numpy()
+
+    if threads <= 0:
+        yield from map(embed, chunks)
+        return
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="comicid-embed") as pool:
+            in_flight: deque[Future[np.ndarray]] = deque()
+            for chunk in chunks:
+                in_flight.append(pool.submit(embed, chunk))
+                if len(in_flight) >= 2 * threads:
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+    finally:  # on an error or an abandoned generator the pool finishes the batches in flight first
+        torch.set_num_threads(torch_threads)
+
+
+def _torch_batches(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: int, workers: int,
+                   target: torch.device, transform: CropTransform | None) -> Generator[np.ndarray, None, None]:
+    """Part features of a torch model, batch by batch: crops decoded in ``workers`` DataLoader processes
+    (one torch thread each), the network (a frozen trace for large CPU jobs) in this process."""
+    traced = target.type == "cpu" and transform is None
+    forward_parts = _compiled_forward(model, len(crops)) if traced else model.forward_parts
+    loader = DataLoader(_CropDataset(crops, model.input_size, transform),
+                        batch_size=batch_size, shuffle=False, num_workers=workers,
+                        worker_init_fn=_one_thread_worker if workers else None,
+                        pin_memory=target.type == "cuda",
+                        # the loader's own seed must not draw from the generator a transform uses
+                        generator=torch.Generator() if transform is not None else None)
+    for batch in loader:  # (B, 3, S, S) uint8 pixels, or normalised views from a transform
+        yield _forward(model, forward_parts, batch, target, normalised=transform is not None)
 
 
 def _one_thread_worker(_: int) -> None:
@@ -210,8 +254,9 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
                 transform: CropTransform | None = None, desc: str = "embed") -> np.ndarray:
     """Part features ``(N, part_dim)`` float32 of ``crops`` (PIL images or image paths), in order.
 
-    Paths are decoded with :func:`comicid.data.images.load_image` in ``num_workers`` DataLoader
-    workers (``None``: :func:`default_num_workers`). With a ``cache`` (which must belong to
+    Paths are decoded with :func:`comicid.data.images.load_image` by ``num_workers`` workers
+    (``None``: :func:`default_num_workers`; 0: in the calling thread): threads that also embed for
+    an int8 graph, DataLoader processes for a torch model. With a ``cache`` (which must belong to
     ``model.model_id``), cached crops are not recomputed and new features are added as they come.
     ``keys`` are the crops' content keys for the cache when the caller already has them (a collection
     knows its crops' hashes), so that cached crops are not read again just to be hashed; by default
@@ -253,26 +298,19 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
     tune_allocator()
     target = resolve_device(device)
     model = _prepare(model, target)
-    traced = target.type == "cpu" and transform is None
-    forward_parts = _compiled_forward(model, len(todo)) if traced else model.forward_parts
     workers = 0 if transform is not None else default_num_workers(len(todo)) if num_workers is None else num_workers
-    in_workers = workers > 0 and model.precision == "int8"
-    loader = DataLoader(_CropDataset([crops[i] for i in todo], model.input_size, transform),
-                        batch_size=batch_size, shuffle=False, num_workers=workers,
-                        worker_init_fn=_one_thread_worker if workers else None,
-                        collate_fn=_InferenceInWorker(model) if in_workers else None,
-                        pin_memory=target.type == "cuda",
-                        # the loader's own seed must not draw from the generator a transform uses
-                        generator=torch.Generator() if transform is not None else None)
+    batches: Generator[np.ndarray, None, None]
+    if model.precision == "int8" and transform is None:  # an int8 graph runs on the CPU only
+        batches = _int8_batches([crops[i] for i in todo], model, batch_size, workers)
+    else:
+        batches = _torch_batches([crops[i] for i in todo], model, batch_size, workers, target, transform)
     pending: list[int] = []
     done = 0
     with torch.inference_mode(), tqdm(total=len(crops), initial=len(crops) - len(todo),
                                       disable=not progress, unit="crop", desc=desc) as bar:
         try:
-            for batch in loader:  # (B, 3, S, S) uint8 pixels, or (B, part_dim) features made in a worker
-                rows = todo[done:done + len(batch)]
-                computed = batch.numpy() if in_workers else _forward(model, forward_parts, batch, target,
-                                                                     normalised=transform is not None)
+            for computed in batches:  # (B, part_dim) features of the next crops, in order
+                rows = todo[done:done + len(computed)]
                 check_finite(computed, rows, names, model.model_id)
                 features[rows] = computed
                 done += len(rows)
@@ -288,6 +326,8 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
             if "Original Traceback" not in str(error):
                 raise
             raise ImageReadError(_worker_message(error)) from None
+        finally:  # now, not when a traceback lets go of it: restores torch's threads, stops workers
+            batches.close()
     return features
 
 

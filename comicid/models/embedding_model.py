@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from comicid.data.preprocess import normalise_batch
 from comicid.errors import ConfigError, ModelError
 from comicid.models.backbones import Backbone, create_backbone, list_backbones
 from comicid.models.embed import embed_crops, fuse_parts
@@ -112,6 +113,15 @@ class EmbeddingModel(nn.Module):
     def forward_parts(self, images: Tensor) -> Tensor:
         """Raw part features ``(B, part_dim)`` of normalised, letterboxed crops ``(B, 3, S, S)``."""
         return self.backbone(images)
+
+    def forward_pixels(self, pixels: Tensor) -> Tensor:
+        """:meth:`forward_parts` of 8-bit letterboxed crops ``(B, 3, S, S)``, normalised here.
+
+        The embedding engine's entry point. A model may read the 8-bit values more cheaply than
+        normalised floats (a colour histogram counts 8-bit levels instead of un-normalising); the
+        features must be those of :meth:`forward_parts` on the normalised batch.
+        """
+        return self.forward_parts(normalise_batch(pixels, self.mean, self.std))
 
     def forward(self, images: Tensor) -> Tensor:
         """Same as :meth:`forward_parts`, so the model can be called like any module."""

@@ -42,8 +42,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from comicid.checkpoint import read_checkpoint, write_checkpoint
+from comicid.data.preprocess import normalise_batch
 from comicid.errors import ModelError
-from comicid.models.backbones import Backbone, ColorHistogram, create_backbone
+from comicid.models.backbones import Backbone, ColorHistogram, colour_histogram_uint8, create_backbone
 from comicid.models.embedding_model import CHECKPOINT_FORMAT, CHECKPOINT_KINDS, CHECKPOINT_VERSION, EmbeddingModel
 from comicid.models.weights import load_strict
 
@@ -250,21 +251,32 @@ def colour_histogram(images: Tensor, mean: tuple[float, ...], std: tuple[float, 
     return _COLOUR_HISTOGRAM(pixels)
 
 
-def encode_parts(images: Tensor, backbone: Backbone, part_head: nn.Module | None,
-                 colour_weight: float) -> Tensor:
+def encode_parts(images: Tensor | None, backbone: Backbone, part_head: nn.Module | None,
+                 colour_weight: float, pixels: Tensor | None = None) -> Tensor:
     """Stage-2 part features of normalised crops ``(B, 3, S, S)``: what the projector sees.
 
     ``part_head`` ``None`` is the ``backbone`` cut. Without colour the CNN features are returned raw
     (the fusion normalises them); with ``colour_weight > 0`` it is
     ``cat(normalise(cnn), colour_weight * normalise(colour histogram))``, ``(B, D + 64)``. An
     all-background crop has a zero histogram and keeps a zero colour block.
+
+    ``pixels``: the same crops as 8-bit ``(B, 3, S, S)``, given instead of ``images`` by the embedding
+    engine: they are normalised here for the backbone and the histogram counts them directly; same
+    features, without un-normalising and re-rounding for the histogram.
     """
+    if pixels is not None:
+        images = normalise_batch(pixels, backbone.mean, backbone.std)
+    elif images is None:
+        raise ValueError("encode_parts needs images or pixels")
     features = backbone(images)
     if part_head is not None:
         features = part_head(features)
     if colour_weight <= 0:
         return features
-    colour = colour_histogram(images, backbone.mean, backbone.std)
+    if pixels is not None:
+        colour = colour_histogram_uint8(pixels)
+    else:
+        colour = colour_histogram(images, backbone.mean, backbone.std)
     return torch.cat([F.normalize(features.float(), dim=1), colour_weight * F.normalize(colour, dim=1)], dim=1)
 
 
@@ -312,6 +324,9 @@ class FineTunedFaceBodyModel(EmbeddingModel):
 
     def forward_parts(self, images: Tensor) -> Tensor:
         return encode_parts(images, self.backbone, self.part_head, self.colour_weight)
+
+    def forward_pixels(self, pixels: Tensor) -> Tensor:
+        return encode_parts(None, self.backbone, self.part_head, self.colour_weight, pixels=pixels)
 
 
 def part_encoder(network: FaceBodyNetwork, slot: str, cut: str) -> nn.Sequential | None:

@@ -32,6 +32,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -158,10 +159,11 @@ def quantize_backbone(backbone: Backbone, calibration: Tensor, path: str | Path,
 class Int8Backbone(Backbone):
     """A backbone that runs an int8 graph on ONNX Runtime's CPU provider (torch tensors in and out).
 
-    The session is opened lazily, once per process, with as many intra-op threads as torch has in
-    that process at that moment: one in a DataLoader worker, all cores in the main process. So the
-    backbone can be forked or pickled into workers (a session survives neither). Idle threads do not
-    spin: spinning would take the cores from the processes decoding the next batches.
+    Sessions are opened lazily, once per process and thread count, with as many intra-op threads as
+    torch has in that process at that moment: the embedding engine's decode threads (torch at one
+    thread meanwhile) share one single-threaded session, a caller with all cores gets a session with
+    all of them. So the backbone can be forked or pickled (a session survives neither).
+    Idle threads do not spin: spinning would take the cores from the threads decoding the next batches.
     """
 
     def __init__(self, path: str | Path, source_sha256: str | None = None) -> None:
@@ -183,31 +185,47 @@ class Int8Backbone(Backbone):
         self.path = path
         self.sha256 = hashlib.sha256(data).hexdigest()
         self._graph = data
-        self._session: Any = None
-        self._session_pid = -1
+        self._sessions: dict[int, Any] = {}
+        self._sessions_pid = -1
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_session"], state["_session_pid"] = None, -1
+        state["_sessions"], state["_sessions_pid"] = {}, -1
+        del state["_lock"]  # a lock cannot be pickled; a session survives neither pickling nor a fork
         return state
 
-    def _open_session(self) -> Any:
-        if self._session is None or self._session_pid != os.getpid():
-            import onnxruntime
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._lock = threading.Lock()
 
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()
-            options.inter_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = onnxruntime.InferenceSession(self._graph, options, providers=["CPUExecutionProvider"])
-            self._session_pid = os.getpid()
-        return self._session
+    def _session(self) -> Any:
+        """The ONNX Runtime session with as many intra-op threads as torch has in this process now;
+        opened once per process and thread count.
+
+        A session serves concurrent ``run`` calls: the engine's threads share one single-threaded
+        session, each running whole batches on its own core.
+        """
+        threads = torch.get_num_threads()
+        if self._sessions_pid != os.getpid():
+            self._sessions, self._sessions_pid = {}, os.getpid()
+        with self._lock:
+            if threads not in self._sessions:
+                import onnxruntime
+
+                options = onnxruntime.SessionOptions()
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                self._sessions[threads] = onnxruntime.InferenceSession(self._graph, options,
+                                                                       providers=["CPUExecutionProvider"])
+        return self._sessions[threads]
 
     def forward(self, images: Tensor) -> Tensor:
         if images.device.type != "cpu":
             raise ModelError("an int8 graph runs on the CPU only; use --precision fp32 with --device cuda")
         pixels = np.ascontiguousarray(images.detach().float().numpy())
-        return torch.from_numpy(self._open_session().run([_OUTPUT], {_INPUT: pixels})[0])
+        return torch.from_numpy(self._session().run([_OUTPUT], {_INPUT: pixels})[0])
 
 
 def _floats(text: str) -> tuple[float, float, float]:

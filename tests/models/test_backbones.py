@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from comicid.errors import ModelError
 from comicid.models import create_backbone, list_backbones
-from comicid.models.backbones import ColorHistogram
+from comicid.models.backbones import ColorHistogram, _bin_counts_numpy, _bin_counts_torch, colour_histogram_uint8
 
 NAMES = ["color-hist", "effnet-lite0-imagenet", "mobilenetv2-imagenet", "random", "resnet18",
          "resnet50", "tiny-cnn"]
@@ -76,3 +77,37 @@ def test_random_baseline_is_a_function_of_the_crop() -> None:
         features = rand(torch.cat([crops, crops[:1]]))
     assert torch.equal(features[0], features[2])
     assert not torch.allclose(features[0], features[1])
+
+
+def _reference_histogram(pixels: torch.Tensor) -> torch.Tensor:
+    """The colour histogram by its definition, one crop and one pixel class at a time (slow, obvious)."""
+    rows = []
+    for crop in pixels.numpy().astype(int):
+        foreground = (crop < ColorHistogram.BACKGROUND_LEVEL).any(axis=0)
+        bins = crop[:, foreground] // 64  # (3, F) in 0..3
+        counts = np.zeros(64)
+        np.add.at(counts, bins[0] * 16 + bins[1] * 4 + bins[2], 1)
+        rows.append(counts / max(1, foreground.sum()))
+    return torch.tensor(np.array(rows), dtype=torch.float32)
+
+
+def test_colour_histogram_of_8_bit_levels_is_exact_on_every_path() -> None:
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (5, 3, 24, 24), dtype=torch.uint8, generator=generator)
+    pixels[0] = 255  # a blank crop: zero vector
+    pixels[1, :, :12] = 245  # half near-white background
+    expected = _reference_histogram(pixels)
+    assert torch.count_nonzero(expected[0]) == 0 and torch.count_nonzero(expected[1]) > 0
+    torch.testing.assert_close(colour_histogram_uint8(pixels), expected)  # numpy branch (CPU)
+    assert torch.equal(_bin_counts_torch(pixels), _bin_counts_numpy(pixels))  # the GPU/trace branch
+    with torch.inference_mode():  # the float backbone, from [0, 1] inputs
+        torch.testing.assert_close(create_backbone("color-hist")(pixels.float() / 255), expected)
+
+
+def test_colour_histogram_traces_with_a_free_batch_size() -> None:
+    hist = create_backbone("color-hist").eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        traced = torch.jit.trace(hist, torch.rand(2, 3, 16, 16, generator=generator))
+        probe = torch.rand(5, 3, 16, 16, generator=generator)
+        torch.testing.assert_close(traced(probe), hist(probe))

@@ -1,10 +1,12 @@
-"""The int8 graph: exact static padding, faithful quantisation, precision selection, worker inference."""
+"""The int8 graph: exact static padding, faithful quantisation, precision selection, threaded inference."""
 
 from __future__ import annotations
 
 import hashlib
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import timm
 import torch
 from PIL import Image, ImageDraw
 
-from comicid.errors import ConfigError, ModelError
+from comicid.errors import ConfigError, ImageReadError, ModelError
 from comicid.cli import main as comicid_main
 from comicid.data.synth import generate_books
 from comicid.models import embed_crops, load_embedding_model
@@ -23,6 +25,8 @@ from comicid.models.quantize import quantize_checkpoint
 from comicid.data.preprocess import letterbox_uint8, normalise_batch
 
 from .test_model_names import tiny_finetuned
+
+T = TypeVar("T")
 
 
 def drawings(n: int, size: int = 48, seed: int = 0) -> list[Image.Image]:
@@ -117,16 +121,53 @@ def test_precision_errors_are_clear(quantised_checkpoint: Path, tmp_path: Path) 
         load_embedding_model(retrained, precision="int8")
 
 
-def test_workers_embed_the_same_features_in_the_same_order(quantised_checkpoint: Path, tmp_path: Path) -> None:
+def with_two_torch_threads(run: Callable[[], T]) -> T:
+    """``run()`` with torch at 2 threads, checking that the engine (which runs torch at 1 thread
+    while its own threads embed) gives them back, on success and on error."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        return run()
+    finally:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(before)
+        assert threads == 2
+
+
+def test_threads_embed_the_same_features_in_the_same_order(quantised_checkpoint: Path, tmp_path: Path) -> None:
+    model = load_embedding_model(quantised_checkpoint)
+    crops: list[Path | Image.Image] = []
+    for i, image in enumerate(drawings(40, seed=3)):
+        crops.append(tmp_path / f"{i}.png")
+        image.save(crops[-1])
+    crops[5] = drawings(1, seed=9)[0]  # a PIL image among the paths
+    in_threads = with_two_torch_threads(lambda: embed_crops(crops, model, batch_size=8, num_workers=2,
+                                                            progress=False))
+    in_caller = embed_crops(crops, model, batch_size=8, num_workers=0, progress=False)
+    np.testing.assert_array_equal(in_threads, in_caller)
+    assert len({row.tobytes() for row in in_caller}) == len(crops)  # distinct crops, so order is checked
+
+
+def test_an_unreadable_crop_in_a_thread_names_the_file(quantised_checkpoint: Path, tmp_path: Path) -> None:
     model = load_embedding_model(quantised_checkpoint)
     paths = []
-    for i, image in enumerate(drawings(40, seed=3)):
+    for i, image in enumerate(drawings(20, seed=5)):
         paths.append(tmp_path / f"{i}.png")
         image.save(paths[-1])
-    in_workers = embed_crops(paths, model, batch_size=8, num_workers=2, progress=False)
-    in_main = embed_crops(paths, model, batch_size=8, num_workers=0, progress=False)
-    np.testing.assert_allclose(in_workers, in_main, rtol=1e-5, atol=1e-6)
-    assert len({row.tobytes() for row in in_main}) == len(paths)  # distinct crops, so order is checked
+    paths[13].write_bytes(b"not a png")
+    with pytest.raises(ImageReadError, match="13.png"):
+        with_two_torch_threads(lambda: embed_crops(paths, model, batch_size=4, num_workers=2, progress=False))
+
+
+def test_8_bit_input_gives_the_features_of_normalised_floats() -> None:
+    """The shipped model (int8 graph, colour histogram): the engine's 8-bit path is bit-identical."""
+    model = load_embedding_model(DEFAULT_MODEL, precision="int8")
+    pixels = torch.stack([letterbox_uint8(image, model.input_size) for image in drawings(6, seed=6)])
+    with torch.inference_mode():
+        from_pixels = model.forward_pixels(pixels)
+        from_floats = model.forward_parts(normalise_batch(pixels, model.mean, model.std))
+    assert from_pixels.shape == (6, model.part_dim)
+    assert torch.equal(from_pixels, from_floats)
 
 
 def test_the_backbone_pickles_without_its_session(quantised_checkpoint: Path) -> None:
