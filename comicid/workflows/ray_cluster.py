@@ -8,6 +8,7 @@ lives as long as the command. A ``HOST:PORT`` nobody answers on fails within sec
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ def ray_cluster(address: str, num_cpus: int | None = None) -> Iterator[Any]:
     ``local`` (``num_cpus`` CPUs); disconnect (and stop the private cluster) afterwards. Yields ``ray``."""
     try:
         import ray
+        import ray.data  # noqa: F401  (the pipelines; not loaded by ``import ray``)
     except ImportError:
         raise ConfigError("--ray needs the ray package: pip install 'comicid[ray]'") from None
     if ray.is_initialized():
@@ -56,6 +58,9 @@ def ray_cluster(address: str, num_cpus: int | None = None) -> Iterator[Any]:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {error}") from None
+    # The commands show their own progress bar; Ray Data's bars and INFO lines would interleave with it.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         yield ray
     finally:

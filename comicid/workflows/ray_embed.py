@@ -58,7 +58,7 @@ def embed_collection_ray(collection: Collection, model: str = "default", address
             items = [{"key": key, "path": str(collection.crop_path(key))} for key in keys]
             dataset = ray.data.from_items(items).map_batches(
                 _Embedder, fn_constructor_kwargs={"model": model, "precision": precision}, batch_size=batch_size,
-                concurrency=pool, num_cpus=1)
+                compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=1)
             pending_keys: list[str] = []
             pending: list[np.ndarray] = []
             done = 0

@@ -137,7 +137,7 @@ class RayCutter:
             items = [{"index": number, "job": _job_to_json(jobs[number])} for number in todo]
             dataset = ray.data.from_items(items).map_batches(
                 _cut_pages, fn_kwargs={"root": str(collection.root.resolve())}, batch_size=self.pages_per_task,
-                concurrency=worker_count(ray, self.workers), num_cpus=1)
+                compute=ray.data.TaskPoolStrategy(size=worker_count(ray, self.workers)), num_cpus=1)
             with tqdm(total=len(todo), disable=not progress, unit="image", desc="cutting crops (ray)") as bar:
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                     cuts = [(int(number), str(text)) for number, text in zip(batch["index"], batch["cut"], strict=True)]
