@@ -59,8 +59,8 @@ def ray_cluster(address: str, num_cpus: int | None = None) -> Iterator[Any]:
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {error}") from None
     # The commands show their own progress bar; Ray Data's bars and INFO lines would interleave with it.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         yield ray
     finally:
