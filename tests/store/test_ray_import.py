@@ -49,8 +49,9 @@ def test_ray_import_equals_single_machine_import_and_resumes(tmp_path: Path) -> 
             import_source_ray_interrupted(manifest, resumed, RayCutter("local", workers=2, pages_per_task=1),
                                           after_pages=1)
         journal = [json.loads(line) for line in (resumed / JOURNAL).read_text().splitlines()]
-        assert len(journal) == 1 and not (resumed / "instances.parquet").exists()
-        assert 0 < len(_crops(resumed)) < len(_crops(single))
+        assert len(journal) == 1 and journal[0]["cut"]["hashes"] and not (resumed / "instances.parquet").exists()
+        # Its crops are there (tasks still running at the interrupt may have written more: harmless).
+        assert {f"crops/{key[:2]}/{key}.png" for key in journal[0]["cut"]["hashes"]} <= set(_crops(resumed))
         result = import_source_ray(manifest, resumed, "local", workers=2)
     pages = one["image"].nunique()
     assert pages == 3 and result.ray == {"pages_resumed": 1, "pages_cut": pages - 1}
