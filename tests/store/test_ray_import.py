@@ -27,12 +27,23 @@ def _crops(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_ray_import_equals_single_machine_import_and_resumes(tmp_path: Path) -> None:
+def test_ray_import_equals_single_machine_import_and_resumes(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     manifest = generate_books(tmp_path / "synth", books=1, characters=4, pages=3, seed=3, progress=False)
+    # With a page that is missing and a box that does not fit its page: skipped and counted alike.
+    with manifest.open("a", encoding="utf-8") as handle:
+        handle.write("pages/b0/missing.png,1,1,20,20,b0-c1,body,gone-1,b0,p999,,,,,,dev,colour\n")
+        handle.write("pages/b0/p000.png,90000,90000,90050,90050,b0-c1,body,far-1,b0,p000,,,,,,dev,colour\n")
     single, distributed = tmp_path / "single", tmp_path / "ray"
-    assert main(["-q", "import", str(manifest), "--out", str(single)]) == 0
+    assert main(["import", str(manifest), "--out", str(single), "--skip-bad"]) == 0
+    alone = capsys.readouterr().out
     # A cluster of its own, started and stopped by the command, on 127.0.0.1 with two 1-CPU workers.
-    assert main(["-q", "import", str(manifest), "--out", str(distributed), "--ray", "local", "--ray-workers", "2"]) == 0
+    assert main(["import", str(manifest), "--out", str(distributed), "--skip-bad", "--ray", "local",
+                 "--ray-workers", "2"]) == 0
+    on_ray = capsys.readouterr().out
+    assert "2 skipped" in alone and "skipped row" in alone
+    assert on_ray.replace(str(distributed), str(single)).replace(
+        "  ray: 4 pages cut on the cluster, 0 resumed from an interrupted run\n", "") == alone
     one = Collection.open(single).instances()
     assert len(one) > 20 and one["crop_hash"].ne("").all()
     pd.testing.assert_frame_equal(Collection.open(distributed).instances(), one)
@@ -51,25 +62,28 @@ def test_ray_import_equals_single_machine_import_and_resumes(tmp_path: Path) -> 
         journal = [json.loads(line) for line in (resumed / JOURNAL).read_text().splitlines()]
         assert len(journal) == 1 and journal[0]["cut"]["hashes"] and not (resumed / "instances.parquet").exists()
         # Its crops are there (tasks still running at the interrupt may have written more: harmless).
-        assert {f"crops/{key[:2]}/{key}.png" for key in journal[0]["cut"]["hashes"]} <= set(_crops(resumed))
-        result = import_source_ray(manifest, resumed, "local", workers=2)
+        assert {f"crops/{key[:2]}/{key}.png" for key in journal[0]["cut"]["hashes"] if key} <= set(_crops(resumed))
+        result = import_source_ray(manifest, resumed, "local", workers=2, skip_bad=True)
     pages = one["image"].nunique()
-    assert pages == 3 and result.ray == {"pages_resumed": 1, "pages_cut": pages - 1}
+    # 4 pages: the missing one is never journalled, so it is tried again (and skipped again).
+    assert pages == 3 and result.ray == {"pages_resumed": 1, "pages_cut": 3}
     pd.testing.assert_frame_equal(Collection.open(resumed).instances(), one)
     assert _crops(resumed) == _crops(single) and not (resumed / JOURNAL).exists()
 
 
 def import_source_ray_interrupted(manifest: Path, out: Path, cutter: RayCutter, after_pages: int) -> None:
-    """Run an import whose driver is interrupted (Ctrl-C) after ``after_pages`` pages came back."""
+    """Run an import whose driver is interrupted (Ctrl-C) after ``after_pages`` readable pages came back."""
     from comicid.workflows.imports import import_source
 
     def interrupted(jobs, collection, progress):  # type: ignore[no-untyped-def]
-        for number, cut in enumerate(cutter(jobs, collection, progress), start=1):
+        good = 0
+        for cut in cutter(jobs, collection, progress):
             yield cut
-            if number >= after_pages:
+            good += not cut.error
+            if good >= after_pages:
                 raise KeyboardInterrupt
 
-    import_source(manifest, out, cutter=interrupted)
+    import_source(manifest, out, cutter=interrupted, skip_bad=True)
 
 
 def test_ray_import_refuses_a_bad_address_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
