@@ -93,4 +93,6 @@ def test_ray_import_refuses_a_bad_address_in_one_line(tmp_path: Path, capsys: py
     assert main(["-q", "import", str(manifest), "--out", str(tmp_path / "c"), "--ray", "no-port"]) == 1
     error = capsys.readouterr().err.strip()
     assert "give HOST:PORT" in error and len(error.splitlines()) == 1
+    assert main(["-q", "import", str(manifest), "--out", str(tmp_path / "c"), "--ray-workers", "2"]) == 1
+    assert "--ray-workers needs --ray" in capsys.readouterr().err
     assert not (tmp_path / "c" / "instances.parquet").exists()
