@@ -8,7 +8,8 @@ of every page with boxes (RapidOCR, models shipped in its wheel) and gives it to
 panel it belongs to, where the source had no text (docs/MULTIMODAL.md). --detect reads SRC as pages
 without boxes (a folder of page images, a .txt page list or a manifest of pages) and finds panels,
 bodies, faces and text balloons with the page detector, links each face to its body and each instance
-to its panel, and imports the result (docs/DETECTION.md).
+to its panel, and imports the result (docs/DETECTION.md). --ray ADDRESS decodes the pages and cuts the
+crops on a Ray cluster (same collection; an interrupted run resumes; docs/RAY.md).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from comicid.cli.common import printable
+from comicid.cli.common import positive_int, printable
 from comicid.data.importers import IMPORTERS
 from comicid.errors import ConfigError
 from comicid.workflows.detect import DEFAULT_MIN_SCORE
 from comicid.workflows.imports import import_source
+from comicid.workflows.ray_import import import_source_ray
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="an option of the format's importer (docs/IMPORTERS.md), e.g. "
                              "--option skip_without_bbox=true or --option panels=DIR; repeatable")
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="cut the crops on a Ray cluster (HOST:PORT, auto, or local for a private one on this "
+                             "machine); SRC and COLLECTION must be on storage every node mounts; see docs/RAY.md")
+    parser.add_argument("--ray-workers", type=positive_int, metavar="N",
+                        help="with --ray: pages cut at once on the cluster (default: one per CPU)")
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -68,10 +75,15 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = import_source(args.source, args.out, args.format, skip_bad=args.skip_bad, progress=not args.quiet,
-                           allow_outside=args.allow_outside, ocr=args.ocr, detect=args.detect,
-                           detector=args.detector, min_score=args.min_score, device=args.device,
-                           **parse_options(args.option))
+    options = dict(format=args.format, skip_bad=args.skip_bad, progress=not args.quiet,
+                   allow_outside=args.allow_outside, ocr=args.ocr, detect=args.detect, detector=args.detector,
+                   min_score=args.min_score, device=args.device, **parse_options(args.option))
+    if args.ray:
+        result = import_source_ray(args.source, args.out, args.ray, args.ray_workers, **options)
+    elif args.ray_workers:
+        raise ConfigError("--ray-workers needs --ray ADDRESS")
+    else:
+        result = import_source(args.source, args.out, **options)
     collection, report, left_out = result.collection, result.report, result.left_out
     if args.detect and not args.quiet:
         found = result.detected
@@ -82,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"ocr: {ocr['pages']} pages read, {ocr['blocks']} text blocks, {ocr['assigned']} assigned")
     if not args.quiet:
         print(printable(f"{collection.root}: {report.summary()}"))
+        if result.ray:
+            print(f"  ray: {result.ray['pages_cut']} pages cut on the cluster, {result.ray['pages_resumed']} "
+                  "resumed from an interrupted run")
         if left_out:
             print(f"  the importer left out {len(left_out)} source entries:")
             for entry in left_out[:20]:

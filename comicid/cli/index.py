@@ -2,7 +2,8 @@
 
 Stored in COLLECTION/index/<model>/ with its measured recall@10 against exact search. Instances
 imported since the last build are added; --rebuild retrains it from scratch. `embed` does this by
-itself from 20,000 instances on.
+itself from 20,000 instances on. It runs on one machine, using all its cores: unlike import and embed
+it has no --ray, since the graph cannot be built in shards (docs/RAY.md gives the measurement).
 """
 
 from __future__ import annotations

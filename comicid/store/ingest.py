@@ -19,7 +19,7 @@ only trace it can leave is content-addressed crops that a later import reuses.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +70,56 @@ def _box_of(row: pd.Series) -> Box | None:
     return Box(*(float(row[c]) for c in BOX_COLUMNS))
 
 
+@dataclass(frozen=True)
+class PageJob:
+    """One page to decode and the rows to cut from it (row numbers from 0 in the import's frame)."""
+
+    image: str
+    rows: tuple[int, ...]
+    kinds: tuple[str, ...]
+    boxes: tuple[Box | None, ...]
+
+
+@dataclass
+class PageCut:
+    """What cutting one page gave, row for row: the crop's hash, or why the box was not cut
+    (``problems``, "" where cut), and whether it is tiny; ``error`` when the page could not be read."""
+
+    rows: tuple[int, ...]
+    hashes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    tiny: list[bool] = field(default_factory=list)
+    error: str = ""
+
+
+#: Cuts the pages of an import: ``(jobs, collection, progress)`` to one :class:`PageCut` per job, in any
+#: order. :func:`cut_here` on this machine; :mod:`comicid.workflows.ray_import` on a Ray cluster.
+Cutter = Callable[[list[PageJob], Collection, bool], Iterable[PageCut]]
+
+
+def cut_page(job: PageJob, collection: Collection) -> PageCut:
+    """Decode one page once and store the crop of each of its rows (content addressed, so a crop already
+    in the collection is not written again). Boxes that do not fit the page are reported, not cut."""
+    try:
+        page = load_image(job.image)
+    except ImageReadError as error:
+        return PageCut(job.rows, error=str(error))
+    done = PageCut(job.rows)
+    for kind, box in zip(job.kinds, job.boxes, strict=True):
+        problem = check_box_fits(kind, box, page.size) if box is not None else None
+        crop: Image.Image | None = None if problem else crop_part(page, kind, box)
+        done.hashes.append(collection.store_crop(crop) if crop is not None else "")
+        done.problems.append(problem or "")
+        done.tiny.append(bool(box is not None and not problem and box.is_tiny))
+    return done
+
+
+def cut_here(jobs: list[PageJob], collection: Collection, progress: bool) -> Iterator[PageCut]:
+    """The single-machine cutter: pages one after another, with a progress bar."""
+    for job in tqdm(jobs, desc="cutting crops", unit="image", disable=not progress or not jobs):
+        yield cut_page(job, collection)
+
+
 def _pages(frame: pd.DataFrame, todo: np.ndarray) -> Iterator[tuple[str, list[int]]]:
     """Rows to cut, grouped by image so that each page is decoded once (first-seen order)."""
     groups: dict[str, list[int]] = {}
@@ -110,12 +160,13 @@ def _merge_problems(parts: pd.DataFrame) -> list[str]:
 
 
 def ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool = False,
-           progress: bool = True, source: str | None = None) -> IngestReport:
+           progress: bool = True, source: str | None = None, cutter: Cutter | None = None) -> IngestReport:
     """Import a validated manifest into ``collection`` (under its writer lock).
 
     ``source`` names where the rows come from (the CLI passes the resolved SRC path): rows that an
     earlier import of the same source brought and that ``frame`` no longer has are removed and
-    listed in ``report.removed``. Without ``source`` nothing is removed.
+    listed in ``report.removed``. Without ``source`` nothing is removed. ``cutter`` decodes the pages and
+    cuts the crops (default :func:`cut_here`, this machine); the parts table is written here either way.
 
     Raises:
         ImageReadError: an image is missing or unreadable and ``skip_bad`` is false; the message
@@ -126,11 +177,11 @@ def ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool = False,
             instance two faces, two bodies or two identities.
     """
     with collection.writer("import"):
-        return _ingest(frame, collection, skip_bad, progress, source)
+        return _ingest(frame, collection, skip_bad, progress, source, cutter)
 
 
 def _ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool, progress: bool,
-            source: str | None) -> IngestReport:
+            source: str | None, cutter: Cutter | None) -> IngestReport:
     frame = frame.reset_index(drop=True).copy()
     report = IngestReport(rows=len(frame))
     frame["instance_key"] = instance_keys(frame)
@@ -159,35 +210,30 @@ def _ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool, progres
             reusable[index] = True
 
     boxed = has_box(frame)
-    pages = list(_pages(frame, ~reusable))
-    bar = tqdm(pages, desc="cutting crops", unit="image", disable=not progress or not pages)
+    jobs = [PageJob(image, tuple(rows), tuple(frame["kind"].iat[row] for row in rows),
+                    tuple(_box_of(frame.iloc[row]) if boxed[row] else None for row in rows))
+            for image, rows in _pages(frame, ~reusable)]
     skipped_rows: set[int] = set()
-    bad_boxes: list[str] = []
-    for image_path, rows in bar:
-        try:
-            page = load_image(image_path)
-        except ImageReadError as error:
+    bad_boxes: list[tuple[int, str]] = []
+    for done in (cutter or cut_here)(jobs, collection, progress):
+        if done.error:
             if not skip_bad:
-                raise ImageReadError(f"row {rows[0] + 1}: {error}") from None
-            report.skipped.extend((row + 1, str(error)) for row in rows)
-            skipped_rows.update(rows)
+                raise ImageReadError(f"row {done.rows[0] + 1}: {done.error}")
+            report.skipped.extend((row + 1, done.error) for row in done.rows)
+            skipped_rows.update(done.rows)
             continue
-        for row in rows:
-            box = _box_of(frame.iloc[row]) if boxed[row] else None
-            if box is not None:
-                problem = check_box_fits(frame["kind"].iat[row], box, page.size)
-                if problem:
-                    bad_boxes.append(f"row {row + 1}: {problem}")
-                    report.skipped.append((row + 1, problem))
-                    skipped_rows.add(row)
-                    continue
-                if box.is_tiny:
-                    report.tiny_boxes.append(row + 1)
-            crop: Image.Image = crop_part(page, frame["kind"].iat[row], box)
-            frame.at[row, "crop_hash"] = collection.store_crop(crop)
-        del page
+        for row, key, problem, tiny in zip(done.rows, done.hashes, done.problems, done.tiny, strict=True):
+            if problem:
+                bad_boxes.append((row + 1, f"row {row + 1}: {problem}"))
+                report.skipped.append((row + 1, problem))
+                skipped_rows.add(row)
+                continue
+            if tiny:
+                report.tiny_boxes.append(row + 1)
+            frame.at[row, "crop_hash"] = key
     if bad_boxes and not skip_bad:
-        raise ManifestError(bad_boxes, source=source)
+        raise ManifestError([message for _, message in sorted(bad_boxes)], source=source)
+    report.tiny_boxes.sort()  # a cutter may finish pages in any order
     report.skipped.sort()
 
     kept = frame.drop(index=sorted(skipped_rows))

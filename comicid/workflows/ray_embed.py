@@ -14,21 +14,14 @@ system every node mounts at the same path (docs/RAY.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import numpy as np
 
-from comicid.errors import ConfigError
 from comicid.models.embed import CACHE_FLUSH_BATCHES, FeatureCache, embed_crops
 from comicid.models.embedding_model import load_embedding_model
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.workflows.embed import embed_collection
-
-#: ``--ray local`` starts a private single-node cluster on the loopback interface for this run.
-LOCAL = "local"
+from comicid.workflows.ray_cluster import LOCAL, ray_cluster, worker_count
 
 
 class _Embedder:
@@ -46,31 +39,6 @@ class _Embedder:
         return {"key": batch["key"], "features": features}
 
 
-@contextmanager
-def ray_cluster(address: str, num_cpus: int | None = None) -> Iterator[Any]:
-    """Connect to the cluster at ``address`` (``HOST:PORT`` or ``auto``), or start a private local one for
-    ``local``; disconnect (and stop the private cluster) afterwards."""
-    try:
-        import ray
-    except ImportError:  # pragma: no cover - ray is a pinned dependency
-        raise ConfigError("--ray needs the ray package (pip install 'ray[data]')") from None
-    if ray.is_initialized():
-        yield ray
-        return
-    if address == LOCAL:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 object_store_memory=256 * 1024**2, log_to_driver=False, configure_logging=False)
-    else:
-        try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {error}") from None
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def embed_collection_ray(collection: Collection, model: str = "default", address: str = LOCAL,
                          precision: str = "auto", batch_size: int = 64, workers: int | None = None,
                          progress: bool = True) -> InstanceEmbeddings:
@@ -86,11 +54,11 @@ def embed_collection_ray(collection: Collection, model: str = "default", address
     keys = list(dict.fromkeys(key for key in parts["crop_hash"] if key not in cache))  # unique, in order
     if keys:
         with ray_cluster(address, num_cpus=workers) as ray:
-            pool = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            pool = worker_count(ray, workers)
             items = [{"key": key, "path": str(collection.crop_path(key))} for key in keys]
             dataset = ray.data.from_items(items).map_batches(
                 _Embedder, fn_constructor_kwargs={"model": model, "precision": precision}, batch_size=batch_size,
-                concurrency=pool, num_cpus=1)
+                compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=1)
             pending_keys: list[str] = []
             pending: list[np.ndarray] = []
             done = 0
