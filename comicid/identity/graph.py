@@ -28,11 +28,12 @@ neighbours only).
 from __future__ import annotations
 
 import heapq
+import random
 from typing import ClassVar
 
 import igraph
-import leidenalg
 import numpy as np
+from scipy import sparse
 
 from comicid.identity.constraints import (
     Constraints,
@@ -108,18 +109,24 @@ class GraphClusterer(ConstrainedClusterer):
         source = np.repeat(np.arange(n), neighbour.shape[1])
         target, weight = neighbour.ravel(), similarity.ravel().astype(np.float64)
         keep = (target >= 0) & (weight >= floor) & (source != target)
-        pairs = np.sort(np.stack([source[keep], target[keep]], axis=1), axis=1)
-        pairs, first = np.unique(pairs, axis=0, return_index=True)  # i->j and j->i are one edge
+        low, high = np.minimum(source[keep], target[keep]), np.maximum(source[keep], target[keep])
+        key, first = np.unique(low * n + high, return_index=True)  # i->j and j->i are one edge
+        pairs = np.stack([key // n, key % n], axis=1)
         weight = weight[keep][first]
         if len(pairs) == 0:
             return np.arange(n, dtype=np.int64)
         graph = igraph.Graph(n=n, edges=pairs, edge_attrs={"weight": weight})
-        # Two Leiden iterations (leidenalg's default): iterating to a fixed point cost 3x the time at
-        # 10k instances for an AMI change below 1e-5, and far more at 40k.
-        partition = leidenalg.find_partition(graph, leidenalg.CPMVertexPartition, weights="weight",
-                                             node_sizes=sizes.tolist(),
-                                             resolution_parameter=float(self.resolution) * max(floor, 1e-6),
-                                             n_iterations=2, seed=int(self.seed))
+        # igraph's own Leiden (C core): the same CPM quality as ``leidenalg`` up to a constant and the
+        # same AMI, 12x faster at 30k instances. Two iterations (the default of both): iterating to a
+        # fixed point cost 3x the time at 10k instances for an AMI change below 1e-5. igraph draws from
+        # a global random generator; a private seeded one during the call keeps results deterministic.
+        igraph.set_random_number_generator(random.Random(int(self.seed)))
+        try:
+            partition = graph.community_leiden(objective_function="CPM", weights="weight", node_weights=sizes,
+                                               resolution=float(self.resolution) * max(floor, 1e-6),
+                                               n_iterations=2)
+        finally:
+            igraph.set_random_number_generator(random)  # igraph's default: the ``random`` module
         return np.asarray(partition.membership, dtype=np.int64)
 
 
@@ -132,62 +139,96 @@ def merge_communities(unit: np.ndarray, sizes: np.ndarray, labels: np.ndarray, n
     similarity of communities A and B is ``S_A . S_B / (|A| |B|)`` with ``S`` the size-weighted sums:
     exactly what average linkage computes from all pairs. Communities with a cannot-linked pair
     (``(K, 2)`` node pairs) between them are never merged. Returns the new community per node.
+
+    Everything per pair is numpy (sums by one sparse product, the candidate pairs' means in blocks);
+    Python touches only the heap, which holds only pairs at or above ``floor``: a pair below it can
+    only rise by a merge of one of its sides, which pushes it anew. After each merge the new
+    community's means to its neighbours are one matrix-vector product.
     """
     _, labels = np.unique(labels, return_inverse=True)
     count = int(labels.max()) + 1
-    sums = np.zeros((count, unit.shape[1]))
-    np.add.at(sums, labels, unit * sizes[:, None])
+    nodes = len(labels)
+    membership = sparse.csr_matrix((np.asarray(sizes, dtype=np.float64), (labels, np.arange(nodes))),
+                                   shape=(count, nodes))
+    sums = np.asarray(membership @ np.asarray(unit, dtype=np.float64))  # (count, D) size-weighted sums
     weight = np.bincount(labels, weights=sizes, minlength=count)
+    # Community adjacency from the kNN edges, both directions, as CSR rows (one int64 key per pair).
     source = np.repeat(labels, neighbour.shape[1])
     target = np.where(neighbour.ravel() >= 0, labels[np.maximum(neighbour.ravel(), 0)], -1)
     linked = (target >= 0) & (source != target)
-    pairs = np.unique(np.sort(np.stack([source[linked], target[linked]], axis=1), axis=1), axis=0)
-    adjacent: list[set[int]] = [set() for _ in range(count)]
-    for a, b in pairs.tolist():
-        adjacent[a].add(b)
-        adjacent[b].add(a)
-    forbidden: list[set[int]] = [set() for _ in range(count)]
-    for a, b in (labels[cannot_link] if cannot_link is not None and len(cannot_link) else np.empty((0, 2), int)).tolist():
-        forbidden[a].add(b)
-        forbidden[b].add(a)
+    low, high = np.minimum(source[linked], target[linked]), np.maximum(source[linked], target[linked])
+    key = np.unique(low * count + high)
+    low, high = key // count, key % count
+    adjacency = sparse.csr_matrix((np.ones(2 * len(key), dtype=np.int8), (np.concatenate([low, high]),
+                                                                         np.concatenate([high, low]))),
+                                  shape=(count, count))
+    neighbours: dict[int, np.ndarray] = {}  # adjacency of merged communities (may hold merged-away ids)
+
+    def adjacent(community: int) -> np.ndarray:
+        found = neighbours.get(community)
+        return adjacency.indices[adjacency.indptr[community]:adjacency.indptr[community + 1]] if found is None else found
+
+    forbidden: dict[int, set[int]] = {}
+    if cannot_link is not None and len(cannot_link):
+        for a, b in labels[cannot_link].tolist():
+            forbidden.setdefault(a, set()).add(b)
+            forbidden.setdefault(b, set()).add(a)
+    mean = np.empty(len(key))
+    for start in range(0, len(key), 1 << 18):  # bounded memory: 2 x (block, D) float64 at a time
+        a, b = low[start:start + (1 << 18)], high[start:start + (1 << 18)]
+        mean[start:start + len(a)] = np.einsum("ij,ij->i", sums[a], sums[b]) / (weight[a] * weight[b])
+    good = np.flatnonzero(mean >= floor)
+    heap = [(-m, a, b, 0, 0) for m, a, b in zip(mean[good].tolist(), low[good].tolist(), high[good].tolist())
+            if b not in forbidden.get(a, ())]
+    heapq.heapify(heap)
     version = np.zeros(count, dtype=np.int64)
     alive = np.ones(count, dtype=bool)
-    mean = lambda a, b: float(sums[a] @ sums[b]) / (weight[a] * weight[b])  # noqa: E731
-    heap = [(-mean(a, b), a, b, 0, 0) for a, b in pairs.tolist() if b not in forbidden[a]]
-    heapq.heapify(heap)
     owner = np.arange(count)
+
+    def roots(ids: np.ndarray) -> np.ndarray:
+        """Surviving community of each id (vectorised pointer jumping, paths compressed)."""
+        found = owner[ids]
+        while True:
+            step = owner[found]
+            if np.array_equal(step, found):
+                break
+            found = step
+        owner[ids] = found
+        return found
+
     while heap:
         negative, a, b, version_a, version_b = heapq.heappop(heap)
         if -negative < floor:
             break
-        if not (alive[a] and alive[b]) or version[a] != version_a or version[b] != version_b or b in forbidden[a]:
+        if not (alive[a] and alive[b]) or version[a] != version_a or version[b] != version_b:
             continue  # stale entry: one side changed since it was pushed
+        if b in forbidden.get(a, ()):
+            continue
         keep, gone = (a, b) if weight[a] >= weight[b] else (b, a)
         sums[keep] += sums[gone]
         weight[keep] += weight[gone]
         alive[gone] = False
         owner[gone] = keep
         version[keep] += 1
-        forbidden[keep] |= forbidden[gone]
-        for other in forbidden[gone]:
-            forbidden[other].add(keep)
-        adjacent[keep] = (adjacent[keep] | adjacent[gone]) - {keep, gone}
-        for other in adjacent[gone]:
-            adjacent[other].discard(gone)
-            if other != keep:
-                adjacent[other].add(keep)
-        adjacent[gone] = set()
-        for other in adjacent[keep]:
-            if alive[other] and other not in forbidden[keep]:
-                pair = (keep, other) if keep < other else (other, keep)
-                heapq.heappush(heap, (-mean(keep, other), pair[0], pair[1], version[pair[0]], version[pair[1]]))
-    # Follow merge chains to the surviving community.
-    for community in range(count):
-        root = community
-        while owner[root] != root:
-            root = owner[root]
-        owner[community] = root
-    return owner[labels]
+        if gone in forbidden:
+            lost = forbidden.pop(gone)
+            forbidden.setdefault(keep, set()).update(lost)
+            for other in lost:
+                forbidden.setdefault(other, set()).add(keep)
+        near = np.unique(roots(np.concatenate([adjacent(keep), adjacent(gone)])))
+        near = near[near != keep]
+        neighbours[keep] = near
+        neighbours.pop(gone, None)
+        if keep in forbidden and len(near):
+            near = near[~np.isin(near, list(forbidden[keep]))]
+        if len(near) == 0:
+            continue
+        means = (sums[near] @ sums[keep]) / (weight[near] * weight[keep])
+        rising = means >= floor
+        for other, value in zip(near[rising].tolist(), means[rising].tolist()):
+            pair = (keep, other) if keep < other else (other, keep)
+            heapq.heappush(heap, (-value, pair[0], pair[1], version[pair[0]], version[pair[1]]))
+    return roots(np.arange(count))[labels]
 
 
 def _repair_locally(unit: np.ndarray, labels: np.ndarray, cannot_link: np.ndarray, neighbour: np.ndarray) -> np.ndarray:
