@@ -49,6 +49,12 @@ ALGORITHMS = ("leiden",)
 #: neighbours to be *of its identity*, not the exact top 30 among near-ties: at 40k instances 0.95
 #: took nprobe 128 and 88 s, 0.8 took nprobe 2 and 5 s (2 shared cores).
 GRAPH_RECALL = 0.8
+#: Vectors the graph's IVF search scans per instance at most (nprobe x mean list size): a budget that
+#: keeps the graph linear in N. Synthetic long-tailed data (benchmarks/scale.py) needs more and more
+#: scanning for recall 0.8 as identities grow (exact top 10 among thousands of near-tied members):
+#: nprobe 4 of 1,265 lists at 100k, 16 of 2,191 at 300k. At 100k, 300 to 1,300 scanned vectors
+#: changed AMI by 0.008.
+GRAPH_MAX_CANDIDATES = 2048
 
 
 @CLUSTERERS.register("graph")
@@ -63,6 +69,9 @@ class GraphClusterer(ConstrainedClusterer):
         resolution: multiplies the CPM resolution; 1 means "average similarity above the threshold".
         merge: run step 3 (off only to study Leiden alone).
         seed: Leiden's random seed (results are deterministic for a seed).
+
+    After ``fit``, ``neighbours_ (N, k)`` is the kNN graph per instance (rows of ``X``, -1 = none),
+    which :func:`comicid.identity.base.confidence` takes to score large scopes without a search.
     """
 
     threshold_parameter: ClassVar[str] = "distance_threshold"
@@ -88,6 +97,7 @@ class GraphClusterer(ConstrainedClusterer):
         """Must-link groups become weighted nodes; cannot-links are honoured inside (the merge step refuses
         them and a local repair splits what Leiden joined), so this replaces the base class's wrapper."""
         n = len(unit)
+        self.neighbours_ = np.full((n, 0), -1, dtype=np.int64)
         groups = constraints.must_link_groups(n)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
@@ -96,7 +106,12 @@ class GraphClusterer(ConstrainedClusterer):
         cannot = np.unique(np.sort(groups[constraints.cannot_link], axis=1), axis=0).reshape(-1, 2)
         if len(nodes) == 1:
             return np.zeros(n, dtype=np.int64)
-        similarity, neighbour = knn_graph(nodes, min(int(self.k), len(nodes) - 1), target_recall=GRAPH_RECALL)
+        similarity, neighbour = knn_graph(nodes, min(int(self.k), len(nodes) - 1), target_recall=GRAPH_RECALL,
+                                         max_candidates=GRAPH_MAX_CANDIDATES)
+        # The graph per instance (a node's neighbours, each named by its first instance), kept for
+        # confidence(), which then needs no search of its own at scale.
+        first = np.unique(groups, return_index=True)[1]
+        self.neighbours_ = np.where(neighbour[groups] >= 0, first[np.maximum(neighbour[groups], 0)], -1)
         floor = 1.0 - float(self.distance_threshold)
         labels = self._leiden(similarity, neighbour, sizes, floor)
         if self.merge:
@@ -174,8 +189,8 @@ def merge_communities(unit: np.ndarray, sizes: np.ndarray, labels: np.ndarray, n
             forbidden.setdefault(a, set()).add(b)
             forbidden.setdefault(b, set()).add(a)
     mean = np.empty(len(key))
-    for start in range(0, len(key), 1 << 18):  # bounded memory: 2 x (block, D) float64 at a time
-        a, b = low[start:start + (1 << 18)], high[start:start + (1 << 18)]
+    for start in range(0, len(key), 4096):  # small blocks stay in cache: 20x faster than 1 << 18 at 100k
+        a, b = low[start:start + 4096], high[start:start + 4096]
         mean[start:start + len(a)] = np.einsum("ij,ij->i", sums[a], sums[b]) / (weight[a] * weight[b])
     good = np.flatnonzero(mean >= floor)
     heap = [(-m, a, b, 0, 0) for m, a, b in zip(mean[good].tolist(), low[good].tolist(), high[good].tolist())
