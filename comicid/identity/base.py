@@ -17,7 +17,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from comicid.search.ann import AnnIndex
+from comicid.search.ann import AnnIndex, knn_graph
 from comicid.identity.constraints import (
     Constraints,
     IdentityInputError,
@@ -218,23 +218,28 @@ def _nearest_other_mean(unit: np.ndarray, means: np.ndarray, member_of: np.ndarr
 
 #: Instances whose candidate clusters :func:`_nearest_adjacent_mean` scores in one matrix product.
 ADJACENT_BATCH = 256
+#: Nearest other cluster means that :func:`_nearest_adjacent_mean` adds to a cluster's graph neighbours.
+MEAN_NEIGHBOURS = 10
 
 
 def _nearest_adjacent_mean(unit: np.ndarray, means: np.ndarray, member_of: np.ndarray,
                            neighbour_cluster: np.ndarray) -> np.ndarray:
-    """Highest inner product of each row with the mean of a cluster next to its own in the kNN graph.
+    """Highest inner product of each row with the mean of a cluster next to its own.
 
     ``neighbour_cluster (N, k)``: the cluster of each kNN neighbour (-1 = none or unknown). Two clusters
-    are next to each other when a kNN edge joins them; every instance is scored against all clusters
-    next to its own, exactly (the same candidates for all members, so an instance deep inside a large
-    cluster, whose own neighbours are all in it, still finds the nearest other cluster). Clusters are
-    scored in batches of about :data:`ADJACENT_BATCH` instances against the union of their candidates,
-    which can only find a better "other". -1 where a cluster has no neighbour cluster (as with one
-    cluster). No library offers "best mean among graph-adjacent clusters", hence written here.
+    are next to each other when a kNN edge of the clustering's graph joins them or when one's mean is
+    among the :data:`MEAN_NEIGHBOURS` nearest of the other's (:func:`knn_graph` over the means: an
+    isolated cluster has no kNN edge out, yet a nearest other cluster). Every instance is scored
+    exactly against all clusters next to its own (the same candidates for all members, so an instance
+    deep inside a large cluster still finds the nearest other cluster), in batches of about
+    :data:`ADJACENT_BATCH` instances against the union of their candidates, which can only find a
+    better "other". No library offers "best mean among adjacent clusters", hence written here.
     """
     count = len(means)
-    source = np.repeat(member_of, neighbour_cluster.shape[1])
-    target = neighbour_cluster.ravel()
+    near_means = knn_graph(means, min(MEAN_NEIGHBOURS, count - 1))[1]
+    source = np.concatenate([np.repeat(member_of, neighbour_cluster.shape[1]),
+                             np.repeat(np.arange(count), near_means.shape[1])])
+    target = np.concatenate([neighbour_cluster.ravel(), near_means.ravel()])
     linked = (target >= 0) & (target != source)
     adjacency = sparse.csr_matrix((np.ones(int(linked.sum()), dtype=np.int8), (source[linked], target[linked])),
                                   shape=(count, count))

@@ -101,8 +101,12 @@ class GraphClusterer(ConstrainedClusterer):
         groups = constraints.must_link_groups(n)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        nodes = group_means(unit, groups).astype(np.float32)  # (G, D), one node per must-link group
         sizes = np.bincount(groups).astype(np.float64)
+        if len(sizes) == n:  # no must-links: a node per instance (group_means would copy N x D twice)
+            nodes = np.empty(unit.shape, dtype=np.float32)
+            nodes[groups] = unit
+        else:
+            nodes = group_means(unit, groups).astype(np.float32)  # (G, D), one node per must-link group
         cannot = np.unique(np.sort(groups[constraints.cannot_link], axis=1), axis=0).reshape(-1, 2)
         if len(nodes) == 1:
             return np.zeros(n, dtype=np.int64)
@@ -163,9 +167,11 @@ def merge_communities(unit: np.ndarray, sizes: np.ndarray, labels: np.ndarray, n
     _, labels = np.unique(labels, return_inverse=True)
     count = int(labels.max()) + 1
     nodes = len(labels)
-    membership = sparse.csr_matrix((np.asarray(sizes, dtype=np.float64), (labels, np.arange(nodes))),
+    membership = sparse.csc_matrix((np.asarray(sizes, dtype=np.float64), (labels, np.arange(nodes))),
                                    shape=(count, nodes))
-    sums = np.asarray(membership @ np.asarray(unit, dtype=np.float64))  # (count, D) size-weighted sums
+    sums = np.zeros((count, unit.shape[1]))  # (count, D) size-weighted sums, in float64
+    for start in range(0, nodes, 65_536):  # float64 blocks of the float32 nodes: no second N x D copy
+        sums += membership[:, start:start + 65_536] @ np.asarray(unit[start:start + 65_536], dtype=np.float64)
     weight = np.bincount(labels, weights=sizes, minlength=count)
     # Community adjacency from the kNN edges, both directions, as CSR rows (one int64 key per pair).
     source = np.repeat(labels, neighbour.shape[1])

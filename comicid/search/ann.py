@@ -91,9 +91,11 @@ class AnnIndex:
 
     @classmethod
     def build(cls, vectors: np.ndarray, kind: str = "hnsw", nlist: int | None = None, seed: int = 0,
-              target_recall: float = TARGET_RECALL, max_effort: int | None = None) -> AnnIndex:
+              target_recall: float = TARGET_RECALL, max_effort: int | None = None, codec: str = "Flat") -> AnnIndex:
         """Build a ``kind`` index of ``vectors (N, D)`` and tune its search effort to ``target_recall``
-        (at most ``max_effort``: a budget, see :meth:`tune`)."""
+        (at most ``max_effort``: a budget, see :meth:`tune`). ``codec`` is how an IVF index stores its
+        vectors: ``Flat`` (exact; what a stored collection index uses) or ``SQ8`` (8 bits a dimension,
+        approximate scores: only for a kNN graph, whose scores :func:`knn_graph` recomputes)."""
         vectors = _as_matrix(vectors)
         n, dim = vectors.shape
         if kind not in KINDS:
@@ -106,7 +108,9 @@ class AnnIndex:
             if not 1 <= nlist <= max(1, n):
                 raise ConfigError(f"nlist must lie between 1 and the number of vectors ({n}), got {nlist}")
             # The factory makes the index own its quantiser (one built in Python would be freed early).
-            index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+            if codec not in ("Flat", "SQ8"):
+                raise ConfigError(f"unknown IVF codec {codec!r}; choose Flat or SQ8")
+            index = faiss.index_factory(dim, f"IVF{nlist},{codec}", faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = seed
             sample = np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False)
             index.train(vectors[np.sort(sample)])
@@ -226,6 +230,18 @@ def _search_blocks(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.
     return np.concatenate(scores), np.concatenate(rows)
 
 
+def _exact_scores(vectors: np.ndarray, start: int, rows: np.ndarray) -> np.ndarray:
+    """Exact inner products of ``vectors[start + i]`` with ``vectors[rows[i, j]]`` (-inf where -1), in
+    small blocks: a (block, k, D) gather stays in cache."""
+    scores = np.full(rows.shape, -np.inf, dtype=np.float32)
+    for first in range(0, len(rows), 512):
+        found = rows[first:first + 512]
+        own = vectors[start + first:start + first + len(found)]
+        block = np.einsum("nd,nkd->nk", own, vectors[np.maximum(found, 0)])
+        scores[first:first + len(found)] = np.where(found >= 0, block, -np.inf)
+    return scores
+
+
 def knn_graph(vectors: np.ndarray, k: int, index: AnnIndex | None = None, progress: bool = False,
               target_recall: float = TARGET_RECALL, max_candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest other vectors of every vector: ``(similarity (N, k), neighbour (N, k))``.
@@ -251,12 +267,20 @@ def knn_graph(vectors: np.ndarray, k: int, index: AnnIndex | None = None, progre
         if index is None:
             nlist = graph_nlist(n)
             budget = None if max_candidates is None else max(1, int(max_candidates) * nlist // n)
-            index = AnnIndex.build(vectors, kind="ivf", nlist=nlist, target_recall=target_recall, max_effort=budget)
+            # SQ8 scans 1.7x faster than Flat at the same recall (100k: 35 s against 60 s per million
+            # queries at nprobe 8, both recall@10 0.826); the k found are then scored exactly below.
+            index = AnnIndex.build(vectors, kind="ivf", nlist=nlist, target_recall=target_recall, max_effort=budget,
+                                   codec="SQ8")
         if len(index) != n:
             raise ConfigError(f"the index holds {len(index)} vectors but the graph is over {n}")
-        search = lambda block: index.search(block, k + 1)  # noqa: E731
+        lossy = not isinstance(index.index, (faiss.IndexIVFFlat, faiss.IndexHNSWFlat))
+        # A lossy index ranks by approximate scores: twice the candidates, scored exactly, keep the best.
+        search = lambda block: index.search(block, (k + 1) * (2 if lossy else 1))  # noqa: E731
     for start in tqdm(range(0, n, QUERY_BLOCK), disable=not progress, desc="kNN graph", unit="block"):
         block_scores, block_rows = search(vectors[start:start + QUERY_BLOCK])
+        if index is not None and lossy:
+            block_scores, block_rows = _sorted(_exact_scores(vectors, start, block_rows), block_rows)
+            block_scores, block_rows = block_scores[:, :k + 1], block_rows[:, :k + 1]
         own = np.arange(start, start + len(block_rows))[:, None]
         keep = block_rows != own  # a vector is not its own neighbour
         # Move kept entries to the front of each row, in their (sorted) order, then cut to k.
