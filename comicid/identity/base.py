@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from comicid.search.ann import AnnIndex
+from comicid.search.ann import AnnIndex, knn_graph
 from comicid.identity.constraints import (
     Constraints,
     IdentityInputError,
@@ -100,11 +101,16 @@ class ConstrainedClusterer(ClusterMixin, BaseEstimator):
 
 
 def group_means(unit: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    sums = np.zeros((int(groups.max()) + 1, unit.shape[1]))
-    np.add.at(sums, groups, unit)
+    membership = sparse.csr_matrix((np.ones(len(groups)), (groups, np.arange(len(groups)))),
+                                   shape=(int(groups.max()) + 1, len(groups)))
+    sums = np.asarray(membership @ np.asarray(unit, dtype=np.float64))  # one sparse product, not np.add.at
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    # Opposite vectors must-linked together cancel out; any unit vector then represents them equally badly.
-    return np.where(norms > 1e-12, sums / np.maximum(norms, 1e-12), unit[np.unique(groups, return_index=True)[1]])
+    means = sums / np.maximum(norms, 1e-12)
+    cancelled = np.flatnonzero(norms[:, 0] <= 1e-12)
+    if len(cancelled):
+        # Opposite vectors must-linked together cancel out; any unit vector then represents them equally badly.
+        means[cancelled] = unit[np.unique(groups, return_index=True)[1][cancelled]]
+    return means
 
 
 def repair_cannot_links(unit: np.ndarray, labels: np.ndarray, cannot_link: np.ndarray) -> np.ndarray:
@@ -148,7 +154,7 @@ def _new_home(unit: np.ndarray, labels: np.ndarray, leaver: int, cannot_link: np
     return int(labels.max()) + 1
 
 
-def confidence(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def confidence(embeddings: np.ndarray, labels: np.ndarray, neighbours: np.ndarray | None = None) -> np.ndarray:
     """Per-instance confidence in [0, 1] that it belongs to its cluster rather than the next best.
 
     ``(1 + own - other) / 2`` clipped to [0, 1], where ``own`` is the mean cosine similarity to the
@@ -157,7 +163,9 @@ def confidence(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
     A singleton's ``own`` is 1, so its confidence only says how isolated it is; with one cluster
     ``other`` is -1. Label -1 (unknown) gets 0 and is not a cluster. Cost: O(N x clusters x D) in
     blocks of bounded memory up to :data:`CONFIDENCE_EXACT_MAX` (instance, cluster) pairs; beyond, the
-    most similar other cluster is found by an approximate search over cluster means (near-linear).
+    most similar other cluster is looked for among the clusters next to the instance's own in the kNN
+    graph ``neighbours (N, k)`` (rows of ``embeddings``, -1 = none) when the clusterer built one (the
+    graph method's ``neighbours_``), else by an approximate search over cluster means (near-linear).
     """
     unit = check_embeddings(embeddings)  # (N, D), L2-normalised
     labels = np.asarray(labels, dtype=np.int64)
@@ -185,6 +193,10 @@ def confidence(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
             mean_similarity = unit[known[start:start + block]] @ means.T
             mean_similarity[rows[:len(mean_similarity)], member_of[start:start + block]] = -np.inf
             other[start:start + block] = mean_similarity.max(axis=1)
+    elif neighbours is not None:
+        cluster_of = np.full(len(unit), -1, dtype=np.int64)
+        cluster_of[known] = member_of
+        other = _nearest_adjacent_mean(unit[known], means, member_of, cluster_of[np.asarray(neighbours)[known]])
     else:
         other = _nearest_other_mean(unit[known], means, member_of)
     scores[known] = np.clip((1.0 + own - other) / 2.0, 0.0, 1.0)
@@ -202,3 +214,52 @@ def _nearest_other_mean(unit: np.ndarray, means: np.ndarray, member_of: np.ndarr
     scores, found = index.search(unit, 4)
     scores = np.where((found == member_of[:, None]) | (found < 0), -np.inf, scores).max(axis=1)
     return np.where(np.isfinite(scores), scores, -1.0)
+
+
+#: Instances whose candidate clusters :func:`_nearest_adjacent_mean` scores in one matrix product.
+ADJACENT_BATCH = 256
+#: Nearest other cluster means that :func:`_nearest_adjacent_mean` adds to a cluster's graph neighbours.
+MEAN_NEIGHBOURS = 10
+
+
+def _nearest_adjacent_mean(unit: np.ndarray, means: np.ndarray, member_of: np.ndarray,
+                           neighbour_cluster: np.ndarray) -> np.ndarray:
+    """Highest inner product of each row with the mean of a cluster next to its own.
+
+    ``neighbour_cluster (N, k)``: the cluster of each kNN neighbour (-1 = none or unknown). Two clusters
+    are next to each other when a kNN edge of the clustering's graph joins them or when one's mean is
+    among the :data:`MEAN_NEIGHBOURS` nearest of the other's (:func:`knn_graph` over the means: an
+    isolated cluster has no kNN edge out, yet a nearest other cluster). Every instance is scored
+    exactly against all clusters next to its own (the same candidates for all members, so an instance
+    deep inside a large cluster still finds the nearest other cluster), in batches of about
+    :data:`ADJACENT_BATCH` instances against the union of their candidates, which can only find a
+    better "other". No library offers "best mean among adjacent clusters", hence written here.
+    """
+    count = len(means)
+    near_means = knn_graph(means, min(MEAN_NEIGHBOURS, count - 1))[1]
+    source = np.concatenate([np.repeat(member_of, neighbour_cluster.shape[1]),
+                             np.repeat(np.arange(count), near_means.shape[1])])
+    target = np.concatenate([neighbour_cluster.ravel(), near_means.ravel()])
+    linked = (target >= 0) & (target != source)
+    adjacency = sparse.csr_matrix((np.ones(int(linked.sum()), dtype=np.int8), (source[linked], target[linked])),
+                                  shape=(count, count))
+    adjacency = (adjacency + adjacency.T).tocsr()  # both directions; duplicates summed, values unused
+    order = np.argsort(member_of, kind="stable")
+    bounds = np.searchsorted(member_of[order], np.arange(count + 1))
+    other = np.full(len(unit), -1.0)
+    means32 = means.astype(np.float32)
+    start = 0
+    while start < count:
+        stop = max(start + 1, int(np.searchsorted(bounds, bounds[start] + ADJACENT_BATCH, side="right")) - 1)
+        stop = min(stop, count)
+        rows = order[bounds[start]:bounds[stop]]
+        candidates = np.unique(adjacency.indices[adjacency.indptr[start]:adjacency.indptr[stop]])
+        step = max(1, CONFIDENCE_BLOCK // max(1, len(candidates)))  # a large cluster: rows in blocks
+        for first in range(0, len(rows) if len(candidates) else 0, step):
+            block = rows[first:first + step]
+            similarity = unit[block].astype(np.float32) @ means32[candidates].T  # (block, candidates)
+            similarity[candidates[None, :] == member_of[block][:, None]] = -np.inf  # never its own cluster
+            best = similarity.max(axis=1).astype(np.float64)
+            other[block] = np.where(np.isfinite(best), best, -1.0)
+        start = stop
+    return other

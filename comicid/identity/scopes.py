@@ -97,7 +97,7 @@ def cluster_by_scope(embeddings: np.ndarray, table: pd.DataFrame, clusterer: obj
             on_fitted(str(key), clusterer)
         prefix = f"{key}/" if scope != "collection" else ""
         identity[members] = [f"{prefix}c{label:04d}" if label >= 0 else "" for label in labels]
-        scores[members] = confidence(unit[members], labels)
+        scores[members] = confidence(unit[members], labels, neighbours=getattr(clusterer, "neighbours_", None))
     return identity, scores
 
 

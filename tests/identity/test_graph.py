@@ -31,13 +31,18 @@ def test_registered_and_built_by_name() -> None:
 
 
 def test_close_to_agglomerative_on_long_tailed_identities() -> None:
+    # Mean over four draws: one draw of 500 instances moves either method's AMI by about 0.02 (Leiden's
+    # random refinement included), which is the margin the claim is about.
     sizes = [60, 30, 12, 8, 5, 3, 3, 2, 2, 1, 1, 1, 1]
-    unit, truth = identities(sizes * 4, seed=1)
-    graph = GraphClusterer(distance_threshold=0.6, k=10).fit_predict(unit)
-    agglomerative = AgglomerativeClusterer(distance_threshold=0.6).fit_predict(unit)
-    ami_graph, ami_agg = adjusted_mutual_info_score(truth, graph), adjusted_mutual_info_score(truth, agglomerative)
-    assert ami_agg > 0.8
-    assert ami_graph >= ami_agg - 0.02
+    ami_graph, ami_agg = [], []
+    for seed in range(4):
+        unit, truth = identities(sizes * 4, seed=seed)
+        graph = GraphClusterer(distance_threshold=0.6, k=10).fit_predict(unit)
+        agglomerative = AgglomerativeClusterer(distance_threshold=0.6).fit_predict(unit)
+        ami_graph.append(adjusted_mutual_info_score(truth, graph))
+        ami_agg.append(adjusted_mutual_info_score(truth, agglomerative))
+    assert np.mean(ami_agg) > 0.8
+    assert np.mean(ami_graph) >= np.mean(ami_agg) - 0.02
 
 
 def test_merge_rebuilds_identities_larger_than_k() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from comicid.identity import AgglomerativeClusterer, HDBSCANClusterer, base, limits
 from comicid.identity.base import confidence
+from comicid.identity.graph import GraphClusterer
 from comicid.workflows.cluster import assign_identities
 from comicid.identity.limits import AGGLOMERATIVE_MAX, HDBSCAN_RAW_MAX, ScaleError, choose_method
 from comicid.store.embeddings import InstanceEmbeddings
@@ -55,6 +56,26 @@ def test_confidence_falls_back_to_a_search_over_cluster_means(monkeypatch: pytes
     approximate = confidence(unit, labels)
     assert np.mean(np.abs(approximate - exact) < 1e-6) > 0.9  # the best other cluster is almost always found
     assert (approximate >= exact - 1e-6).all()  # a missed cluster can only make "other" smaller
+
+
+def test_confidence_beyond_exact_uses_the_clusters_next_to_its_own_in_the_knn_graph(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Clustered data, clustered by the graph method: its kNN graph (neighbours_) gives the candidates.
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(60, 16))
+    truth = rng.integers(0, 60, 3000)
+    unit = centres[truth] + 0.6 * rng.normal(size=(3000, 16))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    clusterer = GraphClusterer(distance_threshold=0.5, k=10)
+    labels = clusterer.fit_predict(unit)
+    assert clusterer.neighbours_.shape == (3000, 10)
+    exact = confidence(unit, labels, neighbours=clusterer.neighbours_)  # small: still exact
+    np.testing.assert_allclose(exact, confidence(unit, labels), atol=1e-12)
+    monkeypatch.setattr(base, "CONFIDENCE_EXACT_MAX", 1000)  # force the approximate path
+    monkeypatch.setattr(base, "ADJACENT_BATCH", 50)  # several batches, and clusters larger than one
+    approximate = confidence(unit, labels, neighbours=clusterer.neighbours_)
+    assert np.mean(np.abs(approximate - exact) < 1e-5) > 0.95  # the best other cluster is next to its own
+    assert (approximate >= exact - 1e-5).all()  # a missed cluster can only make "other" smaller (float32)
 
 
 def test_confidence_in_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
