@@ -58,7 +58,7 @@ def main() -> None:
             continue
         parts = part_data(set_name, manifest, model)
         table = parts.table.reset_index(drop=True)
-        weights = np.array([model.part_weights.get(kind, 1.0) for kind in parts.kinds]) if model.part_weights else None
+        weights = model.part_weight_array(parts.kinds)
         inputs = sum_parts(parts.features, parts.instance_index, len(table), weights)
         dev = (table["split"] == "dev").to_numpy() & (table["identity"] != "").to_numpy()
         side = half(table["identity"].to_numpy())

@@ -50,12 +50,10 @@ class PartData:
 
     def fused(self, face_weight: float | None = None) -> np.ndarray:
         """Instance embeddings; ``face_weight`` w gives faces w and bodies 1 - w (None: the model's own)."""
-        weights = None
+        weights = self.model.part_weight_array(self.kinds)
         if face_weight is not None:
             w = float(np.clip(face_weight, 1e-4, 1 - 1e-4))  # a lone part keeps its instance alive
             weights = np.where(self.kinds == "face", w, 1 - w)
-        elif self.model.part_weights:
-            weights = np.array([self.model.part_weights.get(kind, 1.0) for kind in self.kinds])
         return fuse_parts(self.features, self.instance_index, len(self.table), head=self.model.head.to("cpu").eval(),
                           part_weights=weights)
 

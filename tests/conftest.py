@@ -24,6 +24,9 @@ import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from torch import nn  # noqa: E402
+
+from comicid.models import EmbeddingModel, create_backbone, save_embedding_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +63,13 @@ def collection(book: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("c") / "collection"
     assert main(["-q", "import", str(book), "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """A plain tiny-cnn checkpoint with a linear head (``tmp_path/m.pt``), weights nudged off their init."""
+    backbone = create_backbone("tiny-cnn")
+    with torch.no_grad():
+        for parameter in backbone.parameters():
+            parameter.add_(0.01)
+    return save_embedding_model(EmbeddingModel(backbone, nn.Linear(32, 8)), tmp_path / "m.pt")

@@ -123,6 +123,13 @@ class EmbeddingModel(nn.Module):
         """
         return self.forward_parts(normalise_batch(pixels, self.mean, self.std))
 
+    def part_weight_array(self, kinds: Sequence[str] | np.ndarray) -> np.ndarray | None:
+        """The fusion weight of each part row from its kind (1 for a kind without one), or None when the
+        model has no fusion weights (the plain sum): the ``part_weights`` argument of ``fuse_parts``."""
+        if not self.part_weights:
+            return None
+        return np.array([self.part_weights.get(str(kind), 1.0) for kind in kinds], dtype=np.float32)
+
     def forward(self, images: Tensor) -> Tensor:
         """Same as :meth:`forward_parts`, so the model can be called like any module."""
         return self.forward_parts(images)

@@ -259,11 +259,8 @@ def _build(cls: type[T], values: Any, where: str, base: Path) -> T:
     return cls(**kwargs)
 
 
-def _check(config: Any) -> None:
-    """Value checks a type cannot express."""
-    if not hasattr(config, "train"):  # a recipe without a training loop (e.g. a fitted discriminant head)
-        config.check()
-        return
+def _check_training(config: Any) -> None:
+    """Checks of the shared loop's ``train`` section and of ``data.manifests``, for recipes that train."""
     train = config.train
     for name in ("steps", "batch_size"):
         if getattr(train, name) < 1:
@@ -281,6 +278,13 @@ def _check(config: Any) -> None:
         raise ConfigError(f"train.warmup_start must be in [0, 1], got {train.warmup_start}")
     if not config.data.manifests:
         raise ConfigError("data.manifests: give at least one training manifest")
+
+
+def _check(config: Any) -> None:
+    """Value checks a type cannot express: the training loop's sections when the recipe has them (a fitted
+    discriminant head has none), then the recipe's own ``check()`` or the checks of the recipes defined here."""
+    if hasattr(config, "train"):
+        _check_training(config)
     custom_check = getattr(config, "check", None)
     if callable(custom_check):  # recipes defined outside this module check their own sections
         custom_check()

@@ -10,24 +10,19 @@ weights carried over from the base model, thresholds measured again: the new hea
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from comicid.data.manifest import read_manifest
 from comicid.errors import ConfigError, ModelError
-from comicid.models.embed import FeatureCache, embed_crops, sum_parts
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model, save_embedding_model
 from comicid.models.facebody import FineTunedFaceBodyModel, save_finetuned_model
 from comicid.models.quantize import quantize_checkpoint
-from comicid.store.collection import Collection
-from comicid.store.embeddings import instance_table
-from comicid.store.ingest import ingest
 from comicid.training.discriminant import DiscriminantConfig, extend_head, fit_discriminant
-from comicid.workflows.label_free import calibrate_model, labelled_rows
+from comicid.workflows.embed import embed_parts
+from comicid.workflows.label_free import calibrate_model, describe_source, labelled_collections
 
 logger = logging.getLogger(__name__)
 
@@ -52,26 +47,12 @@ def head_inputs(model: EmbeddingModel, manifests: list[Path], workdir: Path,
     """The head inputs (``sum_parts``) of every labelled non-test instance, with labels kept apart per
     manifest (``"m<number>|<identity>"``), and a one-line description of each manifest used."""
     inputs, labels, sources = [], [], []
-    for number, manifest in enumerate(manifests):
-        frame = labelled_rows(read_manifest(manifest))
-        if frame.empty:
-            logger.info("%s: no labelled non-test rows, skipped", manifest)
-            continue
-        frame["book"] = f"m{number}:" + frame["book"]
-        name = re.sub(r"[^A-Za-z0-9]+", "-", Path(manifest).stem).strip("-")
-        collection = Collection.create(workdir / f"{number:02d}-{name}")
-        if not collection.has_instances():
-            ingest(frame, collection, progress=progress)
-        parts = collection.instances()
-        cache = FeatureCache(collection.features_dir, model.model_id)
-        features = embed_crops([collection.crop_path(key) for key in parts["crop_hash"]], model, cache=cache,
-                               keys=parts["crop_hash"].tolist(), progress=progress)
-        table, index = instance_table(parts)
-        weights = None if not model.part_weights else \
-            parts["kind"].map(lambda kind: model.part_weights.get(kind, 1.0)).to_numpy(dtype=np.float32)
-        inputs.append(sum_parts(features, index, len(table), weights))
-        labels.append((f"m{number}|" + table["identity"].astype(str)).to_numpy())
-        sources.append(f"{'/'.join(Path(manifest).parts[-2:])} ({len(table)} instances)")
+    for number, manifest, collection in labelled_collections(manifests, workdir, progress):
+        with collection.writer("embed"):
+            parts = embed_parts(collection, model, progress=progress)
+        inputs.append(parts.head_inputs())
+        labels.append((f"m{number}|" + parts.table["identity"].astype(str)).to_numpy())
+        sources.append(describe_source(manifest, len(parts.table)))
     if not inputs:
         raise ConfigError("no labelled non-test rows in the given manifests: nothing to fit a discriminant head on")
     return np.concatenate(inputs), np.concatenate(labels), sources

@@ -4,12 +4,15 @@ instance; optionally augmented views of every crop for methods that learn from t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from comicid.data.manifest import display_key
 from comicid.errors import CollectionError, ConfigError
-from comicid.models.embed import FeatureCache, check_finite, embed_crops, fuse_parts
+from comicid.models.embed import FeatureCache, check_finite, embed_crops, fuse_parts, sum_parts
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model
 from comicid.models.ensemble import Ensemble
 from comicid.models.multimodal import MultimodalEmbedder
@@ -34,6 +37,45 @@ class _Names(Sequence[str]):
             raise IndexError(index)
         return self._name(index % self._count)
 
+@dataclass(frozen=True)
+class PartFeatures:
+    """A collection's parts through one model, before fusion: what the head is applied to."""
+
+    table: pd.DataFrame  # one row per instance (store.embeddings.INSTANCE_COLUMNS)
+    features: np.ndarray  # (P, part_dim) raw part features
+    instance_index: np.ndarray  # (P,) instance of each part
+    weights: np.ndarray | None  # (P,) the model's fusion weight of each part, None for the plain sum
+    crop_paths: list[Path]
+    cached: int  # crops in the model's feature cache afterwards
+
+    def head_inputs(self) -> np.ndarray:
+        """``sum_parts``: the head's input per instance."""
+        return sum_parts(self.features, self.instance_index, len(self.table), self.weights)
+
+
+def embed_parts(collection: Collection, model: EmbeddingModel, device: str = "cpu", batch_size: int = 64,
+                progress: bool = True, num_workers: int | None = None) -> PartFeatures:
+    """Every part of ``collection`` through ``model`` (cached per crop, resumable), not yet fused.
+
+    The caller holds the collection's writer lock (the cache is written). A crop neither cached nor on
+    disk is a :class:`~comicid.errors.CollectionError` naming the first such instance.
+    """
+    parts = collection.instances()
+    cache = FeatureCache(collection.features_dir, model.model_id)
+    crop_paths = [collection.crop_path(key) for key in parts["crop_hash"]]
+    part_keys, kinds = parts["instance_key"].to_numpy(), parts["kind"].to_numpy()
+    names = _Names(len(parts), lambda i: f"instance '{display_key(part_keys[i])}' ({kinds[i]})")
+    missing = [index for index, (key, path) in enumerate(zip(parts["crop_hash"], crop_paths, strict=True))
+               if key not in cache and not path.is_file()]
+    if missing:
+        raise CollectionError(f"{len(missing)} crops of '{collection.root}' are missing from its crops/ "
+                              f"folder (first: {names[missing[0]]}, '{crop_paths[missing[0]]}'); run "
+                              "`comicid import` of its sources again to cut them again")
+    features = embed_crops(crop_paths, model, batch_size=batch_size, device=device, progress=progress,
+                           cache=cache, num_workers=num_workers, keys=parts["crop_hash"].tolist(), names=names)
+    table, instance_index = instance_table(parts)
+    return PartFeatures(table, features, instance_index, model.part_weight_array(kinds), crop_paths, len(cache))
+
 
 def embed_collection(collection: Collection, model: EmbeddingModel | Ensemble | MultimodalEmbedder, device: str = "cpu",
                      batch_size: int = 64, progress: bool = True, num_workers: int | None = None,
@@ -55,31 +97,17 @@ def embed_collection(collection: Collection, model: EmbeddingModel | Ensemble | 
                                     num_workers=num_workers) for member in model.members]
         return InstanceEmbeddings(members[0].table, model.combine([m.vectors for m in members]), model.model_id)
     with collection.writer("embed"):
-        parts = collection.instances()
-        cache = FeatureCache(collection.features_dir, model.model_id)
-        crop_paths = [collection.crop_path(key) for key in parts["crop_hash"]]
-        part_keys, kinds = parts["instance_key"].to_numpy(), parts["kind"].to_numpy()
-        names = _Names(len(parts), lambda i: f"instance '{display_key(part_keys[i])}' ({kinds[i]})")
-        missing = [index for index, (key, path) in enumerate(zip(parts["crop_hash"], crop_paths, strict=True))
-                   if key not in cache and not path.is_file()]
-        if missing:
-            raise CollectionError(f"{len(missing)} crops of '{collection.root}' are missing from its crops/ "
-                                  f"folder (first: {names[missing[0]]}, '{crop_paths[missing[0]]}'); run "
-                                  "`comicid import` of its sources again to cut them again")
-        features = embed_crops(crop_paths, model, batch_size=batch_size, device=device, progress=progress,
-                               cache=cache, num_workers=num_workers, keys=parts["crop_hash"].tolist(), names=names)
-        table, instance_index = instance_table(parts)
+        embedded = embed_parts(collection, model, device, batch_size, progress, num_workers)
+        table, instance_index, weights = embedded.table, embedded.instance_index, embedded.weights
         head = model.head.to("cpu").eval()
-        weights = None if not model.part_weights else \
-            parts["kind"].map(lambda kind: model.part_weights.get(kind, 1.0)).to_numpy(dtype=np.float32)
-        vectors = fuse_parts(features, instance_index, len(table), head=head, part_weights=weights)
+        vectors = fuse_parts(embedded.features, instance_index, len(table), head=head, part_weights=weights)
         instance_keys = table["instance_key"].to_numpy()
         instance_names = _Names(len(table), lambda i: f"instance '{display_key(instance_keys[i])}'")
         check_finite(vectors, range(len(table)), instance_names, model.model_id)
-        collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=len(cache))
+        collection.record_embedding_model(model.model_id, dim=int(vectors.shape[1]), crops=embedded.cached)
     views = None
     if n_views > 0:
-        part_views = embed_views(crop_paths, model, n_views=n_views, batch_size=batch_size, progress=progress,
+        part_views = embed_views(embedded.crop_paths, model, n_views=n_views, batch_size=batch_size, progress=progress,
                                  device=device)
         views = np.stack([fuse_parts(view, instance_index, len(table), head=head, part_weights=weights)
                           for view in part_views])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,11 +65,11 @@ def labelled_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[(frame["identity"] != "") & (frame["split"] != "test")].reset_index(drop=True)
 
 
-def embed_labelled(model: EmbeddingModel, manifests: Sequence[str | Path], workdir: Path,
-                   progress: bool = True) -> tuple[InstanceEmbeddings, list[str]]:
-    """Embed the labelled non-test instances of every manifest; books are prefixed by manifest number."""
-    parts: list[InstanceEmbeddings] = []
-    sources: list[str] = []
+def labelled_collections(manifests: Sequence[str | Path], workdir: Path,
+                         progress: bool = True) -> Iterator[tuple[int, Path, Collection]]:
+    """The labelled non-test rows of each manifest imported into its own collection under ``workdir``
+    (books prefixed by the manifest's number, so two manifests never share a book); manifests without
+    such rows are skipped. Yields ``(number, manifest, collection)``."""
     for number, manifest in enumerate(manifests):
         frame = labelled_rows(read_manifest(manifest))
         if frame.empty:
@@ -78,9 +78,23 @@ def embed_labelled(model: EmbeddingModel, manifests: Sequence[str | Path], workd
         name = re.sub(r"[^A-Za-z0-9]+", "-", Path(manifest).stem).strip("-")
         collection = Collection.create(workdir / f"{number:02d}-{name}")
         ingest(frame, collection, progress=progress)
+        yield number, Path(manifest), collection
+
+
+def describe_source(manifest: Path, instances: int) -> str:
+    """``set/manifest.csv (N instances)``: what a model was fitted on, without machine paths."""
+    return f"{'/'.join(manifest.parts[-2:])} ({instances} instances)"
+
+
+def embed_labelled(model: EmbeddingModel, manifests: Sequence[str | Path], workdir: Path,
+                   progress: bool = True) -> tuple[InstanceEmbeddings, list[str]]:
+    """Embed the labelled non-test instances of every manifest; books are prefixed by manifest number."""
+    parts: list[InstanceEmbeddings] = []
+    sources: list[str] = []
+    for number, manifest, collection in labelled_collections(manifests, workdir, progress):
         parts.append(embed_collection(collection, model, progress=progress))
         parts[-1].table["set"] = f"m{number}"  # one vote per manifest when fitting
-        sources.append(f"{'/'.join(Path(manifest).parts[-2:])} ({len(parts[-1])} instances)")  # no machine paths
+        sources.append(describe_source(manifest, len(parts[-1])))
     if not parts:
         raise ConfigError("no labelled non-test rows in the given manifests: nothing to measure a threshold on")
     table = pd.concat([part.table for part in parts], ignore_index=True)

@@ -14,7 +14,7 @@ from comicid.cli import main as cli_main
 from comicid.data.manifest import read_manifest
 from comicid.data.synth import generate_books
 from comicid.errors import ConfigError
-from comicid.models import EmbeddingModel, create_backbone, load_embedding_model, save_embedding_model
+from comicid.models import load_embedding_model
 from comicid.models.model_calibration import calibration_path
 from comicid.training.config import load_config
 from comicid.training.discriminant import DiscriminantConfig, extend_head, fit_discriminant
@@ -93,18 +93,10 @@ def test_config_errors_are_one_line(tmp_path: Path, values: dict[str, object], m
         load_config(path, DiscriminantConfig)
 
 
-def _tiny_checkpoint(folder: Path) -> Path:
-    backbone = create_backbone("tiny-cnn")
-    with torch.no_grad():
-        for parameter in backbone.parameters():
-            parameter.add_(0.01)
-    return save_embedding_model(EmbeddingModel(backbone, nn.Linear(32, 8)), folder / "base.pt")
-
-
-def test_recipe_writes_a_model_whose_first_block_is_the_base_model(tmp_path: Path) -> None:
+def test_recipe_writes_a_model_whose_first_block_is_the_base_model(tmp_path: Path, tiny_checkpoint: Path) -> None:
     manifest = generate_books(tmp_path / "synth", books=2, characters=5, pages=2, seed=0, page_size=(400, 550),
                               progress=False)
-    base_path = _tiny_checkpoint(tmp_path)
+    base_path = tiny_checkpoint
     config = DiscriminantConfig(base_model=str(base_path), manifests=[manifest], output=tmp_path / "new.pt", dims=4,
                                 quantize=False, half=False, workdir=tmp_path / "work")
     result = train_discriminant(config, progress=False)

@@ -8,15 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from torch import nn
 
 from comicid.data.synth import generate_books
 from comicid.errors import ModelError
 from comicid.workflows.cluster import assign_identities
 from comicid.identity.calibration import DEFAULT_GRIDS, auto_threshold, calibrate_threshold
 from comicid.identity import AgglomerativeClusterer
-from comicid.models import EmbeddingModel, create_backbone, load_embedding_model, save_embedding_model
+from comicid.models import load_embedding_model
 from comicid.models.embed import fuse_parts
 from comicid.models.model_calibration import calibration_path, write_calibration
 from comicid.store.collection import Collection
@@ -32,14 +30,6 @@ def _blobs(n: int, per: int, spread: float, seed: int) -> tuple[np.ndarray, np.n
     truth = np.repeat(np.arange(n), per)
     points = centres[truth] + spread * rng.normal(size=(len(truth), 32)) / np.sqrt(32)
     return points / np.linalg.norm(points, axis=1, keepdims=True), truth
-
-
-def _checkpoint(folder: Path) -> Path:
-    backbone = create_backbone("tiny-cnn")
-    with torch.no_grad():
-        for parameter in backbone.parameters():
-            parameter.add_(0.01)
-    return save_embedding_model(EmbeddingModel(backbone, nn.Linear(32, 8)), folder / "m.pt")
 
 
 def test_cluster_count_objective_finds_the_true_cast_size() -> None:
@@ -73,8 +63,8 @@ def test_weighted_fusion_leans_towards_the_heavier_part() -> None:
         fuse_parts(parts, index, 2, part_weights=np.array([0.0, 1.0, 1.0]))
 
 
-def test_calibration_file_is_tied_to_its_checkpoint(tmp_path: Path) -> None:
-    path = _checkpoint(tmp_path)
+def test_calibration_file_is_tied_to_its_checkpoint(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    path = tiny_checkpoint
     sha = load_embedding_model(path).checkpoint_sha256
     write_calibration(calibration_path(path), "m", sha, {"fp32": {"agglomerative": 0.33}}, part_weights={"face": 0.5})
     model = load_embedding_model(path)
@@ -88,10 +78,10 @@ def test_calibration_file_is_tied_to_its_checkpoint(tmp_path: Path) -> None:
         load_embedding_model(path)
 
 
-def test_calibrate_model_measures_on_non_test_rows_and_cluster_uses_it(tmp_path: Path) -> None:
+def test_calibrate_model_measures_on_non_test_rows_and_cluster_uses_it(tmp_path: Path, tiny_checkpoint: Path) -> None:
     manifest = generate_books(tmp_path / "synth", books=1, characters=4, pages=2, seed=0, page_size=(400, 550),
                               progress=False)
-    checkpoint = _checkpoint(tmp_path)
+    checkpoint = tiny_checkpoint
     written = calibrate_model(checkpoint, [manifest], workdir=tmp_path / "work", progress=False)
     data = json.loads(written.read_text())
     assert written == calibration_path(checkpoint.resolve()) and set(data["thresholds"]) == {"fp32"}
