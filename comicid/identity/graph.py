@@ -103,9 +103,9 @@ class GraphClusterer(ConstrainedClusterer):
         if n == 0:
             return np.zeros(0, dtype=np.int64)
         sizes = np.bincount(groups).astype(np.float64)
-        if len(sizes) == n:  # no must-links: a node per instance (group_means would copy N x D twice)
-            nodes = np.empty(unit.shape, dtype=np.float32)
-            nodes[groups] = unit
+        singletons = len(sizes) == n  # no must-links: groups is 0 .. n-1, a node per instance
+        if singletons:  # group_means would copy N x D twice
+            nodes = unit.astype(np.float32)
         else:
             nodes = group_means(unit, groups).astype(np.float32)  # (G, D), one node per must-link group
         cannot = np.unique(np.sort(groups[constraints.cannot_link], axis=1), axis=0).reshape(-1, 2)
@@ -115,8 +115,12 @@ class GraphClusterer(ConstrainedClusterer):
                                          max_candidates=GRAPH_MAX_CANDIDATES)
         # The graph per instance (a node's neighbours, each named by its first instance), kept for
         # confidence(), which then needs no search of its own at scale.
-        first = np.unique(groups, return_index=True)[1]
-        self.neighbours_ = np.where(neighbour[groups] >= 0, first[np.maximum(neighbour[groups], 0)], -1)
+        if singletons:
+            self.neighbours_ = neighbour  # read only from here on
+        else:
+            first = np.unique(groups, return_index=True)[1]
+            per_instance = neighbour[groups]
+            self.neighbours_ = np.where(per_instance >= 0, first[np.maximum(per_instance, 0)], -1)
         floor = 1.0 - float(self.distance_threshold)
         labels = self._leiden(similarity, neighbour, sizes, floor)
         if self.merge:
