@@ -34,14 +34,13 @@ from typing import ClassVar
 
 import igraph
 import numpy as np
-from scipy import sparse
 
 from comicid.identity.constraints import (
     Constraints,
     IdentityInputError,
     first_appearance_labels,
 )
-from comicid.identity.base import ConstrainedClusterer, group_means, repair_cannot_links
+from comicid.identity.base import ConstrainedClusterer, group_means, group_sums, repair_cannot_links
 from comicid.identity.registry import CLUSTERERS
 from comicid.search.ann import knn_graph
 
@@ -174,12 +173,7 @@ def merge_communities(unit: np.ndarray, sizes: np.ndarray, labels: np.ndarray, n
     """
     _, labels = np.unique(labels, return_inverse=True)
     count = int(labels.max()) + 1
-    nodes = len(labels)
-    membership = sparse.csc_matrix((np.asarray(sizes, dtype=np.float64), (labels, np.arange(nodes))),
-                                   shape=(count, nodes))
-    sums = np.zeros((count, unit.shape[1]))  # (count, D) size-weighted sums, in float64
-    for start in range(0, nodes, 65_536):  # float64 blocks of the float32 nodes: no second N x D copy
-        sums += membership[:, start:start + 65_536] @ np.asarray(unit[start:start + 65_536], dtype=np.float64)
+    sums = group_sums(unit, labels, count, weights=sizes)  # (count, D) size-weighted sums, in float64
     weight = np.bincount(labels, weights=sizes, minlength=count)
     source = np.repeat(labels, neighbour.shape[1])
     target = np.where(neighbour.ravel() >= 0, labels[np.maximum(neighbour.ravel(), 0)], -1)
