@@ -132,9 +132,8 @@ class GraphClusterer(ConstrainedClusterer):
         source = np.repeat(np.arange(n), neighbour.shape[1])
         target, weight = neighbour.ravel(), similarity.ravel().astype(np.float64)
         keep = (target >= 0) & (weight >= floor) & (source != target)
-        low, high = np.minimum(source[keep], target[keep]), np.maximum(source[keep], target[keep])
-        key, first = np.unique(low * n + high, return_index=True)  # i->j and j->i are one edge
-        pairs = np.stack([key // n, key % n], axis=1)
+        low, high, first = _unique_pairs(source[keep], target[keep], n)  # i->j and j->i are one edge
+        pairs = np.stack([low, high], axis=1)
         weight = weight[keep][first]
         if len(pairs) == 0:
             return np.arange(n, dtype=np.int64)
@@ -178,8 +177,7 @@ def merge_communities(unit: np.ndarray, sizes: np.ndarray, labels: np.ndarray, n
     source = np.repeat(labels, neighbour.shape[1])
     target = np.where(neighbour.ravel() >= 0, labels[np.maximum(neighbour.ravel(), 0)], -1)
     linked = (target >= 0) & (source != target)
-    key = np.unique(np.minimum(source[linked], target[linked]) * count + np.maximum(source[linked], target[linked]))
-    low, high = key // count, key % count
+    low, high, _ = _unique_pairs(source[linked], target[linked], count)
     banned = (labels[cannot_link] if cannot_link is not None and len(cannot_link) else np.empty((0, 2), np.int64))
     owner = np.arange(count)
     mean = _pair_means(sums, weight, low, high)
@@ -215,13 +213,18 @@ def merge_communities(unit: np.ndarray, sizes: np.ndarray, labels: np.ndarray, n
         changed[keep] = True
         low, high = owner[low], owner[high]
         moved = changed[low] | changed[high]
-        low, high = np.minimum(low, high), np.maximum(low, high)
         live = low != high
-        key, first_index = np.unique(low[live] * count + high[live], return_index=True)
+        low, high, first_index = _unique_pairs(low[live], high[live], count)
         moved, mean = moved[live][first_index], mean[live][first_index]
-        low, high = key // count, key % count
         mean[moved] = _pair_means(sums, weight, low[moved], high[moved])
     return owner[labels]
+
+
+def _unique_pairs(a: np.ndarray, b: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct unordered pairs ``{a[i], b[i]}`` of ids below ``n`` as ``(low, high)``, ordered, and
+    the first ``i`` of each."""
+    key, first = np.unique(np.minimum(a, b) * n + np.maximum(a, b), return_index=True)
+    return key // n, key % n, first
 
 
 def _pair_means(sums: np.ndarray, weight: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
