@@ -100,10 +100,24 @@ class ConstrainedClusterer(ClusterMixin, BaseEstimator):
         raise NotImplementedError(f"{type(self).__name__} implements neither _cluster_points nor _fit_labels")
 
 
+#: Rows :func:`group_sums` adds in one sparse product (float64 blocks of float32 input: no second N x D copy).
+SUM_BLOCK = 65_536
+
+
+def group_sums(vectors: np.ndarray, groups: np.ndarray, count: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """``(count, D)`` float64 sums of the rows of ``vectors (N, D)`` per group id ``groups (N,)`` (0 ..
+    count-1), each row times its ``weights`` (default 1): sparse products in blocks, not np.add.at."""
+    n = len(groups)
+    weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    membership = sparse.csc_matrix((weights, (groups, np.arange(n))), shape=(count, n))
+    sums = np.zeros((count, vectors.shape[1]))
+    for start in range(0, n, SUM_BLOCK):
+        sums += membership[:, start:start + SUM_BLOCK] @ np.asarray(vectors[start:start + SUM_BLOCK], dtype=np.float64)
+    return sums
+
+
 def group_means(unit: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    membership = sparse.csr_matrix((np.ones(len(groups)), (groups, np.arange(len(groups)))),
-                                   shape=(int(groups.max()) + 1, len(groups)))
-    sums = np.asarray(membership @ np.asarray(unit, dtype=np.float64))  # one sparse product, not np.add.at
+    sums = group_sums(unit, groups, int(groups.max()) + 1)
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     means = sums / np.maximum(norms, 1e-12)
     cancelled = np.flatnonzero(norms[:, 0] <= 1e-12)
@@ -176,8 +190,7 @@ def confidence(embeddings: np.ndarray, labels: np.ndarray, neighbours: np.ndarra
     if len(known) == 0:
         return scores
     clusters, member_of = np.unique(labels[known], return_inverse=True)
-    sums = np.zeros((len(clusters), unit.shape[1]))
-    np.add.at(sums, member_of, unit[known])
+    sums = group_sums(unit[known], member_of, len(clusters))
     counts = np.bincount(member_of, minlength=len(clusters)).astype(np.float64)
     means = sums / counts[:, None]  # (clusters, D): mean similarity to a cluster = dot with its mean
     rows = np.arange(len(known))

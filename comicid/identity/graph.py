@@ -34,14 +34,13 @@ from typing import ClassVar
 
 import igraph
 import numpy as np
-from scipy import sparse
 
 from comicid.identity.constraints import (
     Constraints,
     IdentityInputError,
     first_appearance_labels,
 )
-from comicid.identity.base import ConstrainedClusterer, group_means, repair_cannot_links
+from comicid.identity.base import ConstrainedClusterer, group_means, group_sums, repair_cannot_links
 from comicid.identity.registry import CLUSTERERS
 from comicid.search.ann import knn_graph
 
@@ -103,9 +102,9 @@ class GraphClusterer(ConstrainedClusterer):
         if n == 0:
             return np.zeros(0, dtype=np.int64)
         sizes = np.bincount(groups).astype(np.float64)
-        if len(sizes) == n:  # no must-links: a node per instance (group_means would copy N x D twice)
-            nodes = np.empty(unit.shape, dtype=np.float32)
-            nodes[groups] = unit
+        singletons = len(sizes) == n  # no must-links: groups is 0 .. n-1, a node per instance
+        if singletons:  # group_means would copy N x D twice
+            nodes = unit.astype(np.float32)
         else:
             nodes = group_means(unit, groups).astype(np.float32)  # (G, D), one node per must-link group
         cannot = np.unique(np.sort(groups[constraints.cannot_link], axis=1), axis=0).reshape(-1, 2)
@@ -115,8 +114,12 @@ class GraphClusterer(ConstrainedClusterer):
                                          max_candidates=GRAPH_MAX_CANDIDATES)
         # The graph per instance (a node's neighbours, each named by its first instance), kept for
         # confidence(), which then needs no search of its own at scale.
-        first = np.unique(groups, return_index=True)[1]
-        self.neighbours_ = np.where(neighbour[groups] >= 0, first[np.maximum(neighbour[groups], 0)], -1)
+        if singletons:
+            self.neighbours_ = neighbour  # read only from here on
+        else:
+            first = np.unique(groups, return_index=True)[1]
+            per_instance = neighbour[groups]
+            self.neighbours_ = np.where(per_instance >= 0, first[np.maximum(per_instance, 0)], -1)
         floor = 1.0 - float(self.distance_threshold)
         labels = self._leiden(similarity, neighbour, sizes, floor)
         if self.merge:
@@ -129,9 +132,8 @@ class GraphClusterer(ConstrainedClusterer):
         source = np.repeat(np.arange(n), neighbour.shape[1])
         target, weight = neighbour.ravel(), similarity.ravel().astype(np.float64)
         keep = (target >= 0) & (weight >= floor) & (source != target)
-        low, high = np.minimum(source[keep], target[keep]), np.maximum(source[keep], target[keep])
-        key, first = np.unique(low * n + high, return_index=True)  # i->j and j->i are one edge
-        pairs = np.stack([key // n, key % n], axis=1)
+        low, high, first = _unique_pairs(source[keep], target[keep], n)  # i->j and j->i are one edge
+        pairs = np.stack([low, high], axis=1)
         weight = weight[keep][first]
         if len(pairs) == 0:
             return np.arange(n, dtype=np.int64)
@@ -170,18 +172,12 @@ def merge_communities(unit: np.ndarray, sizes: np.ndarray, labels: np.ndarray, n
     """
     _, labels = np.unique(labels, return_inverse=True)
     count = int(labels.max()) + 1
-    nodes = len(labels)
-    membership = sparse.csc_matrix((np.asarray(sizes, dtype=np.float64), (labels, np.arange(nodes))),
-                                   shape=(count, nodes))
-    sums = np.zeros((count, unit.shape[1]))  # (count, D) size-weighted sums, in float64
-    for start in range(0, nodes, 65_536):  # float64 blocks of the float32 nodes: no second N x D copy
-        sums += membership[:, start:start + 65_536] @ np.asarray(unit[start:start + 65_536], dtype=np.float64)
+    sums = group_sums(unit, labels, count, weights=sizes)  # (count, D) size-weighted sums, in float64
     weight = np.bincount(labels, weights=sizes, minlength=count)
     source = np.repeat(labels, neighbour.shape[1])
     target = np.where(neighbour.ravel() >= 0, labels[np.maximum(neighbour.ravel(), 0)], -1)
     linked = (target >= 0) & (source != target)
-    key = np.unique(np.minimum(source[linked], target[linked]) * count + np.maximum(source[linked], target[linked]))
-    low, high = key // count, key % count
+    low, high, _ = _unique_pairs(source[linked], target[linked], count)
     banned = (labels[cannot_link] if cannot_link is not None and len(cannot_link) else np.empty((0, 2), np.int64))
     owner = np.arange(count)
     mean = _pair_means(sums, weight, low, high)
@@ -217,13 +213,18 @@ def merge_communities(unit: np.ndarray, sizes: np.ndarray, labels: np.ndarray, n
         changed[keep] = True
         low, high = owner[low], owner[high]
         moved = changed[low] | changed[high]
-        low, high = np.minimum(low, high), np.maximum(low, high)
         live = low != high
-        key, first_index = np.unique(low[live] * count + high[live], return_index=True)
+        low, high, first_index = _unique_pairs(low[live], high[live], count)
         moved, mean = moved[live][first_index], mean[live][first_index]
-        low, high = key // count, key % count
         mean[moved] = _pair_means(sums, weight, low[moved], high[moved])
     return owner[labels]
+
+
+def _unique_pairs(a: np.ndarray, b: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct unordered pairs ``{a[i], b[i]}`` of ids below ``n`` as ``(low, high)``, ordered, and
+    the first ``i`` of each."""
+    key, first = np.unique(np.minimum(a, b) * n + np.maximum(a, b), return_index=True)
+    return key // n, key % n, first
 
 
 def _pair_means(sums: np.ndarray, weight: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:

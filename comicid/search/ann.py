@@ -54,14 +54,19 @@ def _sorted(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def default_nlist(n: int) -> int:
     """Inverted lists for ``n`` vectors: about 4 sqrt(n) (faiss's rule of thumb), at least 39 points each."""
-    return int(max(1, min(round(4 * math.sqrt(max(n, 1))), n // 39)))
+    return _nlist(n, 4)
+
+
+def _nlist(n: int, per_root: int) -> int:
+    """About ``per_root`` sqrt(n) inverted lists for ``n`` vectors, at least 39 points each."""
+    return int(max(1, min(round(per_root * math.sqrt(max(n, 1))), n // 39)))
 
 
 def graph_nlist(n: int) -> int:
     """Inverted lists of the IVF index :func:`knn_graph` builds: about 2 sqrt(n), half the search index's
     rule: k-means and assignment cost O(n x nlist), 4x less at 1M (lists of ~500), and a kNN graph
     scans a fixed budget of vectors per query whatever the list size."""
-    return int(max(1, min(round(2 * math.sqrt(max(n, 1))), n // 39)))
+    return _nlist(n, 2)
 
 
 @dataclass
@@ -262,6 +267,7 @@ def knn_graph(vectors: np.ndarray, k: int, index: AnnIndex | None = None, progre
     if n < 2:
         return similarity, neighbour
     if n <= EXACT_MAX and index is None:
+        lossy = False
         search = lambda block: exact_search(vectors, block, k + 1)  # noqa: E731
     else:
         if index is None:
@@ -278,7 +284,7 @@ def knn_graph(vectors: np.ndarray, k: int, index: AnnIndex | None = None, progre
         search = lambda block: index.search(block, (k + 1) * (2 if lossy else 1))  # noqa: E731
     for start in tqdm(range(0, n, QUERY_BLOCK), disable=not progress, desc="kNN graph", unit="block"):
         block_scores, block_rows = search(vectors[start:start + QUERY_BLOCK])
-        if index is not None and lossy:
+        if lossy:
             block_scores, block_rows = _sorted(_exact_scores(vectors, start, block_rows), block_rows)
             block_scores, block_rows = block_scores[:, :k + 1], block_rows[:, :k + 1]
         own = np.arange(start, start + len(block_rows))[:, None]
