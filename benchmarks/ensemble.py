@@ -157,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     data = embedded_sets(out, sets, {**{name: name for name in BASELINES}, **{v: str(p) for v, p in paths.items()}})
     bot_trained = bot_trained_labels(train_csv)
-    masks = {name: held_out_dev(by_model["default"].table, next(s for s in sets if s.name == name), bot_trained)
-             for name, by_model in data.items()}
+    masks = {s.name: held_out_dev(data[s.name]["default"].table, s, bot_trained) for s in sets}
 
     grid = pd.concat([dev_curve(data, masks, variant) for variant in args.variants], ignore_index=True)
     grid.to_csv(out / "ensemble_grid.csv", index=False)

@@ -224,7 +224,7 @@ def _ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool, progres
             continue
         for row, key, problem, tiny in zip(done.rows, done.hashes, done.problems, done.tiny, strict=True):
             if problem:
-                bad_boxes.append((row + 1, f"row {row + 1}: {problem}"))
+                bad_boxes.append((row + 1, problem))
                 report.skipped.append((row + 1, problem))
                 skipped_rows.add(row)
                 continue
@@ -232,7 +232,7 @@ def _ingest(frame: pd.DataFrame, collection: Collection, skip_bad: bool, progres
                 report.tiny_boxes.append(row + 1)
             frame.at[row, "crop_hash"] = key
     if bad_boxes and not skip_bad:
-        raise ManifestError([message for _, message in sorted(bad_boxes)], source=source)
+        raise ManifestError([f"row {number}: {problem}" for number, problem in sorted(bad_boxes)], source=source)
     report.tiny_boxes.sort()  # a cutter may finish pages in any order
     report.skipped.sort()
 

@@ -55,12 +55,11 @@ def _job_from_json(text: str) -> PageJob:
     return PageJob(data["image"], tuple(range(len(boxes))), tuple(data["kinds"]), boxes)
 
 
-def _cut_to_json(cut: PageCut) -> str:
-    return json.dumps({"hashes": cut.hashes, "problems": cut.problems, "tiny": cut.tiny, "error": cut.error})
+def _cut_to_dict(cut: PageCut) -> dict[str, Any]:
+    return {"hashes": cut.hashes, "problems": cut.problems, "tiny": cut.tiny, "error": cut.error}
 
 
-def _cut_from_json(text: str, rows: tuple[int, ...]) -> PageCut:
-    data = json.loads(text)
+def _cut_from_dict(data: dict[str, Any], rows: tuple[int, ...]) -> PageCut:
     return PageCut(rows, list(data["hashes"]), list(data["problems"]), [bool(t) for t in data["tiny"]],
                    str(data["error"]))
 
@@ -68,13 +67,14 @@ def _cut_from_json(text: str, rows: tuple[int, ...]) -> PageCut:
 def _cut_pages(batch: dict[str, np.ndarray], root: str) -> dict[str, np.ndarray]:
     """The Ray task: cut a batch of pages into the collection at ``root`` (row numbers are the driver's)."""
     collection = Collection(root)
-    cuts = [_cut_to_json(cut_page(_job_from_json(str(text)), collection)) for text in batch["job"]]
+    cuts = [json.dumps(_cut_to_dict(cut_page(_job_from_json(str(text)), collection))) for text in batch["job"]]
     return {"index": batch["index"], "cut": np.array(cuts, dtype=object)}
 
 
-def page_key(job: PageJob) -> str:
-    """What makes a journalled page reusable: the same file (path, size, mtime) and the same boxes asked."""
-    return hashlib.sha1((_job_to_json(job) + "\x1f" + file_stamp(job.image)).encode()).hexdigest()
+def page_key(job_json: str, image: str) -> str:
+    """What makes a journalled page reusable: the same file (path, size, mtime) and the same boxes asked
+    (``job_json``: the page's job as the tasks get it)."""
+    return hashlib.sha1((job_json + "\x1f" + file_stamp(image)).encode()).hexdigest()
 
 
 class Journal:
@@ -83,23 +83,22 @@ class Journal:
     def __init__(self, collection: Collection) -> None:
         self.path = collection.root / JOURNAL
 
-    def load(self) -> dict[str, str]:
-        done: dict[str, str] = {}
+    def load(self) -> dict[str, dict[str, Any]]:
+        done: dict[str, dict[str, Any]] = {}
         if not self.path.is_file():
             return done
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 entry = json.loads(line)
-                done[str(entry["key"])] = json.dumps(entry["cut"])
+                done[str(entry["key"])] = entry["cut"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # the last line of a run killed while writing it
         return done
 
-    def append(self, entries: list[tuple[str, str]]) -> None:
+    def append(self, entries: list[tuple[str, PageCut]]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
             for key, cut in entries:
-                handle.write(json.dumps({"key": key, "cut": json.loads(cut)}) + "\n")
-            handle.flush()
+                handle.write(json.dumps({"key": key, "cut": _cut_to_dict(cut)}) + "\n")
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -122,10 +121,11 @@ class RayCutter:
     def __call__(self, jobs: list[PageJob], collection: Collection, progress: bool) -> Iterator[PageCut]:
         journal = Journal(collection)
         finished = journal.load()
-        keys = [page_key(job) for job in jobs]
+        texts = [_job_to_json(job) for job in jobs]
+        keys = [page_key(text, job.image) for text, job in zip(texts, jobs, strict=True)]
         todo: list[int] = []
         for number, (job, key) in enumerate(zip(jobs, keys, strict=True)):
-            cut = _cut_from_json(finished[key], job.rows) if key in finished else None
+            cut = _cut_from_dict(finished[key], job.rows) if key in finished else None
             if cut is not None and all(collection.crop_path(h).is_file() for h in cut.hashes if h):
                 self.counts["pages_resumed"] += 1
                 yield cut
@@ -134,19 +134,20 @@ class RayCutter:
         if not todo:
             return
         with ray_cluster(self.address, num_cpus=self.workers) as ray:
-            items = [{"index": number, "job": _job_to_json(jobs[number])} for number in todo]
+            items = [{"index": number, "job": texts[number]} for number in todo]
             dataset = ray.data.from_items(items).map_batches(
                 _cut_pages, fn_kwargs={"root": str(collection.root.resolve())}, batch_size=self.pages_per_task,
                 compute=ray.data.TaskPoolStrategy(size=worker_count(ray, self.workers)), num_cpus=1)
             with tqdm(total=len(todo), disable=not progress, unit="image", desc="cutting crops (ray)") as bar:
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                    cuts = [(int(number), str(text)) for number, text in zip(batch["index"], batch["cut"], strict=True)]
+                    cuts = [(int(number), _cut_from_dict(json.loads(str(text)), jobs[int(number)].rows))
+                            for number, text in zip(batch["index"], batch["cut"], strict=True)]
                     # Journal first: a page the driver has seen is never cut again after an interrupt.
-                    journal.append([(keys[number], text) for number, text in cuts if not json.loads(text)["error"]])
-                    for number, text in cuts:
+                    journal.append([(keys[number], cut) for number, cut in cuts if not cut.error])
+                    for _, cut in cuts:
                         self.counts["pages_cut"] += 1
                         bar.update(1)
-                        yield _cut_from_json(text, jobs[number].rows)
+                        yield cut
 
 
 def import_source_ray(src: str | Path, collection: str | Path | Collection, address: str = LOCAL,
