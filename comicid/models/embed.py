@@ -299,11 +299,12 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
     target = resolve_device(device)
     model = _prepare(model, target)
     workers = 0 if transform is not None else default_num_workers(len(todo)) if num_workers is None else num_workers
+    crops_todo = [crops[i] for i in todo]
     batches: Generator[np.ndarray, None, None]
     if model.precision == "int8" and transform is None:  # an int8 graph runs on the CPU only
-        batches = _int8_batches([crops[i] for i in todo], model, batch_size, workers)
+        batches = _int8_batches(crops_todo, model, batch_size, workers)
     else:
-        batches = _torch_batches([crops[i] for i in todo], model, batch_size, workers, target, transform)
+        batches = _torch_batches(crops_todo, model, batch_size, workers, target, transform)
     pending: list[int] = []
     done = 0
     with torch.inference_mode(), tqdm(total=len(crops), initial=len(crops) - len(todo),
