@@ -115,7 +115,7 @@ def best_of(repeats: int, n: int, run) -> dict[str, float]:  # type: ignore[no-u
     return best
 
 
-def _decode_only(paths: list[Path], size: int, batch: int, args_repeats: int) -> dict[str, float]:
+def _decode_only(paths: list[Path], size: int, batch: int, repeats: int) -> dict[str, float]:
     """The input pipeline alone: the ceiling that decoding puts on end-to-end speed."""
     from torch.utils.data import DataLoader
 
@@ -124,7 +124,7 @@ def _decode_only(paths: list[Path], size: int, batch: int, args_repeats: int) ->
     workers = default_num_workers(len(paths))
     loader = DataLoader(_CropDataset(paths, size), batch_size=batch, num_workers=workers,
                         worker_init_fn=_one_thread_worker if workers else None)
-    return best_of(args_repeats, len(paths), lambda: sum(len(pixels) for pixels in loader))
+    return best_of(repeats, len(paths), lambda: sum(len(pixels) for pixels in loader))
 
 
 def _pixels_network_only(model, args: argparse.Namespace, torch, paths: list[Path]) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -215,11 +215,14 @@ def stages(args: argparse.Namespace) -> dict[str, object]:
             image.load()
             return image.copy()
 
+    def to_tensor(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
     files = [path.read_bytes() for path in paths]
     decoded = [decode(data) for data in files]
     rgb = [to_rgb(image) for image in decoded]
     boxed = [letterbox(image, size) for image in rgb]
-    tensors = [torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1) for image in boxed]
+    tensors = [to_tensor(image) for image in boxed]
     chunks = [tensors[i:i + batch] for i in range(0, len(tensors), batch)]
     batches = [torch.stack(chunk) for chunk in chunks]
     floats = [normalise_batch(pixels, model.mean, model.std) for pixels in batches]
@@ -229,8 +232,7 @@ def stages(args: argparse.Namespace) -> dict[str, object]:
         rows.append(("PNG decode (Pillow)", cost(decode, files)))
         rows.append(("to RGB (mode, EXIF orientation)", cost(to_rgb, decoded)))
         rows.append(("letterbox: resize + pad on white (Pillow)", cost(lambda im: letterbox(im, size), rgb)))
-        rows.append(("to an 8-bit tensor", cost(lambda im: torch.from_numpy(np.array(im, dtype=np.uint8))
-                                                .permute(2, 0, 1), boxed)))
+        rows.append(("to an 8-bit tensor", cost(to_tensor, boxed)))
         rows.append(("batch (stack)", cost(torch.stack, chunks)))
         rows.append(("normalise to floats (torch)",
                      cost(lambda pixels: normalise_batch(pixels, model.mean, model.std), batches)))

@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import timm
@@ -131,24 +132,32 @@ def colour_histogram_uint8(pixels: Tensor) -> Tensor:
 _SHIFT = 8 - (ColorHistogram.BINS_PER_CHANNEL - 1).bit_length()  # 4 bins of 64 levels: level >> 6
 
 
+_Pixels = TypeVar("_Pixels", np.ndarray, Tensor)
+
+
+def _colour_bin(pixels: _Pixels) -> _Pixels:
+    """The colour bin ``(B, S, S)`` in 0..63 of each pixel of 8-bit ``(B, 3, S, S)`` (numpy or torch;
+    8-bit arithmetic cannot overflow: the largest bin is 63)."""
+    bins = ColorHistogram.BINS_PER_CHANNEL
+    return ((pixels[:, 0] >> _SHIFT) * bins + (pixels[:, 1] >> _SHIFT)) * bins + (pixels[:, 2] >> _SHIFT)
+
+
 def _bin_counts_numpy(pixels: Tensor) -> Tensor:
     """``(B, 65)`` counts of the colour bins and the background bin, on the CPU."""
-    bins, array = ColorHistogram.BINS_PER_CHANNEL, pixels.numpy()
-    background = array.min(axis=1) >= ColorHistogram.BACKGROUND_LEVEL  # (B, S, S)
-    index = ((array[:, 0] >> _SHIFT) * bins + (array[:, 1] >> _SHIFT)) * bins + (array[:, 2] >> _SHIFT)
-    index[background] = bins ** 3
-    flat = index.reshape(len(array), -1).astype(np.intp) + (np.arange(len(array)) * (bins ** 3 + 1))[:, None]
-    counts = np.bincount(flat.ravel(), minlength=len(array) * (bins ** 3 + 1))
-    return torch.from_numpy(counts.reshape(len(array), bins ** 3 + 1))
+    slots, array = ColorHistogram.BINS_PER_CHANNEL ** 3 + 1, pixels.numpy()
+    index = _colour_bin(array)
+    index[array.min(axis=1) >= ColorHistogram.BACKGROUND_LEVEL] = slots - 1  # background pixels
+    flat = index.reshape(len(array), -1).astype(np.intp) + (np.arange(len(array)) * slots)[:, None]
+    counts = np.bincount(flat.ravel(), minlength=len(array) * slots)
+    return torch.from_numpy(counts.reshape(len(array), slots))
 
 
 def _bin_counts_torch(pixels: Tensor) -> Tensor:
     """The same counts with torch ops, on any device and inside a trace (the batch size stays free)."""
-    bins = ColorHistogram.BINS_PER_CHANNEL
+    slots = ColorHistogram.BINS_PER_CHANNEL ** 3 + 1
     foreground = (pixels < ColorHistogram.BACKGROUND_LEVEL).any(dim=1)
-    index = ((pixels[:, 0] >> _SHIFT) * bins + (pixels[:, 1] >> _SHIFT)) * bins + (pixels[:, 2] >> _SHIFT)
-    index = torch.where(foreground, index, bins ** 3).flatten(1).long()  # (B, S*S)
-    counts = torch.zeros(pixels.shape[0], bins ** 3 + 1, dtype=torch.long, device=pixels.device)
+    index = torch.where(foreground, _colour_bin(pixels), slots - 1).flatten(1).long()  # (B, S*S)
+    counts = torch.zeros(pixels.shape[0], slots, dtype=torch.long, device=pixels.device)
     return counts.scatter_add_(1, index, torch.ones_like(index))
 
 

@@ -79,7 +79,7 @@ class _CropDataset(Dataset[Tensor]):
         crop = self.crops[index]
         if self.transform is None:
             return _pixels(crop, self.size)
-        return self.transform(crop if isinstance(crop, Image.Image) else load_image(crop))
+        return self.transform(_image(crop))
 
 
 def normalised_crops(crops: Sequence[CropSource], model: EmbeddingModel) -> Tensor:
@@ -89,9 +89,14 @@ def normalised_crops(crops: Sequence[CropSource], model: EmbeddingModel) -> Tens
     return normalise_batch(torch.stack([dataset[i] for i in range(len(dataset))]), model.mean, model.std)
 
 
+def _image(crop: CropSource) -> Image.Image:
+    """A crop as a PIL image: a path is decoded here with :func:`~comicid.data.images.load_image`."""
+    return crop if isinstance(crop, Image.Image) else load_image(crop)
+
+
 def _pixels(crop: CropSource, size: int) -> Tensor:
     """One crop (a PIL image or a path, decoded here) letterboxed to 8-bit ``(3, size, size)``."""
-    return letterbox_uint8(crop if isinstance(crop, Image.Image) else load_image(crop), size)
+    return letterbox_uint8(_image(crop), size)
 
 
 def _int8_batches(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: int,
@@ -163,7 +168,7 @@ def crop_key(crop: CropSource) -> str:
     A path is decoded to hash it, so a collection's crop file gets the key the collection stored it
     under; a collection passes its keys (``embed_crops(keys=...)``) and nothing is decoded twice.
     """
-    return crop_hash(crop if isinstance(crop, Image.Image) else load_image(crop))
+    return crop_hash(_image(crop))
 
 
 class FeatureCache:
@@ -299,11 +304,12 @@ def embed_crops(crops: Sequence[CropSource], model: EmbeddingModel, batch_size: 
     target = resolve_device(device)
     model = _prepare(model, target)
     workers = 0 if transform is not None else default_num_workers(len(todo)) if num_workers is None else num_workers
+    crops_todo = [crops[i] for i in todo]
     batches: Generator[np.ndarray, None, None]
     if model.precision == "int8" and transform is None:  # an int8 graph runs on the CPU only
-        batches = _int8_batches([crops[i] for i in todo], model, batch_size, workers)
+        batches = _int8_batches(crops_todo, model, batch_size, workers)
     else:
-        batches = _torch_batches([crops[i] for i in todo], model, batch_size, workers, target, transform)
+        batches = _torch_batches(crops_todo, model, batch_size, workers, target, transform)
     pending: list[int] = []
     done = 0
     with torch.inference_mode(), tqdm(total=len(crops), initial=len(crops) - len(todo),

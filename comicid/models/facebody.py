@@ -251,7 +251,7 @@ def colour_histogram(images: Tensor, mean: tuple[float, ...], std: tuple[float, 
     return _COLOUR_HISTOGRAM(pixels)
 
 
-def encode_parts(images: Tensor | None, backbone: Backbone, part_head: nn.Module | None,
+def encode_parts(images: Tensor, backbone: Backbone, part_head: nn.Module | None,
                  colour_weight: float, pixels: Tensor | None = None) -> Tensor:
     """Stage-2 part features of normalised crops ``(B, 3, S, S)``: what the projector sees.
 
@@ -260,14 +260,10 @@ def encode_parts(images: Tensor | None, backbone: Backbone, part_head: nn.Module
     ``cat(normalise(cnn), colour_weight * normalise(colour histogram))``, ``(B, D + 64)``. An
     all-background crop has a zero histogram and keeps a zero colour block.
 
-    ``pixels``: the same crops as 8-bit ``(B, 3, S, S)``, given instead of ``images`` by the embedding
-    engine: they are normalised here for the backbone and the histogram counts them directly; same
-    features, without un-normalising and re-rounding for the histogram.
+    ``pixels``: the same crops as 8-bit ``(B, 3, S, S)`` when the caller has them (the embedding
+    engine): the histogram counts them directly; same features, without un-normalising and
+    re-rounding ``images`` for the histogram.
     """
-    if pixels is not None:
-        images = normalise_batch(pixels, backbone.mean, backbone.std)
-    elif images is None:
-        raise ValueError("encode_parts needs images or pixels")
     features = backbone(images)
     if part_head is not None:
         features = part_head(features)
@@ -326,7 +322,8 @@ class FineTunedFaceBodyModel(EmbeddingModel):
         return encode_parts(images, self.backbone, self.part_head, self.colour_weight)
 
     def forward_pixels(self, pixels: Tensor) -> Tensor:
-        return encode_parts(None, self.backbone, self.part_head, self.colour_weight, pixels=pixels)
+        images = normalise_batch(pixels, self.mean, self.std)
+        return encode_parts(images, self.backbone, self.part_head, self.colour_weight, pixels=pixels)
 
 
 def part_encoder(network: FaceBodyNetwork, slot: str, cut: str) -> nn.Sequential | None:

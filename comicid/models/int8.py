@@ -207,9 +207,9 @@ class Int8Backbone(Backbone):
         session, each running whole batches on its own core.
         """
         threads = torch.get_num_threads()
-        if self._sessions_pid != os.getpid():
-            self._sessions, self._sessions_pid = {}, os.getpid()
         with self._lock:
+            if self._sessions_pid != os.getpid():  # under the lock: one thread resets, none drops another's session
+                self._sessions, self._sessions_pid = {}, os.getpid()
             if threads not in self._sessions:
                 import onnxruntime
 
