@@ -209,7 +209,9 @@ def confidence(embeddings: np.ndarray, labels: np.ndarray, neighbours: np.ndarra
     elif neighbours is not None:
         cluster_of = np.full(len(unit), -1, dtype=np.int64)
         cluster_of[known] = member_of
-        other = _nearest_adjacent_mean(unit[known], means, member_of, cluster_of[np.asarray(neighbours)[known]])
+        neighbour = np.asarray(neighbours)[known]
+        other = _nearest_adjacent_mean(unit[known], means, member_of,
+                                       np.where(neighbour >= 0, cluster_of[neighbour], -1))  # -1: none, not the last row
     else:
         other = _nearest_other_mean(unit[known], means, member_of)
     scores[known] = np.clip((1.0 + own - other) / 2.0, 0.0, 1.0)

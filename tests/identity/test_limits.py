@@ -84,3 +84,26 @@ def test_confidence_in_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) 
     whole = confidence(unit, labels)
     monkeypatch.setattr(base, "CONFIDENCE_BLOCK", 100)
     np.testing.assert_allclose(confidence(unit, labels), whole, atol=1e-12)
+
+
+def test_confidence_beyond_exact_reads_a_missing_neighbour_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Cluster 0 (rows 0-5) around e0, row 5 off-centre towards e1; 11 singletons near e0 + 0.3 e1 (nearer
+    # cluster 0's centre, and the last row, than the two are to each other); the last row a singleton at
+    # e1, the best other cluster of row 5, but no kNN edge and no nearest-means link leads there from
+    # cluster 0. Row 5's neighbours are its own cluster and -1 (none).
+    rng = np.random.default_rng(4)
+    e0, e1 = np.eye(8)[0], np.eye(8)[1]
+    members = e0 + 0.05 * rng.normal(size=(6, 8))
+    members[5] = e0 + 2.0 * e1
+    near = e0 + 0.3 * e1 + 0.05 * rng.normal(size=(11, 8))
+    unit = np.vstack([members, near, e1])
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    labels = np.concatenate([np.zeros(6), np.arange(1, 13)]).astype(np.int64)
+    neighbours = np.full((len(unit), 3), -1, dtype=np.int64)
+    neighbours[:6, :2] = [[1, 2], [0, 2], [0, 1], [0, 1], [0, 1], [0, 1]]
+    monkeypatch.setattr(base, "CONFIDENCE_EXACT_MAX", 10)  # force the approximate path
+    monkeypatch.setattr(base, "ADJACENT_BATCH", 1)  # one cluster's candidates at a time
+    missing = confidence(unit, labels, neighbours=neighbours)
+    self_filled = np.where(neighbours >= 0, neighbours, np.arange(len(unit))[:, None])  # "itself" = no other
+    np.testing.assert_allclose(missing, confidence(unit, labels, neighbours=self_filled), atol=1e-9)
+    assert missing[5] > confidence(unit, labels)[5]  # the last row, not reached, is missed as "other"
