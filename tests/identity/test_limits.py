@@ -72,7 +72,7 @@ def test_confidence_beyond_exact_uses_the_clusters_next_to_its_own_in_the_knn_gr
     exact = confidence(unit, labels, neighbours=clusterer.neighbours_)  # small: still exact
     np.testing.assert_allclose(exact, confidence(unit, labels), atol=1e-12)
     monkeypatch.setattr(base, "CONFIDENCE_EXACT_MAX", 1000)  # force the approximate path
-    monkeypatch.setattr(base, "ADJACENT_BATCH", 50)  # several batches, and clusters larger than one
+    monkeypatch.setattr(base, "ADJACENT_BLOCK", 50)  # several blocks
     approximate = confidence(unit, labels, neighbours=clusterer.neighbours_)
     assert np.mean(np.abs(approximate - exact) < 1e-5) > 0.95  # the best other cluster is next to its own
     assert (approximate >= exact - 1e-5).all()  # a missed cluster can only make "other" smaller (float32)
@@ -87,7 +87,7 @@ def test_confidence_in_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_confidence_beyond_exact_reads_a_missing_neighbour_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Cluster 0 (rows 0-5) around e0, row 5 off-centre towards e1; 11 singletons near e0 + 0.3 e1 (nearer
+    # Cluster 0 (rows 0-5) around e0, row 5 off-centre towards e1; singletons near e0 + 0.3 e1 (nearer
     # cluster 0's centre, and the last row, than the two are to each other); the last row a singleton at
     # e1, the best other cluster of row 5, but no kNN edge and no nearest-means link leads there from
     # cluster 0. Row 5's neighbours are its own cluster and -1 (none).
@@ -95,14 +95,13 @@ def test_confidence_beyond_exact_reads_a_missing_neighbour_as_none(monkeypatch: 
     e0, e1 = np.eye(8)[0], np.eye(8)[1]
     members = e0 + 0.05 * rng.normal(size=(6, 8))
     members[5] = e0 + 2.0 * e1
-    near = e0 + 0.3 * e1 + 0.05 * rng.normal(size=(11, 8))
+    near = e0 + 0.3 * e1 + 0.05 * rng.normal(size=(base.CLUSTER_CANDIDATES + 3, 8))  # more than it searches
     unit = np.vstack([members, near, e1])
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    labels = np.concatenate([np.zeros(6), np.arange(1, 13)]).astype(np.int64)
+    labels = np.concatenate([np.zeros(6), np.arange(1, len(near) + 2)]).astype(np.int64)
     neighbours = np.full((len(unit), 3), -1, dtype=np.int64)
     neighbours[:6, :2] = [[1, 2], [0, 2], [0, 1], [0, 1], [0, 1], [0, 1]]
     monkeypatch.setattr(base, "CONFIDENCE_EXACT_MAX", 10)  # force the approximate path
-    monkeypatch.setattr(base, "ADJACENT_BATCH", 1)  # one cluster's candidates at a time
     missing = confidence(unit, labels, neighbours=neighbours)
     self_filled = np.where(neighbours >= 0, neighbours, np.arange(len(unit))[:, None])  # "itself" = no other
     np.testing.assert_allclose(missing, confidence(unit, labels, neighbours=self_filled), atol=1e-9)
