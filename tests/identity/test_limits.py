@@ -9,6 +9,7 @@ import pytest
 from comicid.identity import AgglomerativeClusterer, HDBSCANClusterer, base, limits
 from comicid.identity.base import confidence
 from comicid.identity.graph import GraphClusterer
+from comicid.search import ann
 from comicid.workflows.cluster import assign_identities
 from comicid.identity.limits import AGGLOMERATIVE_MAX, HDBSCAN_RAW_MAX, ScaleError, choose_method
 from comicid.store.embeddings import InstanceEmbeddings
@@ -76,6 +77,11 @@ def test_confidence_beyond_exact_uses_the_clusters_next_to_its_own_in_the_knn_gr
     approximate = confidence(unit, labels, neighbours=clusterer.neighbours_)
     assert np.mean(np.abs(approximate - exact) < 1e-5) > 0.95  # the best other cluster is next to its own
     assert (approximate >= exact - 1e-5).all()  # a missed cluster can only make "other" smaller (float32)
+    # Beyond their exact sizes: nearest means from an IVF index, and no exact search for lonely clusters.
+    monkeypatch.setattr(ann, "EXACT_MAX", 20)
+    monkeypatch.setattr(base, "LONELY_EXACT_MAX", 0)
+    cheaper = confidence(unit, labels, neighbours=clusterer.neighbours_)
+    assert np.mean(np.abs(cheaper - exact) < 1e-5) > 0.8 and (cheaper >= exact - 1e-5).all()
 
 
 def test_confidence_in_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
