@@ -67,6 +67,7 @@ def test_bad_inputs_are_one_clear_line(collection: Path, tmp_path: Path, capsys:
         (["import", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "c")], "not found"),
         (["embed", str(tmp_path / "nothing")], "is not a comicid collection"),
         (["embed", str(collection), "--model", "no-such-model"], "no-such-model"),
+        (["embed", str(collection), *MODEL, "--ray-workers", "2"], "--ray-workers needs --ray ADDRESS"),
         (["cluster", str(collection), *MODEL, "--threshold", "high"], "--threshold must be 'auto' or a number"),
         (["search", str(collection), *MODEL], "give either a query IMAGE or --instance ID"),
         (["search", str(collection), *MODEL, "--instance", "nobody"], "no instance 'nobody'"),

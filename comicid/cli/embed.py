@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from comicid.cli.common import add_model_options, positive_int
+from comicid.errors import ConfigError
 from comicid.models.backbones import list_backbones
 from comicid.models.ensemble import load_model
 from comicid.store.index import INDEX_MIN_INSTANCES, index_folder, update_collection_index
@@ -33,13 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="embed on a Ray cluster (HOST:PORT, auto, or local for a private one on this machine); "
                              "see docs/RAY.md")
     parser.add_argument("--ray-workers", type=positive_int, metavar="N",
-                        help="single-threaded embedding actors on the cluster (default: one per CPU)")
+                        help="with --ray: single-threaded embedding actors on the cluster (default: one per CPU)")
     parser.add_argument("--index", action=argparse.BooleanOptionalAction, default=None,
                         help=f"build/update the ANN index (default: from {INDEX_MIN_INSTANCES:,} instances on, or "
                              "when the collection already has one)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray_workers and not args.ray:
+        raise ConfigError("--ray-workers needs --ray ADDRESS")  # it sizes the Ray actors; one machine has none
     collection = Collection.open(args.collection)
     model = load_model(args.model, device=args.device, precision=args.precision)
     if args.ray:

@@ -100,11 +100,16 @@ class AnnIndex:
         """Build a ``kind`` index of ``vectors (N, D)`` and tune its search effort to ``target_recall``
         (at most ``max_effort``: a budget, see :meth:`tune`). ``codec`` is how an IVF index stores its
         vectors: ``Flat`` (exact; what a stored collection index uses) or ``SQ8`` (8 bits a dimension,
-        approximate scores: only for a kNN graph, whose scores :func:`knn_graph` recomputes)."""
+        approximate scores: only for a kNN graph, whose scores :func:`knn_graph` recomputes); an HNSW index
+        refuses any codec but ``Flat``."""
         vectors = _as_matrix(vectors)
         n, dim = vectors.shape
         if kind not in KINDS:
             raise ConfigError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if codec not in ("Flat", "SQ8"):
+            raise ConfigError(f"unknown IVF codec {codec!r}; choose Flat or SQ8")
+        if kind == "hnsw" and codec != "Flat":
+            raise ConfigError(f"codec {codec!r} is for IVF indexes only; an HNSW index stores its vectors Flat")
         if kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -113,8 +118,6 @@ class AnnIndex:
             if not 1 <= nlist <= max(1, n):
                 raise ConfigError(f"nlist must lie between 1 and the number of vectors ({n}), got {nlist}")
             # The factory makes the index own its quantiser (one built in Python would be freed early).
-            if codec not in ("Flat", "SQ8"):
-                raise ConfigError(f"unknown IVF codec {codec!r}; choose Flat or SQ8")
             index = faiss.index_factory(dim, f"IVF{nlist},{codec}", faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = seed
             sample = np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False)

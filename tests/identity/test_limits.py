@@ -9,6 +9,7 @@ import pytest
 from comicid.identity import AgglomerativeClusterer, HDBSCANClusterer, base, limits
 from comicid.identity.base import confidence
 from comicid.identity.graph import GraphClusterer
+from comicid.search import ann
 from comicid.workflows.cluster import assign_identities
 from comicid.identity.limits import AGGLOMERATIVE_MAX, HDBSCAN_RAW_MAX, ScaleError, choose_method
 from comicid.store.embeddings import InstanceEmbeddings
@@ -72,10 +73,15 @@ def test_confidence_beyond_exact_uses_the_clusters_next_to_its_own_in_the_knn_gr
     exact = confidence(unit, labels, neighbours=clusterer.neighbours_)  # small: still exact
     np.testing.assert_allclose(exact, confidence(unit, labels), atol=1e-12)
     monkeypatch.setattr(base, "CONFIDENCE_EXACT_MAX", 1000)  # force the approximate path
-    monkeypatch.setattr(base, "ADJACENT_BATCH", 50)  # several batches, and clusters larger than one
+    monkeypatch.setattr(base, "ADJACENT_BLOCK", 50)  # several blocks
     approximate = confidence(unit, labels, neighbours=clusterer.neighbours_)
     assert np.mean(np.abs(approximate - exact) < 1e-5) > 0.95  # the best other cluster is next to its own
     assert (approximate >= exact - 1e-5).all()  # a missed cluster can only make "other" smaller (float32)
+    # Beyond their exact sizes: nearest means from an IVF index, and no exact search for lonely clusters.
+    monkeypatch.setattr(ann, "EXACT_MAX", 20)
+    monkeypatch.setattr(base, "LONELY_EXACT_MAX", 0)
+    cheaper = confidence(unit, labels, neighbours=clusterer.neighbours_)
+    assert np.mean(np.abs(cheaper - exact) < 1e-5) > 0.8 and (cheaper >= exact - 1e-5).all()
 
 
 def test_confidence_in_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,3 +90,25 @@ def test_confidence_in_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) 
     whole = confidence(unit, labels)
     monkeypatch.setattr(base, "CONFIDENCE_BLOCK", 100)
     np.testing.assert_allclose(confidence(unit, labels), whole, atol=1e-12)
+
+
+def test_confidence_beyond_exact_reads_a_missing_neighbour_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Cluster 0 (rows 0-5) around e0, row 5 off-centre towards e1; singletons near e0 + 0.3 e1 (nearer
+    # cluster 0's centre, and the last row, than the two are to each other); the last row a singleton at
+    # e1, the best other cluster of row 5, but no kNN edge and no nearest-means link leads there from
+    # cluster 0. Row 5's neighbours are its own cluster and -1 (none).
+    rng = np.random.default_rng(4)
+    e0, e1 = np.eye(8)[0], np.eye(8)[1]
+    members = e0 + 0.05 * rng.normal(size=(6, 8))
+    members[5] = e0 + 2.0 * e1
+    near = e0 + 0.3 * e1 + 0.05 * rng.normal(size=(base.CLUSTER_CANDIDATES + 3, 8))  # more than it searches
+    unit = np.vstack([members, near, e1])
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    labels = np.concatenate([np.zeros(6), np.arange(1, len(near) + 2)]).astype(np.int64)
+    neighbours = np.full((len(unit), 3), -1, dtype=np.int64)
+    neighbours[:6, :2] = [[1, 2], [0, 2], [0, 1], [0, 1], [0, 1], [0, 1]]
+    monkeypatch.setattr(base, "CONFIDENCE_EXACT_MAX", 10)  # force the approximate path
+    missing = confidence(unit, labels, neighbours=neighbours)
+    self_filled = np.where(neighbours >= 0, neighbours, np.arange(len(unit))[:, None])  # "itself" = no other
+    np.testing.assert_allclose(missing, confidence(unit, labels, neighbours=self_filled), atol=1e-9)
+    assert missing[5] > confidence(unit, labels)[5]  # the last row, not reached, is missed as "other"

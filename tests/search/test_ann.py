@@ -53,6 +53,15 @@ def test_added_vectors_are_found_under_their_new_rows(kind: str) -> None:
         index.add(np.zeros((2, 16), np.float32))
 
 
+def test_a_codec_is_refused_where_it_would_be_ignored() -> None:
+    vectors = _clustered(200)
+    with pytest.raises(ConfigError, match="codec 'SQ8' is for IVF indexes only"):
+        AnnIndex.build(vectors, kind="hnsw", codec="SQ8")
+    with pytest.raises(ConfigError, match="unknown IVF codec 'PQ4'"):
+        AnnIndex.build(vectors, kind="ivf", codec="PQ4")
+    assert AnnIndex.build(vectors, kind="hnsw", codec="Flat").kind == "hnsw"
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_serialised_index_answers_the_same(kind: str) -> None:
     vectors = _clustered(1000)
