@@ -134,6 +134,8 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
         choice = auto_threshold(reference.vectors, reference.table, method=method, scope=scope, params=params,
                                 label_free=embedded.label_free_thresholds.get(method))
         value, source = choice.value, choice.source
+        if source == "model":  # the rest of the model's label-free rule; what the caller set wins
+            params = {**embedded.label_free_params.get(method, {}), **params}
     if parameter is not None and value is not None:
         params[parameter] = value
     try:

@@ -124,3 +124,33 @@ def test_the_shipped_recipe_file_loads() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "discriminant.yaml", DiscriminantConfig)
     assert (config.dims, config.shrinkage, config.weight) == (256, 0.3, 1.0)
     assert all(path.name.endswith(".csv") for path in config.manifests)
+
+
+def test_held_out_embeddings_come_from_a_head_not_fitted_on_their_identity() -> None:
+    import pandas as pd
+
+    from comicid.workflows.discriminant import HeadInputs, held_out_embeddings, identity_halves
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 24))
+    ids = np.repeat(np.arange(40), 6)
+    inputs = (centres[ids] + 1.5 * rng.normal(size=(len(ids), 24))).astype(np.float32)
+    labels = np.array([f"m0|{i}" for i in ids])
+    data = HeadInputs(inputs, labels, pd.DataFrame({"identity": ids.astype(str), "book": "m0:b"}), ["set"])
+    config = DiscriminantConfig(base_model="x", manifests=["x"], output="y", dims=16)
+    base = nn.Identity()
+    held_out = held_out_embeddings(base, data, config, "m").vectors
+    np.testing.assert_allclose(np.linalg.norm(held_out, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(identity_halves(labels), identity_halves(labels.copy()))  # stable
+    seen = extend_head(base, 24, fit_discriminant(inputs, labels, 16), inputs).eval()
+    with torch.no_grad():
+        fitted = seen(torch.from_numpy(inputs)).numpy()
+    fitted /= np.linalg.norm(fitted, axis=1, keepdims=True)
+
+    def same_identity_similarity(unit: np.ndarray) -> float:
+        similarity = unit @ unit.T
+        same = (ids[:, None] == ids[None, :]) & ~np.eye(len(ids), dtype=bool)
+        return float(similarity[same].mean())
+
+    # the bias cross-fitting removes: a head draws the identities it was fitted on tighter than new ones
+    assert same_identity_similarity(fitted) > same_identity_similarity(held_out) + 0.05
