@@ -45,8 +45,7 @@ def cluster_test(data: PartData, mode: str) -> dict[str, float]:
     test = (table["split"] == "test").to_numpy()
     if not test.any():  # a set without splits: every labelled instance
         test = (table["identity"] != "").to_numpy()
-    embedded = InstanceEmbeddings(table, vectors, data.model.model_id,
-                                  label_free_thresholds=dict(data.model.label_free_thresholds))
+    embedded = data.embedded(vectors)
     evaluated = embedded.subset(test)
     threshold: str | float = "auto"
     calibration = embedded.subset((table["split"] == "dev").to_numpy())

@@ -33,7 +33,6 @@ from comicid.evaluation.clustering import clustering_metrics_by_group
 from comicid.workflows.evaluate import retrieval_scores
 from comicid.workflows.cluster import assign_identities
 from comicid.runtime import tune_allocator
-from comicid.store.embeddings import InstanceEmbeddings
 
 #: Face weight w (bodies get 1 - w); 0.5 is the plain sum, the extremes one part only when both exist.
 FACE_WEIGHTS = (1.0, 0.8, 0.65, 0.5, 0.35, 0.2, 0.0)
@@ -44,8 +43,7 @@ SELECTION_SETS = ("comicgen face+body", "synthetic books (seed 101)")
 def score(data: PartData, vectors: np.ndarray, split: str, label_free: bool = False) -> dict[str, float]:
     """Retrieval and clustering of ``split`` rows; the threshold from dev rows, or the model's own."""
     table = data.table
-    embedded = InstanceEmbeddings(table, vectors, data.model.model_id,
-                                  label_free_thresholds=dict(data.model.label_free_thresholds))
+    embedded = data.embedded(vectors)
     rows = (table["split"] == split).to_numpy()
     evaluated = embedded.subset(rows)
     calibration = None if label_free else embedded.subset((table["split"] == "dev").to_numpy())

@@ -173,14 +173,15 @@ def discriminant_manifests(out: Path) -> list[Path]:
 def build_discriminant(stage2: Path, weights: Path, out: Path) -> tuple[str, float | None]:
     """Stage 3: the discriminant head over stage 2's model (docs/TRAINING.md), its int8 graph and its
     calibration file; returns a summary line and the int8 graph's mean cosine to fp32."""
-    config = DiscriminantConfig(base_model=str(stage2), manifests=discriminant_manifests(out), output=weights,
-                                workdir=out / "discriminant")
+    fitted = discriminant_manifests(out)
+    config = DiscriminantConfig(base_model=str(stage2), manifests=fitted, output=weights, workdir=out / "discriminant",
+                                calibration_manifests=[path for path in calibration_manifests(out) if path not in fitted])
     config.check()
-    fitted = train_discriminant(config, progress=True, part_weights=fusion_weights(), name="default")
-    line = (f"stage 3: discriminant head on {fitted.n_instances} instances of {fitted.n_identities} identities, "
-            f"{fitted.dims} directions, embedding {fitted.out_dim}-d")
+    result = train_discriminant(config, progress=True, part_weights=fusion_weights(), name="default")
+    line = (f"stage 3: discriminant head on {result.n_instances} instances of {result.n_identities} identities, "
+            f"{result.dims} directions, embedding {result.out_dim}-d")
     print(line)
-    return line, fitted.int8_cosine
+    return line, result.int8_cosine
 
 
 def build_label_free(weights: Path, out: Path) -> Path:
@@ -215,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only rebuild the int8 graph of the existing weights (needs OUT/train_manifest.csv "
                              "from an earlier run, or builds it)")
     parser.add_argument("--label-free-only", action="store_true",
-                        help="only re-measure the label-free threshold of the existing weights (calibration file)")
+                        help="only re-measure the label-free threshold of the existing weights (calibration file) "
+                             "on rows the discriminant head was fitted on; stage 3 (--discriminant-only) measures "
+                             "it on cross-fitted halves instead, which is what the shipped file holds")
     parser.add_argument("--discriminant-only", action="store_true",
                         help="only stage 3 (+ int8 graph + calibration) over the stage-2 model --stage2")
     parser.add_argument("--stage2", type=Path, help="stage 2's model (default: OUT/stage2.pt)")

@@ -32,7 +32,7 @@ from comicid.models.quantize import quantize_checkpoint
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.training.discriminant import DiscriminantConfig, extend_head, fit_discriminant
 from comicid.workflows.embed import embed_parts
-from comicid.workflows.label_free import calibrate_model, describe_source, labelled_collections
+from comicid.workflows.label_free import calibrate_model, describe_source, embed_labelled, labelled_collections
 
 logger = logging.getLogger(__name__)
 
@@ -151,15 +151,27 @@ def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress
     except ConfigError as error:  # too few identities to fit on half of them: measure on all, and say so
         logger.warning("label-free rule measured on the identities the head was fitted on (%s)", error)
         held_out = None
+    measured_on = [f"{source}, cross-fitted halves" for source in data.sources] if held_out is not None else []
     model.head = extend_head(model.head, int(inputs.shape[1]), fit, inputs, config.weight)
     model.out_dim = model.head.out_features
     output.parent.mkdir(parents=True, exist_ok=True)
     path = _save(model, output, config.half)
     int8 = quantize_checkpoint(path, list(config.manifests), progress=progress, exclude_test=True) \
         if config.quantize else None
-    calibrate_model(path, list(config.manifests), part_weights=dict(base.part_weights) if base.part_weights else None,
-                    workdir=workdir_for(config, "label_free"), progress=progress, name=name, embedded=held_out,
-                    sources=[f"{source}, cross-fitted halves" for source in data.sources] if held_out else ())
+    weights = dict(base.part_weights) if base.part_weights else None
+    if held_out is not None and config.calibration_manifests:  # never fitted on: embedded by the new model
+        written = load_embedding_model(path, precision="fp32")
+        written.part_weights = weights
+        with tempfile.TemporaryDirectory(prefix="comicid-discriminant-") as scratch:
+            extra, sources = embed_labelled(written, list(config.calibration_manifests),
+                                            workdir_for(config, "calibration") or Path(scratch), progress=progress)
+        extra.table["set"] = "c" + extra.table["set"].astype(str)  # apart from the fitted manifests' "m<number>"
+        held_out = InstanceEmbeddings(pd.concat([held_out.table, extra.table], ignore_index=True),
+                                      np.concatenate([held_out.vectors, extra.vectors]), held_out.model_id)
+        measured_on += sources
+    manifests = list(config.manifests) + list(config.calibration_manifests)
+    calibrate_model(path, manifests, part_weights=weights, workdir=workdir_for(config, "label_free"), progress=progress,
+                    name=name, embedded=held_out, sources=measured_on)
     written = load_embedding_model(path)
     return DiscriminantResult(path=path, model_id=written.model_id, n_instances=fit.n_instances,
                               n_identities=fit.n_identities, dims=int(fit.weight.shape[1]), explained=fit.explained,

@@ -94,16 +94,21 @@ def test_config_errors_are_one_line(tmp_path: Path, values: dict[str, object], m
 
 
 def test_recipe_writes_a_model_whose_first_block_is_the_base_model(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    manifest = generate_books(tmp_path / "synth", books=2, characters=5, pages=2, seed=0, page_size=(400, 550),
+    manifest = generate_books(tmp_path / "synth", books=2, characters=10, pages=2, seed=0, page_size=(400, 550),
+                              progress=False)
+    unfitted = generate_books(tmp_path / "other", books=1, characters=4, pages=2, seed=1, page_size=(400, 550),
                               progress=False)
     base_path = tiny_checkpoint
     config = DiscriminantConfig(base_model=str(base_path), manifests=[manifest], output=tmp_path / "new.pt", dims=4,
-                                quantize=False, half=False, workdir=tmp_path / "work")
+                                quantize=False, half=False, workdir=tmp_path / "work", calibration_manifests=[unfitted])
     result = train_discriminant(config, progress=False)
     frame = read_manifest(manifest)
     assert result.n_identities <= labelled_rows(frame)["identity"].nunique()
     assert result.out_dim == 8 + result.dims and result.int8_cosine is None
-    assert calibration_path(result.path.resolve()).is_file()  # its own label-free threshold
+    calibration = json.loads(calibration_path(result.path.resolve()).read_text())  # its own label-free rule
+    assert "not fitted on" in calibration["fit"]["rule"]
+    measured_on = calibration["fit"]["data"]
+    assert len(measured_on) == 2 and "cross-fitted" in measured_on[0] and "cross-fitted" not in measured_on[1]
     base, new = load_embedding_model(base_path), load_embedding_model(result.path)
     inputs = torch.randn(7, 32)
     with torch.no_grad():
