@@ -121,6 +121,19 @@ def _save(model: EmbeddingModel, path: Path, half: bool) -> Path:
     return save_embedding_model(model, path)
 
 
+def _load_base(config: DiscriminantConfig, device: str, part_weights: dict[str, float] | None) -> EmbeddingModel:
+    base = load_embedding_model(config.base_model, device=device)
+    _check_extendable(base)
+    if part_weights is not None:
+        base.part_weights = dict(part_weights)
+    return base
+
+
+def _base_inputs(base: EmbeddingModel, config: DiscriminantConfig, progress: bool) -> HeadInputs:
+    with tempfile.TemporaryDirectory(prefix="comicid-discriminant-") as scratch:
+        return head_inputs(base, list(config.manifests), workdir_for(config, "inputs") or Path(scratch), progress)
+
+
 def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress: bool = True,
                        part_weights: dict[str, float] | None = None,
                        name: str | None = None) -> DiscriminantResult:
@@ -131,33 +144,48 @@ def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress
     stores (default: the base model's own, from its calibration file); ``name`` is the model's name in
     that file.
     """
-    base = load_embedding_model(config.base_model, device=device)
-    _check_extendable(base)
-    if part_weights is not None:
-        base.part_weights = dict(part_weights)
+    base = _load_base(config, device, part_weights)
     output = Path(config.output)
     if output.resolve() == Path(str(config.base_model)).resolve():
         raise ConfigError(f"output '{output}' is the base model itself; write the new model to another file")
-    with tempfile.TemporaryDirectory(prefix="comicid-discriminant-") as scratch:
-        workdir = workdir_for(config, "inputs") or Path(scratch)
-        data = head_inputs(base, list(config.manifests), workdir, progress)
-    inputs = data.inputs
-    fit = fit_discriminant(inputs, data.labels, config.dims, config.shrinkage, config.min_instances_per_identity)
+    data = _base_inputs(base, config, progress)
+    fit = fit_discriminant(data.inputs, data.labels, config.dims, config.shrinkage, config.min_instances_per_identity)
     logger.info("discriminant: %d instances of %d identities, %d directions (%.0f%% of the between-class variance)",
                 fit.n_instances, fit.n_identities, fit.weight.shape[1], 100 * fit.explained)
     model = load_embedding_model(config.base_model, device="cpu", precision="fp32")
-    try:
-        held_out: InstanceEmbeddings | None = held_out_embeddings(model.head.to("cpu"), data, config, model.model_id)
-    except ConfigError as error:  # too few identities to fit on half of them: measure on all, and say so
-        logger.warning("label-free rule measured on the identities the head was fitted on (%s)", error)
-        held_out = None
-    measured_on = [f"{source}, cross-fitted halves" for source in data.sources] if held_out is not None else []
-    model.head = extend_head(model.head, int(inputs.shape[1]), fit, inputs, config.weight)
+    model.head = extend_head(model.head, int(data.inputs.shape[1]), fit, data.inputs, config.weight)
     model.out_dim = model.head.out_features
     output.parent.mkdir(parents=True, exist_ok=True)
     path = _save(model, output, config.half)
     int8 = quantize_checkpoint(path, list(config.manifests), progress=progress, exclude_test=True) \
         if config.quantize else None
+    measure_label_free_rule(config, path, base, data, progress=progress, name=name)
+    written = load_embedding_model(path)
+    return DiscriminantResult(path=path, model_id=written.model_id, n_instances=fit.n_instances,
+                              n_identities=fit.n_identities, dims=int(fit.weight.shape[1]), explained=fit.explained,
+                              out_dim=int(written.head.out_features), sources=data.sources,
+                              int8_cosine=None if int8 is None else int8.mean_cosine)
+
+
+def measure_label_free_rule(config: DiscriminantConfig, path: Path, base: EmbeddingModel | None = None,
+                            data: HeadInputs | None = None, progress: bool = True, name: str | None = None,
+                            part_weights: dict[str, float] | None = None) -> Path:
+    """Write the calibration file of the stage-3 model at ``path`` (made from ``config``): its label-free
+    rule measured on cross-fitted halves of ``config.manifests`` (:func:`held_out_embeddings` over the
+    base model's head) and on ``config.calibration_manifests`` embedded by the model itself.
+
+    ``base`` and ``data`` (the base model and its head inputs) are loaded and embedded when not given,
+    so the rule of a model already written can be measured again. Returns the calibration file.
+    """
+    base = base if base is not None else _load_base(config, "cpu", part_weights)
+    data = data if data is not None else _base_inputs(base, config, progress)
+    head = load_embedding_model(config.base_model, device="cpu", precision="fp32").head.to("cpu")
+    try:
+        held_out: InstanceEmbeddings | None = held_out_embeddings(head, data, config, base.model_id)
+    except ConfigError as error:  # too few identities to fit on half of them: measure on all, and say so
+        logger.warning("label-free rule measured on the identities the head was fitted on (%s)", error)
+        held_out = None
+    measured_on = [f"{source}, cross-fitted halves" for source in data.sources] if held_out is not None else []
     weights = dict(base.part_weights) if base.part_weights else None
     if held_out is not None and config.calibration_manifests:  # never fitted on: embedded by the new model
         written = load_embedding_model(path, precision="fp32")
@@ -170,10 +198,5 @@ def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress
                                       np.concatenate([held_out.vectors, extra.vectors]), held_out.model_id)
         measured_on += sources
     manifests = list(config.manifests) + list(config.calibration_manifests)
-    calibrate_model(path, manifests, part_weights=weights, workdir=workdir_for(config, "label_free"), progress=progress,
-                    name=name, embedded=held_out, sources=measured_on)
-    written = load_embedding_model(path)
-    return DiscriminantResult(path=path, model_id=written.model_id, n_instances=fit.n_instances,
-                              n_identities=fit.n_identities, dims=int(fit.weight.shape[1]), explained=fit.explained,
-                              out_dim=int(written.head.out_features), sources=data.sources,
-                              int8_cosine=None if int8 is None else int8.mean_cosine)
+    return calibrate_model(path, manifests, part_weights=weights, workdir=workdir_for(config, "label_free"),
+                           progress=progress, name=name, embedded=held_out, sources=measured_on)
