@@ -94,9 +94,10 @@ def selection(name: str) -> str:
     chosen = "none" if tolerance["chosen"] is None else f"{tolerance['chosen']:g}"
     rows = [["constant" if key == "none" else f"silhouette, tolerance {key}", value,
              "**chosen**" if key == chosen else ""] for key, value in scores.items()]
-    return (f"Rule selection recorded in its calibration file ({data['fit'].get('rule')}; "
-            f"{record.get('instances')} instances in {record.get('books')} books; threshold {record.get('threshold')}): "
-            "mean over sets of the mean per-book -|log(predicted/true clusters)|, higher is better.\n\n"
+    return ("How its label-free rule was chosen, as its calibration file records it: "
+            f"{data['fit'].get('rule')}, {record.get('instances')} instances in {record.get('books')} books, "
+            f"threshold {record.get('threshold')}; score = mean over sets of the mean per-book "
+            "-|log(predicted/true clusters)|, higher is better. No test row is read.\n\n"
             + markdown_table(["rule", "calibration score", ""], rows) + "\n\n")
 
 
