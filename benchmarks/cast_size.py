@@ -30,7 +30,7 @@ import numpy as np
 
 
 from common import markdown_table, write_section
-from sets import PartData, all_sets, part_data
+from sets import PartData, all_sets, describe_rule, part_data
 
 import comicid
 from comicid.evaluation.clustering import clustering_metrics_by_group
@@ -71,14 +71,7 @@ def cluster_test(data: PartData, mode: str) -> dict[str, float]:
                                          evaluated.table["book"].to_numpy())
     return {"pred": scores["pred_clusters"], "true": scores["true_clusters"], "bcubed_f": scores["bcubed_f"],
             "ami": scores["ami"], "threshold": float(assignment.info["threshold"]),
-            "source": assignment.info["threshold_source"], "rule": _rule(assignment.info)}
-
-
-def _rule(info: dict) -> str:
-    """How the assignment chose its cut: ``0.65 (model)`` or ``silhouette 0.2, else 0.65 (model)``."""
-    tolerance = (info.get("params") or {}).get("silhouette_tolerance")
-    prefix = "" if tolerance is None else f"silhouette {tolerance:g}, else "
-    return f"{prefix}{float(info['threshold']):.2f} ({info['threshold_source']})"
+            "source": assignment.info["threshold_source"], "rule": describe_rule(assignment.info)}
 
 
 def selection(name: str) -> str:
