@@ -30,11 +30,11 @@ import numpy as np
 
 
 from common import markdown_table, write_section
-from sets import PartData, all_sets, describe_rule, part_data
+from sets import PartData, all_sets, part_data
 
 import comicid
 from comicid.evaluation.clustering import clustering_metrics_by_group
-from comicid.workflows.cluster import assign_identities
+from comicid.workflows.cluster import assign_identities, describe_threshold
 from comicid.identity.calibration import DEFAULT_THRESHOLDS, auto_threshold
 from comicid.models.model_calibration import calibration_path, read_calibration
 from comicid.runtime import tune_allocator
@@ -71,7 +71,7 @@ def cluster_test(data: PartData, mode: str) -> dict[str, float]:
                                          evaluated.table["book"].to_numpy())
     return {"pred": scores["pred_clusters"], "true": scores["true_clusters"], "bcubed_f": scores["bcubed_f"],
             "ami": scores["ami"], "threshold": float(assignment.info["threshold"]),
-            "source": assignment.info["threshold_source"], "rule": describe_rule(assignment.info)}
+            "source": assignment.info["threshold_source"], "rule": describe_threshold(assignment.info)}
 
 
 def selection(name: str) -> str:

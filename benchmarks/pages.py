@@ -26,12 +26,12 @@ import numpy as np
 
 
 from common import markdown_table, write_section
-from sets import COMPOSED, COMPOSED_NAME, PartData, all_sets, composed_pages, describe_rule, part_data
+from sets import COMPOSED, COMPOSED_NAME, PartData, all_sets, composed_pages, part_data
 
 import comicid
 from comicid.evaluation.clustering import clustering_metrics_by_group
 from comicid.workflows.evaluate import retrieval_scores
-from comicid.workflows.cluster import assign_identities
+from comicid.workflows.cluster import assign_identities, describe_threshold
 from comicid.runtime import tune_allocator
 
 #: Face weight w (bodies get 1 - w); 0.5 is the plain sum, the extremes one part only when both exist.
@@ -57,7 +57,7 @@ def score(data: PartData, vectors: np.ndarray, split: str, label_free: bool = Fa
                                              evaluated.table["book"].to_numpy())
     return {"rank1": retrieval["rank1"], "mAP": retrieval["mAP"], "AMI": clustering["ami"],
             "pred": clustering["pred_clusters"], "true": clustering["true_clusters"],
-            "threshold": assignment.info["threshold"], "rule": describe_rule(assignment.info)}
+            "threshold": assignment.info["threshold"], "rule": describe_threshold(assignment.info)}
 
 
 def main() -> None:

@@ -65,13 +65,6 @@ class PartData:
                                   label_free_params={m: dict(p) for m, p in self.model.label_free_params.items()})
 
 
-def describe_rule(info: dict) -> str:
-    """How an assignment chose its cut: ``0.65 (model)`` or ``silhouette 0.1, else 0.65 (model)``."""
-    tolerance = (info.get("params") or {}).get("silhouette_tolerance")
-    prefix = "" if tolerance is None else f"silhouette {tolerance:g}, else "
-    return f"{prefix}{float(info['threshold']):.2f} ({info['threshold_source']})"
-
-
 def composed_pages() -> Path | None:
     source = DATASETS / "comicgen" / "face_body.csv"
     if not source.is_file():

@@ -11,7 +11,7 @@ import pytest
 
 from comicid.data.synth import generate_books
 from comicid.errors import ModelError
-from comicid.workflows.cluster import assign_identities
+from comicid.workflows.cluster import assign_identities, describe_threshold
 from comicid.identity.calibration import DEFAULT_GRIDS, auto_threshold, calibrate_threshold
 from comicid.identity import AgglomerativeClusterer
 from comicid.models import load_embedding_model
@@ -139,12 +139,13 @@ def test_the_models_rule_clusters_unlabelled_books_only(tmp_path: Path, tiny_che
     unlabelled = InstanceEmbeddings(books.table.assign(split="", identity=""), books.vectors, "m", **rule)
     assignment = assign_identities(unlabelled, progress=False)
     assert assignment.info["params"]["silhouette_tolerance"] == 0.1
-    assert assignment.info["threshold_source"] == "model"
+    assert describe_threshold(assignment.info) == "silhouette cut per book (tolerance 0.1), else 0.5 (model)"
     truth = books.table.groupby("book")["identity"].nunique()
     found = assignment.table.groupby("book")["identity_id"].nunique()
     assert (found == truth).all()  # each book its own cut: 8 look-alikes and 6 distinct characters
     labelled = InstanceEmbeddings(books.table, books.vectors, "m", **rule)
     calibrated = assign_identities(labelled, progress=False)
     assert calibrated.info["threshold_source"] == "dev" and "silhouette_tolerance" not in calibrated.info["params"]
+    assert describe_threshold(calibrated.info).endswith("(dev)")
     assert assign_identities(unlabelled, params={"silhouette_tolerance": 0.3},
                              progress=False).info["params"]["silhouette_tolerance"] == 0.3  # the caller wins
