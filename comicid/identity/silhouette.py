@@ -28,6 +28,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 from sklearn.metrics import silhouette_score
 
+from comicid.identity.base import group_means
 from comicid.identity.constraints import Constraints, IdentityInputError
 
 #: Cuts tried: cosine distances 0.05, 0.075, ..., 1.0 (beyond 1.0 members are on average dissimilar).
@@ -77,10 +78,7 @@ def silhouette_cut(unit: np.ndarray, tolerance: float, grid: np.ndarray = SILHOU
     silhouettes = np.full(len(grid), np.nan)
     clusters = np.ones(len(grid), dtype=np.int64)
     if constraints is not None and len(constraints.must_link):
-        groups = constraints.must_link_groups(n)
-        sums = np.zeros((int(groups.max()) + 1, unit.shape[1]))
-        np.add.at(sums, groups, unit)
-        unit = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        unit = group_means(unit, constraints.must_link_groups(n))  # (G, D), L2-normalised
         n = len(unit)
     if n < MIN_INSTANCES:
         return SilhouetteCut(None, grid, silhouettes, clusters * n)

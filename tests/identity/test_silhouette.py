@@ -74,3 +74,11 @@ def test_tolerance_is_a_checked_hyper_parameter() -> None:
     for bad in (-0.1, 1.0, 2):
         with pytest.raises(IdentityInputError, match=r"silhouette_tolerance must be in \[0, 1\)"):
             AgglomerativeClusterer(silhouette_tolerance=bad).check_params()
+
+
+def test_must_linked_instances_count_once_when_cutting() -> None:
+    unit, truth = TIGHT
+    copies = np.concatenate([unit, np.repeat(unit[:1], 30, axis=0)])  # 30 more drawings fused with instance 0
+    links = np.array([[0, len(unit) + i] for i in range(30)])
+    fused = silhouette_cut(copies, 0.1, constraints=Constraints(must_link=links))
+    assert fused.threshold == silhouette_cut(unit, 0.1).threshold
