@@ -94,12 +94,12 @@ def parse_threshold(value: str | float | None) -> float | None:
 
 def describe_threshold(info: dict[str, Any]) -> str:
     """How an assignment chose its cut, for people: ``0.65 (model)``, ``0.4 (dev)``, or with the
-    model's per-book rule ``silhouette cut per book (tolerance 0.1), else 0.65 (model)``; ``n/a`` for
+    model's per-scope rule ``silhouette cut per book (tolerance 0.1), else 0.65 (model)``; ``n/a`` for
     methods without a threshold."""
     if info.get("threshold") is None:
         return "n/a"
     tolerance = (info.get("params") or {}).get("silhouette_tolerance")
-    rule = "" if tolerance is None else f"silhouette cut per book (tolerance {tolerance:g}), else "
+    rule = "" if tolerance is None else f"silhouette cut per {info.get('scope', 'scope')} (tolerance {tolerance:g}), else "
     return f"{rule}{float(info['threshold']):.3g} ({info['threshold_source']})"
 
 
