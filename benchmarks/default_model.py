@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from common import markdown_table, write_section
+from embed_speed import cpu_flags, cpu_name
 from pages import score
 from sets import all_sets, part_data
 
@@ -74,7 +75,9 @@ def main() -> None:
             f"`PYTHONPATH=. python benchmarks/default_model.py{' --previous ' + str(args.previous) if args.previous else ''}`"
             f": `split=test` instances of every set, each model as it ships. Cells are {order}. AMI uses the "
             "threshold calibrated on the set's dev identities; the last column has no labels at all (the model's "
-            "label-free threshold), with predicted/true clusters.\n\n"
+            "label-free rule), with predicted/true clusters. The int8 graphs run on this CPU "
+            f"({cpu_name()}, {cpu_flags()}): ONNX Runtime's int8 kernels differ between CPU classes, so int8 "
+            "numbers move by a few rank-1 points from one machine to another (fp32 ones do not).\n\n"
             + markdown_table(["test set", "rank-1", "mAP", "AMI (dev-calibrated)", "AMI, no labels (pred/true)"], rows)
             + f"\n\n{names[0]} is best of all columns on {wins['rank1']}/{len(sets)} sets in rank-1, "
               f"{wins['mAP']}/{len(sets)} in mAP and {wins['AMI']}/{len(sets)} in AMI. Predicted/true clusters "

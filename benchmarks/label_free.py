@@ -1,12 +1,13 @@
-"""Measure and store the label-free clustering threshold of the shipped models (their calibration files).
+"""Measure and store the label-free clustering rule of the shipped registry backbones (their calibration files).
 
-    PYTHONPATH=. python benchmarks/label_free.py [--models default,effnet-lite0-imagenet]
+    PYTHONPATH=. python benchmarks/label_free.py [--models effnet-lite0-imagenet]
                                                  [--face-weight W] [--objective bcubed_f]
 
 For each model, :func:`comicid.workflows.label_free.calibrate_model` embeds the labelled, non-test
-instances of :func:`calibration_manifests` and writes ``<model>.calibration.json`` (the default:
-beside ``default.pt``; a registry backbone: in the package's weights folder). ``train_default.py``
-calls the same function after training, so a retrained default gets its threshold from one command.
+instances of :func:`calibration_manifests` and writes ``<model>.calibration.json`` in the package's
+weights folder. Not for the shipped default: its discriminant head was fitted on these identities,
+so its rule is measured on cross-fitted halves by ``benchmarks/train_default.py --label-free-only``
+(or by stage 3 itself after training).
 
 The calibration data (``split=test`` rows are never read): the ``split=dev`` identities of every
 development manifest, comic pages composed from comicgen's dev and test drawings at a seed of their own
@@ -24,7 +25,6 @@ from sets import all_sets
 
 from comicid.data.synth import generate_books
 from comicid.data.synth.real_art import generate_art_books
-from comicid.models.embedding_model import DEFAULT_MODEL_PATH
 from comicid.runtime import tune_allocator
 from comicid.workflows.label_free import DEFAULT_OBJECTIVE, calibrate_model
 
@@ -60,7 +60,7 @@ def calibration_manifests(out: Path) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="default,effnet-lite0-imagenet")
+    parser.add_argument("--models", default="effnet-lite0-imagenet")
     parser.add_argument("--face-weight", type=float, default=FACE_WEIGHT,
                         help=f"store fusion weights face W / body 1-W (default: {FACE_WEIGHT}; 0.5 is the plain sum)")
     parser.add_argument("--objective", default=DEFAULT_OBJECTIVE)
@@ -69,8 +69,12 @@ def main() -> None:
     tune_allocator()
     manifests = calibration_manifests(args.out)
     weights = fusion_weights(args.face_weight)
-    for name in args.models.split(","):
-        target = DEFAULT_MODEL_PATH if name == "default" else name
+    names = args.models.split(",")
+    if "default" in names:
+        parser.error("the default's rule is measured on cross-fitted identities: "
+                     "python benchmarks/train_default.py --label-free-only")
+    for name in names:
+        target = name
         path = calibrate_model(target, manifests, objective=args.objective, part_weights=weights,
                                workdir=args.out / "collections" / name, progress=False, name=name)
         print(f"{name}: {path}\n{path.read_text()[:600]}")

@@ -11,7 +11,7 @@ Two tables, written to the ``pages`` section of docs/BENCHMARKS.md:
 
 1. each model as shipped (its own fusion weights), on the test identities: rank-1, mAP,
    clustering AMI and predicted/true clusters with the threshold calibrated on the dev identities
-   (what ``comicid evaluate`` does), and with no labels at all (the model's label-free threshold);
+   (what ``comicid evaluate`` does), and with no labels at all (the model's label-free rule);
 2. fusion variants, face-only to body-only through weighted sums: dev mAP (the selection score) and
    the test numbers of each, so the choice can be audited. The variant with the best dev mAP is the
    one a model should carry (``part_weights`` in its calibration file).
@@ -31,9 +31,8 @@ from sets import COMPOSED, COMPOSED_NAME, PartData, all_sets, composed_pages, pa
 import comicid
 from comicid.evaluation.clustering import clustering_metrics_by_group
 from comicid.workflows.evaluate import retrieval_scores
-from comicid.workflows.cluster import assign_identities
+from comicid.workflows.cluster import assign_identities, describe_threshold
 from comicid.runtime import tune_allocator
-from comicid.store.embeddings import InstanceEmbeddings
 
 #: Face weight w (bodies get 1 - w); 0.5 is the plain sum, the extremes one part only when both exist.
 FACE_WEIGHTS = (1.0, 0.8, 0.65, 0.5, 0.35, 0.2, 0.0)
@@ -44,8 +43,7 @@ SELECTION_SETS = ("comicgen face+body", "synthetic books (seed 101)")
 def score(data: PartData, vectors: np.ndarray, split: str, label_free: bool = False) -> dict[str, float]:
     """Retrieval and clustering of ``split`` rows; the threshold from dev rows, or the model's own."""
     table = data.table
-    embedded = InstanceEmbeddings(table, vectors, data.model.model_id,
-                                  label_free_thresholds=dict(data.model.label_free_thresholds))
+    embedded = data.embedded(vectors)
     rows = (table["split"] == split).to_numpy()
     evaluated = embedded.subset(rows)
     calibration = None if label_free else embedded.subset((table["split"] == "dev").to_numpy())
@@ -59,7 +57,7 @@ def score(data: PartData, vectors: np.ndarray, split: str, label_free: bool = Fa
                                              evaluated.table["book"].to_numpy())
     return {"rank1": retrieval["rank1"], "mAP": retrieval["mAP"], "AMI": clustering["ami"],
             "pred": clustering["pred_clusters"], "true": clustering["true_clusters"],
-            "threshold": assignment.info["threshold"], "source": assignment.info["threshold_source"]}
+            "threshold": assignment.info["threshold"], "rule": describe_threshold(assignment.info)}
 
 
 def main() -> None:
@@ -82,7 +80,7 @@ def main() -> None:
         shipped_rows.append([name, f"face {weights.get('face', 1.0):g} / body {weights.get('body', 1.0):g}",
                              dev_cal["rank1"], dev_cal["mAP"], dev_cal["AMI"], f"{dev_cal['pred']}/{dev_cal['true']}",
                              f"{dev_cal['threshold']:.2f}", no_labels["AMI"], f"{no_labels['pred']}/{no_labels['true']}",
-                             f"{no_labels['threshold']:.2f} ({no_labels['source']})"])
+                             no_labels["rule"]])
         print(shipped_rows[-1], flush=True)
         others = [part_data(set_name, path, model) for set_name, path in all_sets() if set_name in SELECTION_SETS]
         dev_maps = {}
@@ -102,9 +100,9 @@ def main() -> None:
             "(real comicgen drawings, synthetic panels; identities split as in the source). Clustering per book, "
             "agglomerative. Contended 2-core machine; no timing here.\n\n"
             "Each model as it ships, on the test identities: threshold calibrated on the dev identities of the "
-            "pages (`comicid evaluate`), and with no labels (the model's label-free threshold, docs/CLUSTERING.md).\n\n"
+            "pages (`comicid evaluate`), and with no labels (the model's label-free rule, docs/CLUSTERING.md).\n\n"
             + markdown_table(["model", "fusion", "rank-1", "mAP", "AMI (dev-cal.)", "pred/true (dev-cal.)",
-                              "threshold", "AMI (no labels)", "pred/true (no labels)", "label-free threshold"],
+                              "threshold", "AMI (no labels)", "pred/true (no labels)", "label-free rule"],
                              shipped_rows)
             + "\n\nFusion variants: instance = normalise(head(w * face + (1 - w) * body)) of L2-normalised parts "
               "(w 0.5 is the plain sum; a lone part is unaffected). Selection by the **mean dev mAP** over the "

@@ -25,7 +25,7 @@ from comicid.data.synth.real_art import generate_art_books
 from comicid.models.embed import FeatureCache, embed_crops, fuse_parts
 from comicid.models.embedding_model import EmbeddingModel
 from comicid.store.collection import Collection
-from comicid.store.embeddings import instance_table
+from comicid.store.embeddings import InstanceEmbeddings, instance_table
 from comicid.store.ingest import ingest
 
 CACHE = ROOT / "build" / "benchmarks" / "sets"
@@ -56,6 +56,13 @@ class PartData:
             weights = np.where(self.kinds == "face", w, 1 - w)
         return fuse_parts(self.features, self.instance_index, len(self.table), head=self.model.head.to("cpu").eval(),
                           part_weights=weights)
+
+    def embedded(self, vectors: np.ndarray | None = None) -> InstanceEmbeddings:
+        """The instances with ``vectors`` (default: :meth:`fused`) and the model's label-free rule, as
+        ``comicid embed`` would hand them to ``comicid cluster``."""
+        return InstanceEmbeddings(self.table, self.fused() if vectors is None else vectors, self.model.model_id,
+                                  label_free_thresholds=dict(self.model.label_free_thresholds),
+                                  label_free_params={m: dict(p) for m, p in self.model.label_free_params.items()})
 
 
 def composed_pages() -> Path | None:

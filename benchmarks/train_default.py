@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from common import DEV_SETS, ROOT, available_dev_sets, markdown_table, write_section
 from label_free import calibration_manifests, fusion_weights
@@ -50,9 +51,9 @@ from comicid.models.quantize import QuantizeReport, quantize_checkpoint
 from comicid.runtime import tune_allocator
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
 from comicid.training.finetune import train_finetune
-from comicid.workflows.discriminant import train_discriminant
+from comicid.models.facebody import save_finetuned_model
+from comicid.workflows.discriminant import measure_label_free_rule, train_discriminant
 from comicid.training.discriminant import DiscriminantConfig
-from comicid.workflows.label_free import calibrate_model
 from comicid.training.ssl import train_ssl
 
 MAX_BYTES = 25 * 1024 * 1024
@@ -170,24 +171,52 @@ def discriminant_manifests(out: Path) -> list[Path]:
     return [path for path in calibration_manifests(out) if DISCRIMINANT_SKIP not in str(path)]
 
 
+def discriminant_config(stage2: Path, weights: Path, out: Path) -> DiscriminantConfig:
+    """Stage 3's recipe: fitted on :func:`discriminant_manifests`, its label-free rule also measured on
+    the calibration sets it is not fitted on (DiceBear)."""
+    fitted = discriminant_manifests(out)
+    config = DiscriminantConfig(base_model=str(stage2), manifests=fitted, output=weights, workdir=out / "discriminant",
+                                calibration_manifests=[path for path in calibration_manifests(out) if path not in fitted])
+    config.check()
+    return config
+
+
+def recover_stage2(weights: Path, out: Path) -> Path:
+    """Stage 2's model from the stage-3 weights, for re-measuring the label-free rule without a training
+    run: stage 3 appends the discriminant's rows *below* stage 2's head (``extend_head``), so the first
+    ``out_dim - dims`` rows of the shipped head are stage 2's head exactly (tested in
+    tests/training/test_discriminant.py). Written to ``OUT/stage2-recovered.pt``."""
+    model = comicid.load_model(weights, precision="fp32")
+    rows = model.head.out_features - DiscriminantConfig.dims
+    head = torch.nn.Linear(model.head.in_features, rows)
+    with torch.no_grad():
+        head.weight.copy_(model.head.weight[:rows])
+        head.bias.copy_(model.head.bias[:rows])
+    model.head, model.out_dim, model.model_id = head, rows, model.backbone.name
+    out.mkdir(parents=True, exist_ok=True)
+    return save_finetuned_model(model, out / "stage2-recovered.pt", half=True)
+
+
 def build_discriminant(stage2: Path, weights: Path, out: Path) -> tuple[str, float | None]:
     """Stage 3: the discriminant head over stage 2's model (docs/TRAINING.md), its int8 graph and its
     calibration file; returns a summary line and the int8 graph's mean cosine to fp32."""
-    config = DiscriminantConfig(base_model=str(stage2), manifests=discriminant_manifests(out), output=weights,
-                                workdir=out / "discriminant")
-    config.check()
-    fitted = train_discriminant(config, progress=True, part_weights=fusion_weights(), name="default")
-    line = (f"stage 3: discriminant head on {fitted.n_instances} instances of {fitted.n_identities} identities, "
-            f"{fitted.dims} directions, embedding {fitted.out_dim}-d")
+    config = discriminant_config(stage2, weights, out)
+    result = train_discriminant(config, progress=True, part_weights=fusion_weights(), name="default")
+    line = (f"stage 3: discriminant head on {result.n_instances} instances of {result.n_identities} identities, "
+            f"{result.dims} directions, embedding {result.out_dim}-d")
     print(line)
-    return line, fitted.int8_cosine
+    return line, result.int8_cosine
 
 
-def build_label_free(weights: Path, out: Path) -> Path:
-    """The model's calibration file beside it: fusion weights and the label-free threshold of
-    ``--threshold auto`` (both precisions), measured as ``benchmarks/label_free.py`` does."""
-    path = calibrate_model(weights, calibration_manifests(out), part_weights=fusion_weights(),
-                           workdir=out / "label_free", progress=True, name="default")
+def build_label_free(weights: Path, out: Path, stage2: Path) -> Path:
+    """The model's calibration file beside it: fusion weights and the label-free rule of
+    ``--threshold auto`` measured as stage 3 does (cross-fitted halves over stage 2's head; stage 2
+    recovered from the weights when ``stage2`` does not exist)."""
+    if not stage2.is_file():
+        stage2 = recover_stage2(weights, out)
+        print(f"stage 2 recovered from {weights.name}: {stage2}")
+    path = measure_label_free_rule(discriminant_config(stage2, weights, out), weights, progress=True, name="default",
+                                   part_weights=fusion_weights())
     print(f"label-free calibration {path}")
     return path
 
@@ -215,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only rebuild the int8 graph of the existing weights (needs OUT/train_manifest.csv "
                              "from an earlier run, or builds it)")
     parser.add_argument("--label-free-only", action="store_true",
-                        help="only re-measure the label-free threshold of the existing weights (calibration file)")
+                        help="only re-measure the label-free rule of the existing weights (calibration file), as "
+                             "stage 3 does: over --stage2 (default OUT/stage2.pt, else recovered from the weights)")
     parser.add_argument("--discriminant-only", action="store_true",
                         help="only stage 3 (+ int8 graph + calibration) over the stage-2 model --stage2")
     parser.add_argument("--stage2", type=Path, help="stage 2's model (default: OUT/stage2.pt)")
@@ -234,10 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8_only:
         build_int8(weights, train)
         return 0
-    if args.label_free_only:
-        build_label_free(weights, out)
-        return 0
     stage2 = (args.stage2 or out / "stage2.pt").resolve()
+    if args.label_free_only:
+        build_label_free(weights, out, stage2)
+        return 0
     if args.discriminant_only:
         if not stage2.is_file():
             print(f"error: no stage-2 model at {stage2} (give --stage2)", file=sys.stderr)

@@ -15,6 +15,7 @@ from comicid.identity import write_assignments
 from comicid.models.ensemble import load_model
 from comicid.store.collection import Collection
 from comicid.workflows.cluster_collection import cluster_collection
+from comicid.workflows.cluster import describe_threshold
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +48,8 @@ def _run(args: argparse.Namespace, collection: Collection) -> int:
         write_assignments(assignment.table, args.out)
     if not args.quiet:
         info = assignment.info
-        threshold = "n/a" if info["threshold"] is None else f"{info['threshold']:.3g} ({info['threshold_source']})"
         print(f"{collection.root}: {info['instances']} instances -> {info['identities']} identities "
-              f"[{info['method']}, scope {info['scope']}, threshold {threshold}]")
+              f"[{info['method']}, scope {info['scope']}, threshold {describe_threshold(info)}]")
         if "edits" in info:
             edits = info["edits"]
             print(f"kept edits: {edits['confirmed']} confirmed instances, {edits['must_links']} must-links, "

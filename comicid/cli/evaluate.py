@@ -37,7 +37,8 @@ def format_summary(result: dict) -> str:
     lines = [f"{result['manifest']}: {result['instances']} instances ({result['split']}), model {result['model']}",
              f"  retrieval ({r['protocol']}{', re-ranked' if r.get('reranked') else ''}, {r['queries']} queries): rank-1 {r['rank1']:.3f}  rank-5 {r['rank5']:.3f}"
              f"  rank-10 {r['rank10']:.3f}  mAP {r['mAP']:.3f}  mINP {r['mINP']:.3f}  MAP@R {r['map_at_r']:.3f}",
-             f"  clustering ({result['method']}, mean of {c['books']} books): AMI {c['ami']:.3f}  ARI {c['ari']:.3f}  "
+             f"  clustering ({result['method']}, threshold {c.get('threshold_rule', 'n/a')}, mean of {c['books']} books): "
+             f"AMI {c['ami']:.3f}  ARI {c['ari']:.3f}  "
              f"NMI {c['nmi']:.3f}  V {c['v_measure']:.3f}  B3-F {c['bcubed_f']:.3f}  pair-F {c['pairwise_f']:.3f}  "
              f"WCP {c['wcp']:.3f}  clusters {c['pred_clusters']} predicted / {c['true_clusters']} true"]
     pooled = c.get("pooled")

@@ -16,6 +16,7 @@ from comicid.identity.base import ConstrainedClusterer
 from comicid.identity.constraints import Constraints, IdentityInputError, first_appearance_labels
 from comicid.identity.registry import CLUSTERERS
 from comicid.identity.limits import check_agglomerative_size
+from comicid.identity.silhouette import check_tolerance, silhouette_cut
 
 LINKAGES = ("average", "complete")
 
@@ -30,36 +31,53 @@ class AgglomerativeClusterer(ConstrainedClusterer):
         linkage: ``"average"`` (default) or ``"complete"``. Single linkage is not offered: it chains
             look-alike characters together, and it cannot carry a cannot-link through a merge the way
             the two offered linkages do.
+        silhouette_tolerance: ``None`` (default) cuts every scope at ``distance_threshold``. A number
+            in [0, 1) lets each scope choose its own threshold, the coarsest cut whose silhouette is
+            within that fraction of the best (:mod:`comicid.identity.silhouette`); ``distance_threshold``
+            is then the fallback for a scope where no cut has a positive silhouette. This is how a
+            model's label-free rule adapts to books drawn closer together or further apart.
+
+    Attributes:
+        threshold_: the distance threshold the last ``fit`` cut at.
     """
 
     threshold_parameter: ClassVar[str] = "distance_threshold"
 
-    def __init__(self, distance_threshold: float = 0.5, linkage: str = "average") -> None:
+    def __init__(self, distance_threshold: float = 0.5, linkage: str = "average",
+                 silhouette_tolerance: float | None = None) -> None:
         self.distance_threshold = distance_threshold
         self.linkage = linkage
+        self.silhouette_tolerance = silhouette_tolerance
 
     def _validate(self) -> None:
         if self.linkage not in LINKAGES:
             raise IdentityInputError(f"linkage must be one of {', '.join(LINKAGES)}, got {self.linkage!r}")
         if not np.isfinite(self.distance_threshold) or self.distance_threshold <= 0:
             raise IdentityInputError(f"distance_threshold must be a positive number, got {self.distance_threshold!r}")
+        if self.silhouette_tolerance is not None:
+            check_tolerance(self.silhouette_tolerance)
 
     def _fit_labels(self, unit: np.ndarray, constraints: Constraints, views: np.ndarray | None) -> np.ndarray:
         """Constraints honoured inside the linkage (a cannot-link holds through every merge), which is
         better than repairing afterwards, so the shared must-link/repair wrapper is not used here."""
         n = len(unit)
+        self.threshold_ = float(self.distance_threshold)
         if n < 2:
             return np.zeros(n, dtype=np.int64)
         check_agglomerative_size(n)
+        if self.silhouette_tolerance is not None:
+            cut = silhouette_cut(unit, self.silhouette_tolerance, method=self.linkage, constraints=constraints)
+            if cut.threshold is not None:
+                self.threshold_ = cut.threshold
         unconstrained = len(constraints.cannot_link) == 0 and len(constraints.must_link) == 0
         if unconstrained:
             model = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage=self.linkage,
-                                            distance_threshold=float(self.distance_threshold))
+                                            distance_threshold=self.threshold_)
             return first_appearance_labels(model.fit_predict(unit))
         groups = constraints.must_link_groups(n)
         distance = _group_distances(cosine_distances(unit), groups, self.linkage)
         forbid_pairs(distance, groups[constraints.cannot_link])
-        group_labels = constrained_linkage(distance, float(self.distance_threshold), self.linkage)
+        group_labels = constrained_linkage(distance, self.threshold_, self.linkage)
         return first_appearance_labels(group_labels[groups])
 
 

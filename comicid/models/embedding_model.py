@@ -84,8 +84,9 @@ class EmbeddingModel(nn.Module):
             see :mod:`comicid.models.int8`).
         checkpoint_sha256: sha256 of the checkpoint file it was loaded from (``None`` otherwise);
             an int8 graph must name the same one.
-        part_weights, label_free_thresholds: what was calibrated for the model after training
-            (fusion weights per part kind; ``--threshold auto`` without labels), read from its
+        part_weights, label_free_thresholds, label_free_params: what was calibrated for the model
+            after training (fusion weights per part kind; ``--threshold auto`` without labels: the
+            threshold, and further clusterer parameters of the rule), read from its
             ``<stem>.calibration.json`` by :func:`load_embedding_model`.
     """
 
@@ -97,6 +98,9 @@ class EmbeddingModel(nn.Module):
     #: Label-free clustering thresholds per method for this model and precision (``--threshold auto``
     #: without labelled dev rows); from the model's calibration file.
     label_free_thresholds: dict[str, float] = {}  # noqa: RUF012 (replaced, never mutated)
+    #: Further clusterer parameters of the label-free rule per method (e.g. the agglomerative method's
+    #: ``silhouette_tolerance``: each book picks its own cut); from the model's calibration file.
+    label_free_params: dict[str, dict[str, float]] = {}  # noqa: RUF012 (replaced, never mutated)
 
     def __init__(self, backbone: Backbone, head: nn.Module | None = None,
                  model_id: str | None = None) -> None:

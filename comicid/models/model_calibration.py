@@ -21,6 +21,8 @@ Format (``version`` 1)::
      "int8_graph_sha256": sha256 of the int8 graph the "int8" thresholds were measured with, or null,
      "thresholds": {"fp32": {"agglomerative": 0.45}, "int8": {"agglomerative": 0.44}},
      "part_weights": {"face": 0.5, "body": 1.0} or null (the plain sum),
+     "rules": {"agglomerative": {"silhouette_tolerance": 0.2}},   # optional: more clusterer
+         # parameters of the label-free rule (per method; absent or {}: cut at the threshold)
      "fit": {...}}   # provenance: rule, data, counts (read by people, not by code)
 """
 
@@ -93,13 +95,15 @@ def apply_calibration(model: EmbeddingModel, source: str | Path) -> None:
         precision = "fp32"
     model.label_free_thresholds = {method: float(value) for method, value in
                                    (thresholds.get(precision) or thresholds.get("fp32") or {}).items()}
+    model.label_free_params = {str(method): {str(key): float(value) for key, value in params.items()}
+                               for method, params in (data.get("rules") or {}).items()}
     weights = data.get("part_weights")
     model.part_weights = {str(kind): float(w) for kind, w in weights.items()} if weights else None
 
 
 def write_calibration(path: Path, model_name: str, source_sha256: str | None, thresholds: dict[str, dict[str, float]],
                       part_weights: dict[str, float] | None = None, int8_graph_sha256: str | None = None,
-                      fit: dict[str, Any] | None = None) -> Path:
+                      fit: dict[str, Any] | None = None, rules: dict[str, dict[str, float]] | None = None) -> Path:
     """Write a calibration file atomically (see the module docstring for the fields); returns ``path``."""
     if part_weights is not None and any(not w > 0 for w in part_weights.values()):
         raise ValueError(f"part weights must be positive, got {part_weights}")
@@ -107,6 +111,9 @@ def write_calibration(path: Path, model_name: str, source_sha256: str | None, th
             "source_sha256": source_sha256, "int8_graph_sha256": int8_graph_sha256,
             "thresholds": {precision: {method: round(float(value), 6) for method, value in values.items()}
                            for precision, values in thresholds.items()},
-            "part_weights": part_weights, "fit": fit or {}}
+            "part_weights": part_weights,
+            "rules": {method: {key: round(float(value), 6) for key, value in params.items()}
+                      for method, params in (rules or {}).items()},
+            "fit": fit or {}}
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path

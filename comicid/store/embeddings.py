@@ -37,6 +37,9 @@ class InstanceEmbeddings:
     #: The model's label-free thresholds per clustering method (``EmbeddingModel.label_free_thresholds``):
     #: what ``--threshold auto`` uses when no dev rows are labelled.
     label_free_thresholds: dict[str, float] = field(default_factory=dict)
+    #: Further clusterer parameters of the model's label-free rule per method
+    #: (``EmbeddingModel.label_free_params``), used with the label-free threshold only.
+    label_free_params: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -44,7 +47,7 @@ class InstanceEmbeddings:
     def subset(self, mask: np.ndarray) -> InstanceEmbeddings:
         views = None if self.views is None else self.views[:, mask]
         return InstanceEmbeddings(self.table[mask].reset_index(drop=True), self.vectors[mask], self.model_id, views,
-                                  self.label_free_thresholds)
+                                  self.label_free_thresholds, self.label_free_params)
 
 
 def _first_non_empty(values: pd.Series) -> str:

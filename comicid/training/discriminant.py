@@ -21,7 +21,7 @@ rows of manifests) is :mod:`comicid.workflows.discriminant`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,9 @@ class DiscriminantConfig:
     ``dims``: discriminant directions kept (at most classes - 1). ``shrinkage``: in [0, 1], of the
     within-class covariance. ``weight``: the discriminant block's average norm relative to the old
     head's. ``half``: store the checkpoint in fp16. ``quantize``: also make the int8 graph.
+    ``calibration_manifests``: more labelled manifests the label-free rule is measured on but the head
+    is not fitted on (e.g. a set whose licence keeps it out of shipped weights); the fitted manifests
+    count too, cross-fitted (:func:`comicid.workflows.discriminant.held_out_embeddings`).
     """
 
     base_model: str
@@ -61,6 +64,7 @@ class DiscriminantConfig:
     quantize: bool = True
     workdir: Path | None = None
     min_instances_per_identity: int = 2
+    calibration_manifests: list[Path] = field(default_factory=list)
 
     def check(self) -> None:
         """Value checks a type cannot express (called by :func:`~comicid.training.config.load_config`)."""

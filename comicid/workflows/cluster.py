@@ -92,6 +92,17 @@ def parse_threshold(value: str | float | None) -> float | None:
     return number
 
 
+def describe_threshold(info: dict[str, Any]) -> str:
+    """How an assignment chose its cut, for people: ``0.65 (model)``, ``0.4 (dev)``, or with the
+    model's per-scope rule ``silhouette cut per book (tolerance 0.1), else 0.65 (model)``; ``n/a`` for
+    methods without a threshold."""
+    if info.get("threshold") is None:
+        return "n/a"
+    tolerance = (info.get("params") or {}).get("silhouette_tolerance")
+    rule = "" if tolerance is None else f"silhouette cut per {info.get('scope', 'scope')} (tolerance {tolerance:g}), else "
+    return f"{rule}{float(info['threshold']):.3g} ({info['threshold_source']})"
+
+
 def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative", scope: str = "book",
                       threshold: str | float | None = "auto", params: dict[str, Any] | None = None,
                       calibration: InstanceEmbeddings | None = None, progress: bool = True,
@@ -134,6 +145,8 @@ def assign_identities(embedded: InstanceEmbeddings, method: str = "agglomerative
         choice = auto_threshold(reference.vectors, reference.table, method=method, scope=scope, params=params,
                                 label_free=embedded.label_free_thresholds.get(method))
         value, source = choice.value, choice.source
+        if source == "model":  # the rest of the model's label-free rule; what the caller set wins
+            params = {**embedded.label_free_params.get(method, {}), **params}
     if parameter is not None and value is not None:
         params[parameter] = value
     try:

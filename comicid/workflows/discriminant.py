@@ -5,6 +5,11 @@ labelled non-test instance of the given manifests (embedded with the base model,
 writes the extended checkpoint, its int8 graph (the backbone is unchanged, so the graph is the same
 network calibrated again under the new file's hash) and its label-free calibration file (fusion
 weights carried over from the base model, thresholds measured again: the new head moves distances).
+
+The label-free rule is measured on **cross-fitted** embeddings (:func:`held_out_embeddings`): the
+discriminant learns to pull exactly these identities together, so measured on them the threshold
+would suit identities the model has seen, not a user's new characters. Each half of the identities
+(a stable hash of the name) is embedded by a head fitted on the other half only.
 """
 
 from __future__ import annotations
@@ -14,15 +19,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import zlib
+
 import numpy as np
+import pandas as pd
+import torch
 
 from comicid.errors import ConfigError, ModelError
 from comicid.models.embedding_model import EmbeddingModel, load_embedding_model, save_embedding_model
 from comicid.models.facebody import FineTunedFaceBodyModel, save_finetuned_model
 from comicid.models.quantize import quantize_checkpoint
+from comicid.store.embeddings import InstanceEmbeddings
 from comicid.training.discriminant import DiscriminantConfig, extend_head, fit_discriminant
 from comicid.workflows.embed import embed_parts
-from comicid.workflows.label_free import calibrate_model, describe_source, labelled_collections
+from comicid.workflows.label_free import calibrate_model, describe_source, embed_labelled, labelled_collections
 
 logger = logging.getLogger(__name__)
 
@@ -42,20 +52,55 @@ class DiscriminantResult:
     int8_cosine: float | None  # mean cosine of the int8 graph to fp32 on check crops; None: no graph made
 
 
-def head_inputs(model: EmbeddingModel, manifests: list[Path], workdir: Path,
-                progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The head inputs (``sum_parts``) of every labelled non-test instance, with labels kept apart per
-    manifest (``"m<number>|<identity>"``), and a one-line description of each manifest used."""
-    inputs, labels, sources = [], [], []
+@dataclass(frozen=True)
+class HeadInputs:
+    """Every labelled non-test instance of the manifests, before the head."""
+
+    inputs: np.ndarray  # (N, part_dim) ``sum_parts`` per instance
+    labels: np.ndarray  # (N,) "m<number>|<identity>": identities kept apart per manifest
+    table: pd.DataFrame  # (N rows) the instance table, with ``set`` = "m<number>"
+    sources: list[str]  # one line per manifest used
+
+
+def head_inputs(model: EmbeddingModel, manifests: list[Path], workdir: Path, progress: bool = True) -> HeadInputs:
+    """The head inputs of every labelled non-test instance of ``manifests`` through ``model``."""
+    inputs, labels, tables, sources = [], [], [], []
     for number, manifest, collection in labelled_collections(manifests, workdir, progress):
         with collection.writer("embed"):
             parts = embed_parts(collection, model, progress=progress)
         inputs.append(parts.head_inputs())
         labels.append((f"m{number}|" + parts.table["identity"].astype(str)).to_numpy())
+        tables.append(parts.table.assign(set=f"m{number}"))
         sources.append(describe_source(manifest, len(parts.table)))
     if not inputs:
         raise ConfigError("no labelled non-test rows in the given manifests: nothing to fit a discriminant head on")
-    return np.concatenate(inputs), np.concatenate(labels), sources
+    return HeadInputs(np.concatenate(inputs), np.concatenate(labels), pd.concat(tables, ignore_index=True), sources)
+
+
+def identity_halves(labels: np.ndarray) -> np.ndarray:
+    """0 or 1 per row by a stable hash (crc32) of its identity label: the same split on every run."""
+    return np.array([zlib.crc32(str(label).encode()) % 2 for label in labels], dtype=np.int64)
+
+
+def held_out_embeddings(base_head: torch.nn.Module, data: HeadInputs, config: DiscriminantConfig,
+                        model_id: str) -> InstanceEmbeddings:
+    """Every instance embedded by a head whose discriminant was fitted on the *other* half of the
+    identities (same settings as the shipped head), L2-normalised: what the trained model does to
+    characters it has not seen, measured on labelled ones."""
+    halves = identity_halves(data.labels)
+    vectors = np.zeros((len(data.inputs), 0), dtype=np.float32)
+    for half in (0, 1):
+        fitted = halves != half
+        fit = fit_discriminant(data.inputs[fitted], data.labels[fitted], config.dims, config.shrinkage,
+                               config.min_instances_per_identity)
+        head = extend_head(base_head, int(data.inputs.shape[1]), fit, data.inputs[fitted], config.weight).eval()
+        with torch.no_grad():
+            out = head(torch.from_numpy(data.inputs[~fitted]).float()).numpy()
+        if vectors.shape[1] == 0:
+            vectors = np.zeros((len(data.inputs), out.shape[1]), dtype=np.float32)
+        vectors[~fitted] = out
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return InstanceEmbeddings(data.table, vectors, f"{model_id} (cross-fitted)")
 
 
 def workdir_for(config: DiscriminantConfig, step: str) -> Path | None:
@@ -76,6 +121,19 @@ def _save(model: EmbeddingModel, path: Path, half: bool) -> Path:
     return save_embedding_model(model, path)
 
 
+def _load_base(config: DiscriminantConfig, device: str, part_weights: dict[str, float] | None) -> EmbeddingModel:
+    base = load_embedding_model(config.base_model, device=device)
+    _check_extendable(base)
+    if part_weights is not None:
+        base.part_weights = dict(part_weights)
+    return base
+
+
+def _base_inputs(base: EmbeddingModel, config: DiscriminantConfig, progress: bool) -> HeadInputs:
+    with tempfile.TemporaryDirectory(prefix="comicid-discriminant-") as scratch:
+        return head_inputs(base, list(config.manifests), workdir_for(config, "inputs") or Path(scratch), progress)
+
+
 def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress: bool = True,
                        part_weights: dict[str, float] | None = None,
                        name: str | None = None) -> DiscriminantResult:
@@ -86,30 +144,59 @@ def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress
     stores (default: the base model's own, from its calibration file); ``name`` is the model's name in
     that file.
     """
-    base = load_embedding_model(config.base_model, device=device)
-    _check_extendable(base)
-    if part_weights is not None:
-        base.part_weights = dict(part_weights)
+    base = _load_base(config, device, part_weights)
     output = Path(config.output)
     if output.resolve() == Path(str(config.base_model)).resolve():
         raise ConfigError(f"output '{output}' is the base model itself; write the new model to another file")
-    with tempfile.TemporaryDirectory(prefix="comicid-discriminant-") as scratch:
-        workdir = workdir_for(config, "inputs") or Path(scratch)
-        inputs, labels, sources = head_inputs(base, list(config.manifests), workdir, progress)
-    fit = fit_discriminant(inputs, labels, config.dims, config.shrinkage, config.min_instances_per_identity)
+    data = _base_inputs(base, config, progress)
+    fit = fit_discriminant(data.inputs, data.labels, config.dims, config.shrinkage, config.min_instances_per_identity)
     logger.info("discriminant: %d instances of %d identities, %d directions (%.0f%% of the between-class variance)",
                 fit.n_instances, fit.n_identities, fit.weight.shape[1], 100 * fit.explained)
     model = load_embedding_model(config.base_model, device="cpu", precision="fp32")
-    model.head = extend_head(model.head, int(inputs.shape[1]), fit, inputs, config.weight)
+    model.head = extend_head(model.head, int(data.inputs.shape[1]), fit, data.inputs, config.weight)
     model.out_dim = model.head.out_features
     output.parent.mkdir(parents=True, exist_ok=True)
     path = _save(model, output, config.half)
     int8 = quantize_checkpoint(path, list(config.manifests), progress=progress, exclude_test=True) \
         if config.quantize else None
-    calibrate_model(path, list(config.manifests), part_weights=dict(base.part_weights) if base.part_weights else None,
-                    workdir=workdir_for(config, "label_free"), progress=progress, name=name)
+    measure_label_free_rule(config, path, base, data, progress=progress, name=name)
     written = load_embedding_model(path)
     return DiscriminantResult(path=path, model_id=written.model_id, n_instances=fit.n_instances,
                               n_identities=fit.n_identities, dims=int(fit.weight.shape[1]), explained=fit.explained,
-                              out_dim=int(written.head.out_features), sources=sources,
+                              out_dim=int(written.head.out_features), sources=data.sources,
                               int8_cosine=None if int8 is None else int8.mean_cosine)
+
+
+def measure_label_free_rule(config: DiscriminantConfig, path: Path, base: EmbeddingModel | None = None,
+                            data: HeadInputs | None = None, progress: bool = True, name: str | None = None,
+                            part_weights: dict[str, float] | None = None) -> Path:
+    """Write the calibration file of the stage-3 model at ``path`` (made from ``config``): its label-free
+    rule measured on cross-fitted halves of ``config.manifests`` (:func:`held_out_embeddings` over the
+    base model's head) and on ``config.calibration_manifests`` embedded by the model itself.
+
+    ``base`` and ``data`` (the base model and its head inputs) are loaded and embedded when not given,
+    so the rule of a model already written can be measured again. Returns the calibration file.
+    """
+    base = base if base is not None else _load_base(config, "cpu", part_weights)
+    data = data if data is not None else _base_inputs(base, config, progress)
+    head = load_embedding_model(config.base_model, device="cpu", precision="fp32").head.to("cpu")
+    try:
+        held_out: InstanceEmbeddings | None = held_out_embeddings(head, data, config, base.model_id)
+    except ConfigError as error:  # too few identities to fit on half of them: measure on all, and say so
+        logger.warning("label-free rule measured on the identities the head was fitted on (%s)", error)
+        held_out = None
+    measured_on = [f"{source}, cross-fitted halves" for source in data.sources] if held_out is not None else []
+    weights = dict(base.part_weights) if base.part_weights else None
+    if held_out is not None and config.calibration_manifests:  # never fitted on: embedded by the new model
+        written = load_embedding_model(path, precision="fp32")
+        written.part_weights = weights
+        with tempfile.TemporaryDirectory(prefix="comicid-discriminant-") as scratch:
+            extra, sources = embed_labelled(written, list(config.calibration_manifests),
+                                            workdir_for(config, "calibration") or Path(scratch), progress=progress)
+        extra.table["set"] = "c" + extra.table["set"].astype(str)  # apart from the fitted manifests' "m<number>"
+        held_out = InstanceEmbeddings(pd.concat([held_out.table, extra.table], ignore_index=True),
+                                      np.concatenate([held_out.vectors, extra.vectors]), held_out.model_id)
+        measured_on += sources
+    manifests = list(config.manifests) + list(config.calibration_manifests)
+    return calibrate_model(path, manifests, part_weights=weights, workdir=workdir_for(config, "label_free"),
+                           progress=progress, name=name, embedded=held_out, sources=measured_on)

@@ -111,7 +111,8 @@ def embed_collection(collection: Collection, model: EmbeddingModel | Ensemble | 
                                  device=device)
         views = np.stack([fuse_parts(view, instance_index, len(table), head=head, part_weights=weights)
                           for view in part_views])
-    return InstanceEmbeddings(table, vectors, model.model_id, views, dict(model.label_free_thresholds))
+    return InstanceEmbeddings(table, vectors, model.model_id, views, dict(model.label_free_thresholds),
+                              {method: dict(params) for method, params in model.label_free_params.items()})
 
 
 def _embed_multimodal(collection: Collection, model: MultimodalEmbedder, device: str, batch_size: int,

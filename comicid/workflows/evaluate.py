@@ -37,8 +37,8 @@ from comicid.evaluation.retrieval import (
     retrieval_metrics,
     summarise_retrieval,
 )
-from comicid.workflows.cluster import (Assignment, assign_identities, collection_params, save_learnt_state,
-                                       views_needed)
+from comicid.workflows.cluster import (Assignment, assign_identities, collection_params, describe_threshold,
+                                       save_learnt_state, views_needed)
 from comicid.identity.rerank import KReciprocalReranker, average_query_expansion
 from comicid.models.embedding_model import EmbeddingModel
 from comicid.models.ensemble import Ensemble, load_model
@@ -196,8 +196,8 @@ def assign_every_split(embedded: InstanceEmbeddings, scored: np.ndarray, split: 
         else:
             threshold = main.info["threshold"] if main.info["threshold"] is not None else options.threshold
             assignment = assign_identities(embedded.subset(mask), method=options.method, scope=options.scope,
-                                           threshold=threshold, params=params, progress=False,
-                                           on_fitted=on_fitted)
+                                           threshold=threshold, params=main.info["params"], progress=False,
+                                           on_fitted=on_fitted)  # the scored split's rule, whole
         ids = assignment.table["identity_id"].to_numpy(dtype=object)
         name = value or "unsplit"
         identity[mask] = [f"{name}:{i}" if several and i else i for i in ids]
@@ -261,6 +261,7 @@ def _evaluate(manifest: str | Path, frame: pd.DataFrame, options: EvaluationOpti
     result["method"] = assignment.info["method"]  # what ``auto`` resolved to
     clustering["threshold"] = assignment.info["threshold"]
     clustering["threshold_source"] = assignment.info["threshold_source"]
+    clustering["threshold_rule"] = describe_threshold(assignment.info)
     result["clustering"] = clustering
     result["seconds"] = {"embed": round(embed_seconds, 3), "cluster": round(cluster_seconds, 3),
                          "total": round(time.perf_counter() - started, 3)}

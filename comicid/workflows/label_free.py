@@ -13,6 +13,16 @@ Averaging per book gives every domain of the training data one vote, whatever it
 value holds across styles rather than fitting the largest set. The objective is
 :data:`DEFAULT_OBJECTIVE`; docs/CLUSTERING.md says why it was chosen and what it measures.
 
+For the agglomerative method the rule can also adapt per book: :func:`fit_silhouette_tolerance`
+measures, on the same books, whether letting each book choose its own cut by its silhouette
+(:mod:`comicid.identity.silhouette`, the measured threshold as fallback) gets the cast size closer
+than the constant, and with which tolerance; the winner is stored as the model's rule.
+
+A model that was fitted on these very identities (a discriminant head) draws them tighter than it
+will draw a user's characters, so measuring on them would pick a threshold too low for new books;
+``embedded=`` lets such a trainer pass embeddings of identities the model did not fit (cross-fitted
+halves, :mod:`comicid.workflows.discriminant`).
+
 ``benchmarks/train_default.py`` calls :func:`calibrate_model` after training, so a newly trained
 default gets its threshold by the same command.
 """
@@ -44,6 +54,8 @@ from comicid.store.ingest import ingest
 
 #: Chosen on the dev rows of the development sets (docs/CLUSTERING.md, "Without labels").
 DEFAULT_OBJECTIVE = "cluster_count"
+#: Silhouette tolerances tried for the agglomerative method's per-book rule (None: the constant).
+TOLERANCES: tuple[float | None, ...] = (None, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,15 @@ class LabelFreeFit:
     n_books: int
     sources: list[str] = field(default_factory=list)
     curve: dict[str, float] = field(default_factory=dict)  # threshold -> mean per-book objective
+
+
+@dataclass(frozen=True)
+class ToleranceFit:
+    """The per-book silhouette rule's tolerance (None: the constant threshold wins) and its scores."""
+
+    tolerance: float | None
+    score: float
+    scores: dict[str, float]  # tolerance ("none" for the constant) -> mean per-set objective
 
 
 def labelled_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -115,7 +136,7 @@ def fit_label_free_threshold(embedded: InstanceEmbeddings, method: str = "agglom
     kept = embedded.subset(np.any(embedded.vectors != 0, axis=1))
     values = DEFAULT_GRIDS[method] if grid is None else np.asarray(grid, dtype=np.float64)
     parameter = create_clusterer(method).threshold_parameter
-    sets = kept.table["set"].to_numpy() if "set" in kept.table else np.zeros(len(kept), dtype=int)
+    sets = _sets(kept)
     curves, n_instances, n_books = [], 0, 0
     for name in sorted(set(sets.tolist())):
         part = kept.subset(sets == name)
@@ -139,40 +160,92 @@ def fit_label_free_threshold(embedded: InstanceEmbeddings, method: str = "agglom
                         n_instances=n_instances, n_books=n_books, curve=curve)
 
 
+def _sets(embedded: InstanceEmbeddings) -> np.ndarray:
+    return embedded.table["set"].to_numpy() if "set" in embedded.table else np.zeros(len(embedded), dtype=int)
+
+
+def fit_silhouette_tolerance(embedded: InstanceEmbeddings, threshold: float, scope: str = "book",
+                             objective: str = DEFAULT_OBJECTIVE,
+                             tolerances: Sequence[float | None] = TOLERANCES) -> ToleranceFit:
+    """The agglomerative rule that gets ``objective`` best on labelled books, every set one vote: a
+    constant cut at ``threshold`` (tolerance None) or each book's own silhouette cut with ``threshold``
+    as fallback (:class:`~comicid.identity.agglomerative.AgglomerativeClusterer`'s
+    ``silhouette_tolerance``). Ties keep the first, so the constant wins unless beaten."""
+    kept = embedded.subset(np.any(embedded.vectors != 0, axis=1))
+    sets = _sets(kept)
+    scores: dict[str, float] = {}
+    for tolerance in tolerances:
+        per_set = []
+        for name in sorted(set(sets.tolist())):
+            part = kept.subset(sets == name)
+            try:
+                calibration = calibrate_threshold(
+                    part.vectors, part.table["identity"].to_numpy(), scope_keys(part.table, scope),
+                    lambda value, t=tolerance: create_clusterer("agglomerative", distance_threshold=value,
+                                                                silhouette_tolerance=t),
+                    grid=np.array([threshold]), objective=objective, constraints=Constraints.from_instances(part.table))
+            except IdentityInputError:
+                continue
+            per_set.append(calibration.score)
+        if not per_set:
+            raise ConfigError("no book with at least 2 labelled instances: nothing to measure a rule on")
+        scores["none" if tolerance is None else f"{tolerance:g}"] = round(float(np.mean(per_set)), 4)
+    best = max(scores, key=lambda key: scores[key])  # first of the best: the constant when tied
+    return ToleranceFit(tolerance=None if best == "none" else float(best), score=scores[best], scores=scores)
+
+
 def calibrate_model(checkpoint: str | Path, manifests: Sequence[str | Path], methods: Sequence[str] = ("agglomerative",),
                     objective: str = DEFAULT_OBJECTIVE, part_weights: dict[str, float] | None = None,
-                    workdir: str | Path | None = None, progress: bool = True, name: str | None = None) -> Path:
-    """Measure the label-free thresholds of a checkpoint (fp32, and int8 when it has a graph) and write
+                    workdir: str | Path | None = None, progress: bool = True, name: str | None = None,
+                    embedded: InstanceEmbeddings | None = None, sources: Sequence[str] = ()) -> Path:
+    """Measure the label-free rule of a checkpoint (fp32, and int8 when it has a graph) and write
     ``<stem>.calibration.json`` beside it; returns that path.
 
     ``checkpoint`` may also be a registry backbone name (its file goes to the package's weights
     folder). ``part_weights`` are stored as the model's fusion weights and used while measuring.
+    ``embedded`` (with ``sources`` describing it): labelled embeddings to measure on instead of the
+    manifests' non-test rows embedded by the checkpoint, for a model fitted on those rows (see the
+    module docstring); its values then serve both precisions.
     """
     is_file = Path(str(checkpoint)).is_file()
     source: str | Path = Path(checkpoint).resolve() if is_file else str(checkpoint)
     precisions = ["fp32"] + (["int8"] if is_file and int8_graph_path(Path(source)).is_file() else [])
     thresholds: dict[str, dict[str, float]] = {}
+    rules: dict[str, dict[str, float]] = {}
     fits: dict[str, Any] = {}
     graph_sha: str | None = None
     source_sha: str | None = None
+    measured: dict[str, tuple[InstanceEmbeddings, list[str]]] = {}
     with tempfile.TemporaryDirectory(prefix="comicid-label-free-") as scratch:
         root = Path(workdir) if workdir is not None else Path(scratch)
         for precision in precisions:
             model = load_embedding_model(source, precision=precision)
             model.part_weights = part_weights  # measure with the weights that will be stored
-            model.label_free_thresholds = {}
+            model.label_free_thresholds, model.label_free_params = {}, {}
             source_sha = model.checkpoint_sha256
             if precision == "int8":
                 graph_sha = getattr(model.backbone, "sha256", None)
-            embedded, sources = embed_labelled(model, manifests, root, progress=progress)  # features cached per model id
-            thresholds[precision] = {}
-            for method in methods:
-                fit = fit_label_free_threshold(embedded, method=method, objective=objective)
-                thresholds[precision][method] = fit.threshold
-                fits[f"{precision}/{method}"] = {"threshold": fit.threshold, "objective": objective,
-                                                 "score": round(fit.score, 4), "instances": fit.n_instances,
-                                                 "books": fit.n_books, "curve": fit.curve}
-            fits["data"] = sources
+            if embedded is None:
+                measured[precision] = embed_labelled(model, manifests, root, progress=progress)  # cached per model id
+            elif not measured:
+                measured[precision] = (embedded, list(sources))
+    for precision in precisions:
+        data, described = measured.get(precision, measured["fp32"])
+        thresholds[precision] = {}
+        for method in methods:
+            fit = fit_label_free_threshold(data, method=method, objective=objective)
+            thresholds[precision][method] = fit.threshold
+            record: dict[str, Any] = {"threshold": fit.threshold, "objective": objective, "score": round(fit.score, 4),
+                                      "instances": fit.n_instances, "books": fit.n_books, "curve": fit.curve}
+            if method == "agglomerative":
+                tolerance = fit_silhouette_tolerance(data, fit.threshold, objective=objective)
+                record["silhouette_tolerance"] = {"chosen": tolerance.tolerance, "scores": tolerance.scores}
+                if precision == "fp32" and tolerance.tolerance is not None:
+                    rules[method] = {"silhouette_tolerance": tolerance.tolerance}
+            fits[f"{precision}/{method}"] = record
+        fits["data"] = described
+    rule = ("mean per-book objective over labelled non-test instances" if embedded is None else
+            "mean per-book objective over labelled instances the model was not fitted on (given embeddings)")
     return write_calibration(calibration_path(source), name or Path(str(checkpoint)).stem, source_sha, thresholds,
-                             part_weights=part_weights, int8_graph_sha256=graph_sha,
-                             fit={"rule": "mean per-book objective over labelled non-test instances", **fits})
+                             part_weights=part_weights, int8_graph_sha256=graph_sha, rules=rules,
+                             fit={"rule": rule, **fits})

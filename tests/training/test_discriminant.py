@@ -94,16 +94,21 @@ def test_config_errors_are_one_line(tmp_path: Path, values: dict[str, object], m
 
 
 def test_recipe_writes_a_model_whose_first_block_is_the_base_model(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    manifest = generate_books(tmp_path / "synth", books=2, characters=5, pages=2, seed=0, page_size=(400, 550),
+    manifest = generate_books(tmp_path / "synth", books=2, characters=10, pages=2, seed=0, page_size=(400, 550),
+                              progress=False)
+    unfitted = generate_books(tmp_path / "other", books=1, characters=4, pages=2, seed=1, page_size=(400, 550),
                               progress=False)
     base_path = tiny_checkpoint
     config = DiscriminantConfig(base_model=str(base_path), manifests=[manifest], output=tmp_path / "new.pt", dims=4,
-                                quantize=False, half=False, workdir=tmp_path / "work")
+                                quantize=False, half=False, workdir=tmp_path / "work", calibration_manifests=[unfitted])
     result = train_discriminant(config, progress=False)
     frame = read_manifest(manifest)
     assert result.n_identities <= labelled_rows(frame)["identity"].nunique()
     assert result.out_dim == 8 + result.dims and result.int8_cosine is None
-    assert calibration_path(result.path.resolve()).is_file()  # its own label-free threshold
+    calibration = json.loads(calibration_path(result.path.resolve()).read_text())  # its own label-free rule
+    assert "not fitted on" in calibration["fit"]["rule"]
+    measured_on = calibration["fit"]["data"]
+    assert len(measured_on) == 2 and "cross-fitted" in measured_on[0] and "cross-fitted" not in measured_on[1]
     base, new = load_embedding_model(base_path), load_embedding_model(result.path)
     inputs = torch.randn(7, 32)
     with torch.no_grad():
@@ -124,3 +129,33 @@ def test_the_shipped_recipe_file_loads() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "discriminant.yaml", DiscriminantConfig)
     assert (config.dims, config.shrinkage, config.weight) == (256, 0.3, 1.0)
     assert all(path.name.endswith(".csv") for path in config.manifests)
+
+
+def test_held_out_embeddings_come_from_a_head_not_fitted_on_their_identity() -> None:
+    import pandas as pd
+
+    from comicid.workflows.discriminant import HeadInputs, held_out_embeddings, identity_halves
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 24))
+    ids = np.repeat(np.arange(40), 6)
+    inputs = (centres[ids] + 1.5 * rng.normal(size=(len(ids), 24))).astype(np.float32)
+    labels = np.array([f"m0|{i}" for i in ids])
+    data = HeadInputs(inputs, labels, pd.DataFrame({"identity": ids.astype(str), "book": "m0:b"}), ["set"])
+    config = DiscriminantConfig(base_model="x", manifests=["x"], output="y", dims=16)
+    base = nn.Identity()
+    held_out = held_out_embeddings(base, data, config, "m").vectors
+    np.testing.assert_allclose(np.linalg.norm(held_out, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(identity_halves(labels), identity_halves(labels.copy()))  # stable
+    seen = extend_head(base, 24, fit_discriminant(inputs, labels, 16), inputs).eval()
+    with torch.no_grad():
+        fitted = seen(torch.from_numpy(inputs)).numpy()
+    fitted /= np.linalg.norm(fitted, axis=1, keepdims=True)
+
+    def same_identity_similarity(unit: np.ndarray) -> float:
+        similarity = unit @ unit.T
+        same = (ids[:, None] == ids[None, :]) & ~np.eye(len(ids), dtype=bool)
+        return float(similarity[same].mean())
+
+    # the bias cross-fitting removes: a head draws the identities it was fitted on tighter than new ones
+    assert same_identity_similarity(fitted) > same_identity_similarity(held_out) + 0.05

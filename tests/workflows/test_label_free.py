@@ -11,7 +11,7 @@ import pytest
 
 from comicid.data.synth import generate_books
 from comicid.errors import ModelError
-from comicid.workflows.cluster import assign_identities
+from comicid.workflows.cluster import assign_identities, describe_threshold
 from comicid.identity.calibration import DEFAULT_GRIDS, auto_threshold, calibrate_threshold
 from comicid.identity import AgglomerativeClusterer
 from comicid.models import load_embedding_model
@@ -21,7 +21,9 @@ from comicid.store.collection import Collection
 from comicid.workflows.embed import embed_collection
 from comicid.store.ingest import ingest
 from comicid.data.manifest import read_manifest
-from comicid.workflows.label_free import calibrate_model, labelled_rows
+from comicid.store.embeddings import InstanceEmbeddings
+from comicid.workflows.label_free import (calibrate_model, fit_label_free_threshold, fit_silhouette_tolerance,
+                                          labelled_rows)
 
 
 def _blobs(n: int, per: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,3 +98,54 @@ def test_calibrate_model_measures_on_non_test_rows_and_cluster_uses_it(tmp_path:
     embedded = embed_collection(collection, model, progress=False)
     assignment = assign_identities(embedded, progress=False)
     assert assignment.info["threshold"] == threshold and assignment.info["threshold_source"] == "model"
+
+
+def _two_scale_books() -> InstanceEmbeddings:
+    """Labelled books of two data sets: look-alike characters drawn tightly, and distinct characters
+    drawn loosely (the spread of the development sets, in miniature; see tests/identity/test_silhouette)."""
+    rng = np.random.default_rng(7)
+    vectors, rows = [], []
+    for name, (identities, per, between, within) in {"tight": (8, 5, 0.6, 0.12), "loose": (6, 8, 3.0, 0.8)}.items():
+        for book in range(2):
+            axis = np.eye(64)[book]
+            centres = axis + between * rng.normal(size=(identities, 64)) / 8
+            centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+            truth = np.repeat(np.arange(identities), per)
+            points = centres[truth] + within * rng.normal(size=(len(truth), 64)) / 8
+            vectors.append(points / np.linalg.norm(points, axis=1, keepdims=True))
+            rows += [{"identity": f"{name}{book}-{i}", "book": f"{name}{book}", "set": name, "split": "dev"} for i in truth]
+    table = pd.DataFrame(rows).assign(page="", panel="", sequence="", instance_key=lambda t: t.index.astype(str))
+    return InstanceEmbeddings(table, np.concatenate(vectors).astype(np.float32), "two-scale")
+
+
+def test_the_silhouette_rule_is_kept_only_where_it_beats_the_constant() -> None:
+    embedded = _two_scale_books()
+    constant = fit_label_free_threshold(embedded)
+    rule = fit_silhouette_tolerance(embedded, constant.threshold)
+    assert rule.tolerance is not None and rule.score > rule.scores["none"]  # one constant cannot fit both sets
+    tight_only = embedded.subset((embedded.table["set"] == "tight").to_numpy())
+    alone = fit_silhouette_tolerance(tight_only, fit_label_free_threshold(tight_only).threshold)
+    assert alone.scores["none"] == 0.0 and alone.tolerance is None  # the constant is right: ties keep it
+
+
+def test_the_models_rule_clusters_unlabelled_books_only(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    sha = load_embedding_model(tiny_checkpoint).checkpoint_sha256
+    write_calibration(calibration_path(tiny_checkpoint), "m", sha, {"fp32": {"agglomerative": 0.5}},
+                      rules={"agglomerative": {"silhouette_tolerance": 0.1}})
+    model = load_embedding_model(tiny_checkpoint)
+    assert model.label_free_params == {"agglomerative": {"silhouette_tolerance": 0.1}}
+    books = _two_scale_books()
+    rule = {"label_free_thresholds": dict(model.label_free_thresholds), "label_free_params": model.label_free_params}
+    unlabelled = InstanceEmbeddings(books.table.assign(split="", identity=""), books.vectors, "m", **rule)
+    assignment = assign_identities(unlabelled, progress=False)
+    assert assignment.info["params"]["silhouette_tolerance"] == 0.1
+    assert describe_threshold(assignment.info) == "silhouette cut per book (tolerance 0.1), else 0.5 (model)"
+    truth = books.table.groupby("book")["identity"].nunique()
+    found = assignment.table.groupby("book")["identity_id"].nunique()
+    assert (found == truth).all()  # each book its own cut: 8 look-alikes and 6 distinct characters
+    labelled = InstanceEmbeddings(books.table, books.vectors, "m", **rule)
+    calibrated = assign_identities(labelled, progress=False)
+    assert calibrated.info["threshold_source"] == "dev" and "silhouette_tolerance" not in calibrated.info["params"]
+    assert describe_threshold(calibrated.info).endswith("(dev)")
+    assert assign_identities(unlabelled, params={"silhouette_tolerance": 0.3},
+                             progress=False).info["params"]["silhouette_tolerance"] == 0.3  # the caller wins
