@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
-from comicid.identity.base import ConstrainedClusterer
+from comicid.identity.base import ConstrainedClusterer, cosine_distances
 from comicid.identity.constraints import Constraints, IdentityInputError, first_appearance_labels
 from comicid.identity.registry import CLUSTERERS
 from comicid.identity.limits import check_agglomerative_size
@@ -79,13 +79,6 @@ class AgglomerativeClusterer(ConstrainedClusterer):
         forbid_pairs(distance, groups[constraints.cannot_link])
         group_labels = constrained_linkage(distance, self.threshold_, self.linkage)
         return first_appearance_labels(group_labels[groups])
-
-
-def cosine_distances(unit: np.ndarray) -> np.ndarray:
-    """``(N, N)`` cosine distances of unit rows, clipped to [0, 2] and exactly 0 on the diagonal."""
-    distance = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
-    np.fill_diagonal(distance, 0.0)
-    return distance
 
 
 def _group_distances(distance: np.ndarray, groups: np.ndarray, linkage: str) -> np.ndarray:

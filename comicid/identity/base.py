@@ -116,6 +116,13 @@ def group_sums(vectors: np.ndarray, groups: np.ndarray, count: int, weights: np.
     return sums
 
 
+def cosine_distances(unit: np.ndarray) -> np.ndarray:
+    """``(N, N)`` cosine distances of unit rows, clipped to [0, 2] and exactly 0 on the diagonal."""
+    distance = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
+    np.fill_diagonal(distance, 0.0)
+    return distance
+
+
 def group_means(unit: np.ndarray, groups: np.ndarray) -> np.ndarray:
     sums = group_sums(unit, groups, int(groups.max()) + 1)
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
@@ -294,8 +301,9 @@ def _joined_clusters(centre: np.ndarray, means: np.ndarray, member_of: np.ndarra
     key = np.unique(np.concatenate([source[linked] * count + target[linked], target[linked] * count + source[linked]]))
     a, b = key // count, key % count  # each joined pair once per direction, sorted by a
     score = np.empty(len(a), dtype=np.float32)
-    for first in range(0, len(a), 65_536):  # small blocks of gathered rows stay in cache
-        score[first:first + 65_536] = np.einsum("nd,nd->n", centre[a[first:first + 65_536]], means[b[first:first + 65_536]])
+    for first in range(0, len(a), SUM_BLOCK):  # small blocks of gathered rows stay in cache
+        last = first + SUM_BLOCK
+        score[first:last] = np.einsum("nd,nd->n", centre[a[first:last]], means[b[first:last]])
     order = np.lexsort((-score, a))
     a, b = a[order], b[order]
     rank = np.arange(len(a)) - np.searchsorted(a, a)  # position within its cluster's list, best first

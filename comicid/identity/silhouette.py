@@ -28,7 +28,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 from sklearn.metrics import silhouette_score
 
-from comicid.identity.base import group_means
+from comicid.identity.base import cosine_distances, group_means
 from comicid.identity.constraints import Constraints, IdentityInputError
 
 #: Cuts tried: cosine distances 0.05, 0.075, ..., 1.0 (beyond 1.0 members are on average dissimilar).
@@ -82,8 +82,7 @@ def silhouette_cut(unit: np.ndarray, tolerance: float, grid: np.ndarray = SILHOU
         n = len(unit)
     if n < MIN_INSTANCES:
         return SilhouetteCut(None, grid, silhouettes, clusters * n)
-    distance = np.clip(1.0 - unit.astype(np.float64) @ unit.T.astype(np.float64), 0.0, 2.0)
-    np.fill_diagonal(distance, 0.0)
+    distance = cosine_distances(np.asarray(unit, dtype=np.float64))
     cuts = linkage_cuts(distance, grid, method)
     for position, labels in enumerate(cuts):
         clusters[position] = count = len(np.unique(labels))

@@ -17,9 +17,8 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,17 +87,16 @@ def held_out_embeddings(base_head: torch.nn.Module, data: HeadInputs, config: Di
     identities (same settings as the shipped head), L2-normalised: what the trained model does to
     characters it has not seen, measured on labelled ones."""
     halves = identity_halves(data.labels)
-    vectors = np.zeros((len(data.inputs), 0), dtype=np.float32)
+    vectors: np.ndarray | None = None
     for half in (0, 1):
         fitted = halves != half
         fit = fit_discriminant(data.inputs[fitted], data.labels[fitted], config.dims, config.shrinkage,
                                config.min_instances_per_identity)
         head = extend_head(base_head, int(data.inputs.shape[1]), fit, data.inputs[fitted], config.weight).eval()
+        if vectors is None:
+            vectors = np.zeros((len(data.inputs), head.out_features), dtype=np.float32)
         with torch.no_grad():
-            out = head(torch.from_numpy(data.inputs[~fitted]).float()).numpy()
-        if vectors.shape[1] == 0:
-            vectors = np.zeros((len(data.inputs), out.shape[1]), dtype=np.float32)
-        vectors[~fitted] = out
+            vectors[~fitted] = head(torch.from_numpy(data.inputs[~fitted]).float()).numpy()
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return InstanceEmbeddings(data.table, vectors, f"{model_id} (cross-fitted)")
 
@@ -179,9 +177,8 @@ def measure_label_free_rule(config: DiscriminantConfig, path: Path, base: Embedd
     """
     base = base if base is not None else _load_base(config, "cpu", part_weights)
     data = data if data is not None else _base_inputs(base, config, progress)
-    head = load_embedding_model(config.base_model, device="cpu", precision="fp32").head.to("cpu")
-    try:
-        held_out: InstanceEmbeddings | None = held_out_embeddings(head, data, config, base.model_id)
+    try:  # extend_head reads the base head's weights wherever they live; the base model is not loaded again
+        held_out: InstanceEmbeddings | None = held_out_embeddings(base.head, data, config, base.model_id)
     except ConfigError as error:  # too few identities to fit on half of them: measure on all, and say so
         logger.warning("label-free rule measured on the identities the head was fitted on (%s)", error)
         held_out = None

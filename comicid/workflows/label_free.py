@@ -123,27 +123,30 @@ def embed_labelled(model: EmbeddingModel, manifests: Sequence[str | Path], workd
 
 
 def fit_label_free_threshold(embedded: InstanceEmbeddings, method: str = "agglomerative", scope: str = "book",
-                             objective: str = DEFAULT_OBJECTIVE, grid: np.ndarray | None = None) -> LabelFreeFit:
+                             objective: str = DEFAULT_OBJECTIVE, grid: np.ndarray | None = None,
+                             params: dict[str, Any] | None = None) -> LabelFreeFit:
     """The grid threshold with the best objective over labelled instances, every data set one vote.
 
     Each book is clustered on its own; a set's score is the mean over its books, and the threshold
     maximises the mean over sets (``table["set"]``; all one set when the column is absent), so a set
     with many small books (eight DiceBear styles) weighs as much as one with a single large book.
-    Ties go to the middle of the tied values, as in :func:`calibrate_threshold`.
+    Ties go to the middle of the tied values, as in :func:`calibrate_threshold`. ``params`` are the
+    clusterer's other hyper-parameters, held fixed.
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     kept = embedded.subset(np.any(embedded.vectors != 0, axis=1))
     values = DEFAULT_GRIDS[method] if grid is None else np.asarray(grid, dtype=np.float64)
     parameter = create_clusterer(method).threshold_parameter
-    sets = _sets(kept)
+    sets = kept.table["set"].to_numpy() if "set" in kept.table else np.zeros(len(kept), dtype=int)
+    fixed = dict(params or {})
     curves, n_instances, n_books = [], 0, 0
     for name in sorted(set(sets.tolist())):
         part = kept.subset(sets == name)
         try:
             calibration = calibrate_threshold(
                 part.vectors, part.table["identity"].to_numpy(), scope_keys(part.table, scope),
-                lambda value: create_clusterer(method, **{parameter: value}), grid=values, objective=objective,
+                lambda value: create_clusterer(method, **fixed, **{parameter: value}), grid=values, objective=objective,
                 constraints=Constraints.from_instances(part.table))
         except IdentityInputError:  # a set without a scope of 2 instances has nothing to say
             continue
@@ -160,10 +163,6 @@ def fit_label_free_threshold(embedded: InstanceEmbeddings, method: str = "agglom
                         n_instances=n_instances, n_books=n_books, curve=curve)
 
 
-def _sets(embedded: InstanceEmbeddings) -> np.ndarray:
-    return embedded.table["set"].to_numpy() if "set" in embedded.table else np.zeros(len(embedded), dtype=int)
-
-
 def fit_silhouette_tolerance(embedded: InstanceEmbeddings, threshold: float, scope: str = "book",
                              objective: str = DEFAULT_OBJECTIVE,
                              tolerances: Sequence[float | None] = TOLERANCES) -> ToleranceFit:
@@ -171,25 +170,11 @@ def fit_silhouette_tolerance(embedded: InstanceEmbeddings, threshold: float, sco
     constant cut at ``threshold`` (tolerance None) or each book's own silhouette cut with ``threshold``
     as fallback (:class:`~comicid.identity.agglomerative.AgglomerativeClusterer`'s
     ``silhouette_tolerance``). Ties keep the first, so the constant wins unless beaten."""
-    kept = embedded.subset(np.any(embedded.vectors != 0, axis=1))
-    sets = _sets(kept)
     scores: dict[str, float] = {}
     for tolerance in tolerances:
-        per_set = []
-        for name in sorted(set(sets.tolist())):
-            part = kept.subset(sets == name)
-            try:
-                calibration = calibrate_threshold(
-                    part.vectors, part.table["identity"].to_numpy(), scope_keys(part.table, scope),
-                    lambda value, t=tolerance: create_clusterer("agglomerative", distance_threshold=value,
-                                                                silhouette_tolerance=t),
-                    grid=np.array([threshold]), objective=objective, constraints=Constraints.from_instances(part.table))
-            except IdentityInputError:
-                continue
-            per_set.append(calibration.score)
-        if not per_set:
-            raise ConfigError("no book with at least 2 labelled instances: nothing to measure a rule on")
-        scores["none" if tolerance is None else f"{tolerance:g}"] = round(float(np.mean(per_set)), 4)
+        fit = fit_label_free_threshold(embedded, "agglomerative", scope, objective, grid=np.array([threshold]),
+                                       params={"silhouette_tolerance": tolerance})
+        scores["none" if tolerance is None else f"{tolerance:g}"] = round(fit.score, 4)
     best = max(scores, key=lambda key: scores[key])  # first of the best: the constant when tied
     return ToleranceFit(tolerance=None if best == "none" else float(best), score=scores[best], scores=scores)
 
@@ -230,20 +215,23 @@ def calibrate_model(checkpoint: str | Path, manifests: Sequence[str | Path], met
             elif not measured:
                 measured[precision] = (embedded, list(sources))
     for precision in precisions:
-        data, described = measured.get(precision, measured["fp32"])
+        if precision not in measured:  # given embeddings serve both precisions: measured once
+            thresholds[precision] = dict(thresholds["fp32"])
+            fits.update({f"{precision}/{method}": fits[f"fp32/{method}"] for method in methods})
+            continue
+        data, fits["data"] = measured[precision]
         thresholds[precision] = {}
         for method in methods:
             fit = fit_label_free_threshold(data, method=method, objective=objective)
             thresholds[precision][method] = fit.threshold
             record: dict[str, Any] = {"threshold": fit.threshold, "objective": objective, "score": round(fit.score, 4),
                                       "instances": fit.n_instances, "books": fit.n_books, "curve": fit.curve}
-            if method == "agglomerative":
+            if method == "agglomerative" and precision == "fp32":  # the rule is one for both precisions
                 tolerance = fit_silhouette_tolerance(data, fit.threshold, objective=objective)
                 record["silhouette_tolerance"] = {"chosen": tolerance.tolerance, "scores": tolerance.scores}
-                if precision == "fp32" and tolerance.tolerance is not None:
+                if tolerance.tolerance is not None:
                     rules[method] = {"silhouette_tolerance": tolerance.tolerance}
             fits[f"{precision}/{method}"] = record
-        fits["data"] = described
     rule = ("mean per-book objective over labelled non-test instances" if embedded is None else
             "mean per-book objective over labelled instances the model was not fitted on (given embeddings)")
     return write_calibration(calibration_path(source), name or Path(str(checkpoint)).stem, source_sha, thresholds,
