@@ -30,6 +30,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from torch import nn
 
 from comicid.errors import ConfigError
+from comicid.training.style_tail import TailConfig
 
 #: Chosen on held-out dev identities (half of each set's ``split=dev`` identities fitted, the other
 #: half scored; docs/TRAINING.md "Discriminant head").
@@ -52,6 +53,8 @@ class DiscriminantConfig:
     ``calibration_manifests``: more labelled manifests the label-free rule is measured on but the head
     is not fitted on (e.g. a set whose licence keeps it out of shipped weights); the fitted manifests
     count too, cross-fitted (:func:`comicid.workflows.discriminant.held_out_embeddings`).
+    ``tail``: when given, the trunk's last stages are first tuned on the same crops
+    (:mod:`comicid.training.style_tail`) and the discriminant is fitted on the tuned network's features.
     """
 
     base_model: str
@@ -65,6 +68,7 @@ class DiscriminantConfig:
     workdir: Path | None = None
     min_instances_per_identity: int = 2
     calibration_manifests: list[Path] = field(default_factory=list)
+    tail: TailConfig | None = None
 
     def check(self) -> None:
         """Value checks a type cannot express (called by :func:`~comicid.training.config.load_config`)."""
@@ -78,6 +82,8 @@ class DiscriminantConfig:
             raise ConfigError(f"weight must be positive, got {self.weight}")
         if self.min_instances_per_identity < 2:
             raise ConfigError(f"min_instances_per_identity must be at least 2, got {self.min_instances_per_identity}")
+        if self.tail is not None:
+            self.tail.check()
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,24 @@ writes the extended checkpoint, its int8 graph (the backbone is unchanged, so th
 network calibrated again under the new file's hash) and its label-free calibration file (fusion
 weights carried over from the base model, thresholds measured again: the new head moves distances).
 
+With a ``tail`` section, the trunk's last stages are first tuned on the same crops
+(:mod:`comicid.training.style_tail`) and the discriminant is fitted on what the tuned network computes.
+
 The label-free rule is measured on **cross-fitted** embeddings (:func:`held_out_embeddings`): the
-discriminant learns to pull exactly these identities together, so measured on them the threshold
-would suit identities the model has seen, not a user's new characters. Each half of the identities
-(a stable hash of the name) is embedded by a head fitted on the other half only.
+discriminant (and the tuned tail) learn to pull exactly these identities together, so measured on
+them the threshold would suit identities the model has seen, not a user's new characters. Each half
+of the identities (a stable hash of the name) is embedded by a model fitted on the other half only.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import tempfile
-from dataclasses import dataclass
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +36,7 @@ from comicid.models.facebody import FineTunedFaceBodyModel, save_finetuned_model
 from comicid.models.quantize import quantize_checkpoint
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.training.discriminant import DiscriminantConfig, extend_head, fit_discriminant
+from comicid.training.style_tail import TailResult, tune_tail
 from comicid.workflows.embed import embed_parts
 from comicid.workflows.label_free import calibrate_model, describe_source, embed_labelled, labelled_collections
 
@@ -49,6 +56,7 @@ class DiscriminantResult:
     out_dim: int
     sources: list[str]
     int8_cosine: float | None  # mean cosine of the int8 graph to fp32 on check crops; None: no graph made
+    tail: TailResult | None = None  # the tuning of the trunk's last stages; None: not tuned
 
 
 @dataclass(frozen=True)
@@ -59,11 +67,14 @@ class HeadInputs:
     labels: np.ndarray  # (N,) "m<number>|<identity>": identities kept apart per manifest
     table: pd.DataFrame  # (N rows) the instance table, with ``set`` = "m<number>"
     sources: list[str]  # one line per manifest used
+    crops: list[Path] = field(default_factory=list)  # every part's crop (a face+body instance has two)
+    crop_instance: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (P,) its row
 
 
 def head_inputs(model: EmbeddingModel, manifests: list[Path], workdir: Path, progress: bool = True) -> HeadInputs:
     """The head inputs of every labelled non-test instance of ``manifests`` through ``model``."""
-    inputs, labels, tables, sources = [], [], [], []
+    inputs, labels, tables, sources, crops, crop_instance = [], [], [], [], [], []
+    offset = 0
     for number, manifest, collection in labelled_collections(manifests, workdir, progress):
         with collection.writer("embed"):
             parts = embed_parts(collection, model, progress=progress)
@@ -71,9 +82,13 @@ def head_inputs(model: EmbeddingModel, manifests: list[Path], workdir: Path, pro
         labels.append((f"m{number}|" + parts.table["identity"].astype(str)).to_numpy())
         tables.append(parts.table.assign(set=f"m{number}"))
         sources.append(describe_source(manifest, len(parts.table)))
+        crops += list(parts.crop_paths)
+        crop_instance.append(np.asarray(parts.instance_index) + offset)
+        offset += len(parts.table)
     if not inputs:
         raise ConfigError("no labelled non-test rows in the given manifests: nothing to fit a discriminant head on")
-    return HeadInputs(np.concatenate(inputs), np.concatenate(labels), pd.concat(tables, ignore_index=True), sources)
+    return HeadInputs(np.concatenate(inputs), np.concatenate(labels), pd.concat(tables, ignore_index=True), sources,
+                      crops, np.concatenate(crop_instance))
 
 
 def identity_halves(labels: np.ndarray) -> np.ndarray:
@@ -82,21 +97,28 @@ def identity_halves(labels: np.ndarray) -> np.ndarray:
 
 
 def held_out_embeddings(base_head: torch.nn.Module, data: HeadInputs, config: DiscriminantConfig,
-                        model_id: str) -> InstanceEmbeddings:
+                        model_id: str, tuned_inputs: Callable[[np.ndarray], np.ndarray] | None = None
+                        ) -> InstanceEmbeddings:
     """Every instance embedded by a head whose discriminant was fitted on the *other* half of the
     identities (same settings as the shipped head), L2-normalised: what the trained model does to
-    characters it has not seen, measured on labelled ones."""
+    characters it has not seen, measured on labelled ones.
+
+    ``tuned_inputs(fitted)``, when given, returns the head inputs of every row through a network whose
+    last stages were tuned on the ``fitted`` rows only (a boolean mask over ``data``'s rows): the
+    discriminant of that half is then fitted and applied on those inputs.
+    """
     halves = identity_halves(data.labels)
     vectors: np.ndarray | None = None
     for half in (0, 1):
         fitted = halves != half
-        fit = fit_discriminant(data.inputs[fitted], data.labels[fitted], config.dims, config.shrinkage,
+        inputs = data.inputs if tuned_inputs is None else tuned_inputs(fitted)
+        fit = fit_discriminant(inputs[fitted], data.labels[fitted], config.dims, config.shrinkage,
                                config.min_instances_per_identity)
-        head = extend_head(base_head, int(data.inputs.shape[1]), fit, data.inputs[fitted], config.weight).eval()
+        head = extend_head(base_head, int(inputs.shape[1]), fit, inputs[fitted], config.weight).eval()
         if vectors is None:
-            vectors = np.zeros((len(data.inputs), head.out_features), dtype=np.float32)
+            vectors = np.zeros((len(inputs), head.out_features), dtype=np.float32)
         with torch.no_grad():
-            vectors[~fitted] = head(torch.from_numpy(data.inputs[~fitted]).float()).numpy()
+            vectors[~fitted] = head(torch.from_numpy(inputs[~fitted]).float()).numpy()
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return InstanceEmbeddings(data.table, vectors, f"{model_id} (cross-fitted)")
 
@@ -132,6 +154,35 @@ def _base_inputs(base: EmbeddingModel, config: DiscriminantConfig, progress: boo
         return head_inputs(base, list(config.manifests), workdir_for(config, "inputs") or Path(scratch), progress)
 
 
+def tuned_copy(base: EmbeddingModel, data: HeadInputs, config: DiscriminantConfig, rows: np.ndarray | None = None,
+               progress: bool = True) -> tuple[EmbeddingModel, TailResult]:
+    """A copy of ``base`` (fp32, CPU) whose last trunk stages are tuned on the crops of ``data``'s rows
+    (``rows``: a boolean mask of rows; None: all). Its ``model_id`` names the tuned weights' digest, so
+    feature caches never mix it up with the base model or another tuning."""
+    if config.tail is None:
+        raise ConfigError("no tail section: nothing to tune")
+    model = copy.deepcopy(base).to("cpu").eval()
+    chosen = np.ones(len(data.crops), dtype=bool) if rows is None else np.asarray(rows)[data.crop_instance]
+    crops = [crop for crop, keep in zip(data.crops, chosen, strict=True) if keep]
+    result = tune_tail(model, crops, data.labels[data.crop_instance][chosen], config.tail, progress=progress)
+    digest = hashlib.sha256()
+    for tensor in model.backbone.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    model.model_id = f"{base.model_id}+tail@{digest.hexdigest()[:12]}"
+    logger.info("tuned the last stages on %d crops of %d identities: %s", result.n_crops, result.n_identities,
+                model.model_id)
+    return model, result
+
+
+def _tuned_inputs(base: EmbeddingModel, data: HeadInputs, config: DiscriminantConfig,
+                  progress: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """``held_out_embeddings``' ``tuned_inputs``: tune a copy of ``base`` on the fitted rows, embed every row."""
+    def inputs(fitted: np.ndarray) -> np.ndarray:
+        model, _ = tuned_copy(base, data, config, rows=fitted, progress=progress)
+        return _base_inputs(model, config, progress).inputs
+    return inputs
+
+
 def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress: bool = True,
                        part_weights: dict[str, float] | None = None,
                        name: str | None = None) -> DiscriminantResult:
@@ -146,23 +197,28 @@ def train_discriminant(config: DiscriminantConfig, device: str = "cpu", progress
     output = Path(config.output)
     if output.resolve() == Path(str(config.base_model)).resolve():
         raise ConfigError(f"output '{output}' is the base model itself; write the new model to another file")
-    data = _base_inputs(base, config, progress)
+    base_data = _base_inputs(base, config, progress)
+    model, tail = load_embedding_model(config.base_model, device="cpu", precision="fp32"), None
+    data = base_data
+    if config.tail is not None:
+        model.part_weights = base.part_weights
+        model, tail = tuned_copy(model, base_data, config, progress=progress)
+        data = _base_inputs(model, config, progress)
     fit = fit_discriminant(data.inputs, data.labels, config.dims, config.shrinkage, config.min_instances_per_identity)
     logger.info("discriminant: %d instances of %d identities, %d directions (%.0f%% of the between-class variance)",
                 fit.n_instances, fit.n_identities, fit.weight.shape[1], 100 * fit.explained)
-    model = load_embedding_model(config.base_model, device="cpu", precision="fp32")
     model.head = extend_head(model.head, int(data.inputs.shape[1]), fit, data.inputs, config.weight)
     model.out_dim = model.head.out_features
     output.parent.mkdir(parents=True, exist_ok=True)
     path = _save(model, output, config.half)
     int8 = quantize_checkpoint(path, list(config.manifests), progress=progress, exclude_test=True) \
         if config.quantize else None
-    measure_label_free_rule(config, path, base, data, progress=progress, name=name)
+    measure_label_free_rule(config, path, base, base_data, progress=progress, name=name)
     written = load_embedding_model(path)
     return DiscriminantResult(path=path, model_id=written.model_id, n_instances=fit.n_instances,
                               n_identities=fit.n_identities, dims=int(fit.weight.shape[1]), explained=fit.explained,
                               out_dim=int(written.head.out_features), sources=data.sources,
-                              int8_cosine=None if int8 is None else int8.mean_cosine)
+                              int8_cosine=None if int8 is None else int8.mean_cosine, tail=tail)
 
 
 def measure_label_free_rule(config: DiscriminantConfig, path: Path, base: EmbeddingModel | None = None,
@@ -173,12 +229,19 @@ def measure_label_free_rule(config: DiscriminantConfig, path: Path, base: Embedd
     base model's head) and on ``config.calibration_manifests`` embedded by the model itself.
 
     ``base`` and ``data`` (the base model and its head inputs) are loaded and embedded when not given,
-    so the rule of a model already written can be measured again. Returns the calibration file.
+    so the rule of a model already written can be measured again. With a ``tail`` section each half is
+    embedded by a copy of the base model tuned on the other half (the tuning runs twice more).
+    Returns the calibration file.
     """
     base = base if base is not None else _load_base(config, "cpu", part_weights)
     data = data if data is not None else _base_inputs(base, config, progress)
+    tuned = None
+    if config.tail is not None:
+        fp32 = load_embedding_model(config.base_model, device="cpu", precision="fp32")
+        fp32.part_weights = base.part_weights
+        tuned = _tuned_inputs(fp32, data, config, progress)
     try:  # extend_head reads the base head's weights wherever they live; the base model is not loaded again
-        held_out: InstanceEmbeddings | None = held_out_embeddings(base.head, data, config, base.model_id)
+        held_out: InstanceEmbeddings | None = held_out_embeddings(base.head, data, config, base.model_id, tuned)
     except ConfigError as error:  # too few identities to fit on half of them: measure on all, and say so
         logger.warning("label-free rule measured on the identities the head was fitted on (%s)", error)
         held_out = None

@@ -1,0 +1,120 @@
+"""Tuning the trunk's last stages: the split, what moves and what stays, determinism, refusals, the recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from torch import nn
+
+from comicid.data.synth import generate_books
+from comicid.errors import ConfigError, ModelError
+from comicid.models import load_embedding_model
+from comicid.models.backbones import TrunkBackbone, create_backbone
+from comicid.models.embedding_model import EmbeddingModel, save_embedding_model
+from comicid.training.config import load_config
+from comicid.training.discriminant import DiscriminantConfig
+from comicid.training.style_tail import TailConfig, pooled, split_trunk, tune_tail
+from comicid.workflows.discriminant import train_discriminant
+
+QUICK = TailConfig(first_block=3, views=2, steps=4, p=3, k=2, lr=1e-3, batch_size=8)
+
+
+def _tiny_effnet(seed: int = 0) -> EmbeddingModel:
+    """timm's own test EfficientNet (5 stages, 256 features) at 32 px: the shipped trunk's class, tiny."""
+    torch.manual_seed(seed)
+    trunk = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
+    backbone = TrunkBackbone("test-effnet", trunk, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 256)
+    return EmbeddingModel(backbone, nn.Linear(256, 8))
+
+
+def _crops(n_ids: int, per_id: int) -> tuple[list[Image.Image], list[str]]:
+    rng = np.random.default_rng(0)
+    crops, labels = [], []
+    for identity in range(n_ids):
+        colour = rng.integers(0, 255, size=3)
+        for _ in range(per_id):
+            pixels = np.full((40, 30, 3), 255, dtype=np.uint8)
+            top = int(rng.integers(0, 10))
+            pixels[top:top + 25, 5:25] = np.clip(colour + rng.integers(-20, 20, size=3), 0, 255)
+            crops.append(Image.fromarray(pixels))
+            labels.append(f"id{identity}")
+    return crops, labels
+
+
+def test_front_then_tail_is_the_trunk() -> None:
+    model = _tiny_effnet().eval()
+    front, tail = split_trunk(model, first_block=3)
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = nn.functional.normalize(model.backbone(images), dim=1)
+        np.testing.assert_allclose(pooled(tail, front(images)).numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_tuning_moves_the_tail_only_and_is_deterministic() -> None:
+    crops, labels = _crops(n_ids=4, per_id=3)
+    before = {name: value.clone() for name, value in _tiny_effnet().backbone.state_dict().items()}
+    tuned = []
+    for _ in range(2):
+        model = _tiny_effnet()
+        result = tune_tail(model, crops + [crops[0]], labels + ["lonely"], QUICK, progress=False)
+        tuned.append(model.backbone.state_dict())
+        assert result.n_crops == len(crops) and result.n_identities == 4  # the one-crop identity is dropped
+        assert result.history and result.history[-1]["step"] == QUICK.steps and result.tuned_parameters > 0
+        assert not model.training
+    state = tuned[0]
+    for name, value in state.items():
+        assert torch.equal(value, tuned[1][name]), f"{name} differs between two runs with one seed"
+        front_or_norm = name.startswith(("trunk.conv_stem", "trunk.bn1")) or any(
+            name.startswith(f"trunk.blocks.{i}.") for i in range(QUICK.first_block)) or "running_" in name or \
+            name.startswith("trunk.bn2")
+        if front_or_norm:
+            assert torch.equal(value, before[name]), f"{name} moved but is frozen"
+    moved = [name for name in state if name.startswith("trunk.conv_head") and not torch.equal(state[name], before[name])]
+    assert moved, "the tail's last convolution did not move"
+
+
+def test_refusals_name_the_problem() -> None:
+    crops, labels = _crops(n_ids=2, per_id=3)
+    with pytest.raises(ConfigError, match="at least tail.p = 3 identities"):
+        tune_tail(_tiny_effnet(), crops, labels, QUICK, progress=False)
+    with pytest.raises(ConfigError, match="2 crops but 1 labels"):
+        tune_tail(_tiny_effnet(), crops[:2], labels[:1], QUICK, progress=False)
+    with pytest.raises(ConfigError, match="first_block must be in"):
+        split_trunk(_tiny_effnet(), first_block=9)
+    with pytest.raises(ModelError, match="EfficientNet-style trunk"):
+        split_trunk(EmbeddingModel(create_backbone("tiny-cnn")), first_block=0)
+    with pytest.raises(ConfigError, match="unknown"):
+        TailConfig(style_ops=("sepia",)).check()
+
+
+def test_tail_section_of_a_recipe_file(tmp_path: Path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(json.dumps({"base_model": "m.pt", "manifests": ["a.csv"], "output": "n.pt",
+                                "tail": {"steps": 10, "style_ops": ["hue"]}}))
+    config = load_config(path, DiscriminantConfig)
+    assert config.tail is not None and config.tail.steps == 10 and config.tail.style_ops == ("hue",)
+    path.write_text(json.dumps({"base_model": "m.pt", "manifests": ["a.csv"], "output": "n.pt", "tail": {"p": 1}}))
+    with pytest.raises(ConfigError, match="tail.p and tail.k"):
+        load_config(path, DiscriminantConfig)
+
+
+def test_recipe_with_a_tail_writes_the_tuned_trunk(tmp_path: Path) -> None:
+    manifest = generate_books(tmp_path / "synth", books=2, characters=8, pages=2, seed=0, page_size=(400, 550),
+                              progress=False)
+    lite0 = create_backbone("effnet-lite0-imagenet", pretrained=False, input_size=32)  # a checkpoint needs a registry name
+    base_path = save_embedding_model(EmbeddingModel(lite0, nn.Linear(1280, 8)), tmp_path / "base.pt")
+    config = DiscriminantConfig(base_model=str(base_path), manifests=[manifest], output=tmp_path / "new.pt", dims=4,
+                                quantize=False, half=False, workdir=tmp_path / "work", tail=QUICK)
+    result = train_discriminant(config, progress=False)
+    assert result.tail is not None and result.tail.n_identities >= QUICK.p
+    base, new = load_embedding_model(base_path), load_embedding_model(result.path)
+    old_state, new_state = base.backbone.state_dict(), new.backbone.state_dict()
+    assert not torch.equal(old_state["trunk.conv_head.weight"], new_state["trunk.conv_head.weight"])
+    assert torch.equal(old_state["trunk.conv_stem.weight"], new_state["trunk.conv_stem.weight"])
+    assert new.head.out_features == 8 + result.dims
