@@ -47,6 +47,7 @@ class PartData:
     kinds: np.ndarray  # (P,) face | body | character
     instance_index: np.ndarray  # (P,) instance of each part
     model: EmbeddingModel
+    crop_paths: list[Path]  # (P,) each part's crop in the cached collection
 
     def fused(self, face_weight: float | None = None) -> np.ndarray:
         """Instance embeddings; ``face_weight`` w gives faces w and bodies 1 - w (None: the model's own)."""
@@ -108,7 +109,7 @@ def part_data(name: str, manifest: Path, model: EmbeddingModel) -> PartData:
         ingest(read_manifest(manifest), collection, progress=False)
     parts = collection.instances()
     cache = FeatureCache(collection.features_dir, model.model_id)
-    features = embed_crops([collection.crop_path(key) for key in parts["crop_hash"]], model, cache=cache,
-                           keys=parts["crop_hash"].tolist(), progress=False)
+    crop_paths = [collection.crop_path(key) for key in parts["crop_hash"]]
+    features = embed_crops(crop_paths, model, cache=cache, keys=parts["crop_hash"].tolist(), progress=False)
     table, index = instance_table(parts)
-    return PartData(name, table, features, parts["kind"].to_numpy(), index, model)
+    return PartData(name, table, features, parts["kind"].to_numpy(), index, model, crop_paths)

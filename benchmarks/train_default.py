@@ -9,13 +9,14 @@ Steps: draw synthetic training, validation and evaluation books (fixed seeds); b
 manifest from the synthetic training books (``split=train``) plus the ``split=dev`` identities of the
 sprite sets in ../shared/datasets (skipped with a message when absent; ``split=test`` identities are
 never trained on); run ``configs/ssl_default.yaml`` then ``configs/finetune_default.yaml`` (stage 2's
-fp16 model goes to ``OUT/stage2.pt``, checked < 25 MB); then stage 3, the discriminant head
-(``comicid.workflows.discriminant``, docs/TRAINING.md) fitted on the dev identities of every open
+fp16 model goes to ``OUT/stage2.pt``, checked < 25 MB); then stage 3: the trunk's last stages tuned
+across drawing styles (``comicid.training.style_tail``) and the discriminant head
+(``comicid.workflows.discriminant``, docs/TRAINING.md), both fitted on the dev identities of every open
 development set and generated books, writing ``comicid/models/weights/default.pt``, its int8 CPU graph
 ``default.int8.onnx`` (``comicid.models.int8``, calibrated on 512 non-test crops, checked on 128
 others; ``--quick`` stops at stage 2 and calibrates on the training manifest), and its calibration file
 ``default.calibration.json`` (fusion weights and the label-free threshold of ``--threshold auto``,
-``benchmarks/label_free.py``; ``--label-free-only`` re-measures it alone); then score it against ``effnet-lite0-imagenet`` on the ``split=test`` identities of the
+``benchmarks/label_free.py``; ``--label-free-only --stage2 PATH`` re-measures it alone); then score it against ``effnet-lite0-imagenet`` on the ``split=test`` identities of the
 dev sets and on the held-out synthetic books of ``benchmarks/run.py`` (seed 101, never trained on),
 writing the table (rank-1, mAP, clustering AMI) to docs/BENCHMARKS.md and docs/MODEL_CARD.md.
 
@@ -36,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from common import DEV_SETS, ROOT, available_dev_sets, markdown_table, write_section
 from label_free import calibration_manifests, fusion_weights
@@ -51,9 +51,9 @@ from comicid.models.quantize import QuantizeReport, quantize_checkpoint
 from comicid.runtime import tune_allocator
 from comicid.training.config import FinetuneConfig, SSLConfig, load_config
 from comicid.training.finetune import train_finetune
-from comicid.models.facebody import save_finetuned_model
 from comicid.workflows.discriminant import measure_label_free_rule, train_discriminant
 from comicid.training.discriminant import DiscriminantConfig
+from comicid.training.style_tail import TailConfig
 from comicid.training.ssl import train_ssl
 
 MAX_BYTES = 25 * 1024 * 1024
@@ -176,25 +176,10 @@ def discriminant_config(stage2: Path, weights: Path, out: Path) -> DiscriminantC
     the calibration sets it is not fitted on (DiceBear)."""
     fitted = discriminant_manifests(out)
     config = DiscriminantConfig(base_model=str(stage2), manifests=fitted, output=weights, workdir=out / "discriminant",
-                                calibration_manifests=[path for path in calibration_manifests(out) if path not in fitted])
+                                calibration_manifests=[path for path in calibration_manifests(out) if path not in fitted],
+                                tail=TailConfig())
     config.check()
     return config
-
-
-def recover_stage2(weights: Path, out: Path) -> Path:
-    """Stage 2's model from the stage-3 weights, for re-measuring the label-free rule without a training
-    run: stage 3 appends the discriminant's rows *below* stage 2's head (``extend_head``), so the first
-    ``out_dim - dims`` rows of the shipped head are stage 2's head exactly (tested in
-    tests/training/test_discriminant.py). Written to ``OUT/stage2-recovered.pt``."""
-    model = comicid.load_model(weights, precision="fp32")
-    rows = model.head.out_features - DiscriminantConfig.dims
-    head = torch.nn.Linear(model.head.in_features, rows)
-    with torch.no_grad():
-        head.weight.copy_(model.head.weight[:rows])
-        head.bias.copy_(model.head.bias[:rows])
-    model.head, model.out_dim, model.model_id = head, rows, model.backbone.name
-    out.mkdir(parents=True, exist_ok=True)
-    return save_finetuned_model(model, out / "stage2-recovered.pt", half=True)
 
 
 def build_discriminant(stage2: Path, weights: Path, out: Path) -> tuple[str, float | None]:
@@ -210,11 +195,9 @@ def build_discriminant(stage2: Path, weights: Path, out: Path) -> tuple[str, flo
 
 def build_label_free(weights: Path, out: Path, stage2: Path) -> Path:
     """The model's calibration file beside it: fusion weights and the label-free rule of
-    ``--threshold auto`` measured as stage 3 does (cross-fitted halves over stage 2's head; stage 2
-    recovered from the weights when ``stage2`` does not exist)."""
-    if not stage2.is_file():
-        stage2 = recover_stage2(weights, out)
-        print(f"stage 2 recovered from {weights.name}: {stage2}")
+    ``--threshold auto`` measured as stage 3 does (cross-fitted halves over the stage-2 model, whose
+    last stages are tuned again on each half). Stage 3 tunes the backbone, so stage 2 cannot be read
+    back from the shipped weights: it must exist (``OUT/stage2.pt`` of a full run, or ``--stage2``)."""
     path = measure_label_free_rule(discriminant_config(stage2, weights, out), weights, progress=True, name="default",
                                    part_weights=fusion_weights())
     print(f"label-free calibration {path}")
@@ -266,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stage2 = (args.stage2 or out / "stage2.pt").resolve()
     if args.label_free_only:
+        if not stage2.is_file():
+            print(f"error: no stage-2 model at {stage2} (give --stage2: stage 3 tunes the backbone, so stage 2 "
+                  "cannot be recovered from the shipped weights)", file=sys.stderr)
+            return 1
         build_label_free(weights, out, stage2)
         return 0
     if args.discriminant_only:

@@ -55,7 +55,7 @@ class TailConfig:
 
     first_block: int = 5
     views: int = 6
-    steps: int = 900
+    steps: int = 600
     p: int = 24
     k: int = 4
     lr: float = 2e-4
