@@ -128,6 +128,7 @@ def test_cli_refuses_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_the_shipped_recipe_file_loads() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "discriminant.yaml", DiscriminantConfig)
     assert (config.dims, config.shrinkage, config.weight) == (256, 0.3, 1.0)
+    assert config.tail is not None and config.tail.steps == 600  # the recipe of benchmarks/train_default.py
     assert all(path.name.endswith(".csv") for path in config.manifests)
 
 
