@@ -187,7 +187,10 @@ def build_discriminant(stage2: Path, weights: Path, out: Path) -> tuple[str, flo
     calibration file; returns a summary line and the int8 graph's mean cosine to fp32."""
     config = discriminant_config(stage2, weights, out)
     result = train_discriminant(config, progress=True, part_weights=fusion_weights(), name="default")
-    line = (f"stage 3: discriminant head on {result.n_instances} instances of {result.n_identities} identities, "
+    tail = "" if result.tail is None else (f"last stages tuned on {result.tail.n_crops} crops of "
+                                           f"{result.tail.n_identities} identities ({result.tail.history[-1]['step']} "
+                                           "steps), then ")
+    line = (f"stage 3: {tail}discriminant head on {result.n_instances} instances of {result.n_identities} identities, "
             f"{result.dims} directions, embedding {result.out_dim}-d")
     print(line)
     return line, result.int8_cosine
