@@ -30,6 +30,7 @@ import torch
 from common import ROOT, markdown_table, write_section
 from sets import all_sets, part_data
 from discriminant_selection import half
+from label_free import fusion_weights
 
 import comicid
 from comicid.models.embed import embed_crops, sum_parts
@@ -79,6 +80,7 @@ def main() -> None:
     tune_allocator()
     torch.manual_seed(0)
     model = comicid.load_model(args.model, precision="fp32")
+    model.part_weights = fusion_weights()  # stage 3 fits and ships with these (benchmarks/train_default.py)
     train_manifest = args.train_manifest or args.model.parent / "train_manifest.csv"
     stage2_ids = set(pd.read_csv(train_manifest)["identity"].astype(str)) if train_manifest.is_file() else None
     if stage2_ids is None:
