@@ -108,6 +108,13 @@ STYLE_OPS: dict[str, StyleOp] = {
 }
 
 
+def check_style_ops(ops: Sequence[str], where: str) -> None:
+    """A :class:`ConfigError` naming ``where`` (a config key) when ``ops`` has a name not in ``STYLE_OPS``."""
+    unknown = [name for name in ops if name not in STYLE_OPS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown {unknown}; choose from {sorted(STYLE_OPS)}")
+
+
 class RandomStyle:
     """With probability ``p``, redraw the crop in one style picked uniformly from ``ops``."""
 

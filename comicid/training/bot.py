@@ -52,7 +52,7 @@ from pytorch_metric_learning import distances, losses, miners, reducers
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from comicid.data.augment import STYLE_OPS, clean_view, reid_view
+from comicid.data.augment import check_style_ops, clean_view, reid_view
 from comicid.data.datasets import (
     CropCache,
     Instance,
@@ -224,9 +224,7 @@ class BotConfig:
                               "data.val_identities, or give data.val_manifests")
         if not 0.0 <= self.data.val_identities < 1.0:
             raise ConfigError(f"data.val_identities must be in [0, 1), got {self.data.val_identities}")
-        unknown = [name for name in self.augment.style_ops if name not in STYLE_OPS]
-        if unknown:
-            raise ConfigError(f"augment.style_ops: unknown {unknown}; choose from {sorted(STYLE_OPS)}")
+        check_style_ops(self.augment.style_ops, "augment.style_ops")
         if self.mdl.secondary_manifests and (self.mdl.finetune_epochs < 1 or self.mdl.freeze_stages < 0):
             raise ConfigError("mdl.finetune_epochs must be >= 1 and mdl.freeze_stages >= 0")
         if not 0 < self.pseudo.d_p < self.pseudo.d_n:

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from pytorch_metric_learning import losses, miners
 from timm.models.efficientnet import EfficientNet
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from comicid.data.augment import STYLE_OPS, reid_view
+from comicid.data.augment import check_style_ops, reid_view
 from comicid.data.images import load_image
 from comicid.data.samplers import PKBatchSampler
 from comicid.errors import ConfigError, ModelError
@@ -80,9 +81,7 @@ class TailConfig:
             raise ConfigError(f"tail.p and tail.k must be at least 2, got {self.p} and {self.k}")
         if self.lr <= 0 or self.weight_decay < 0 or self.distillation < 0:
             raise ConfigError("tail.lr must be positive; tail.weight_decay and tail.distillation not negative")
-        unknown = [name for name in self.style_ops if name not in STYLE_OPS]
-        if unknown:
-            raise ConfigError(f"tail.style_ops: unknown {unknown}; choose from {sorted(STYLE_OPS)}")
+        check_style_ops(self.style_ops, "tail.style_ops")
         for name in ("style_p", "erasing_p", "pad"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"tail.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -137,7 +136,7 @@ def front_activations(front: nn.Module, crops: Sequence[CropSource], model: Embe
         with torch.no_grad():
             for start in tqdm(range(0, len(crops), config.batch_size), desc="tail views", unit="batch",
                               disable=not progress):
-                images = [load_image(crop) if not hasattr(crop, "convert") else crop
+                images = [crop if isinstance(crop, Image.Image) else load_image(crop)
                           for crop in crops[start:start + config.batch_size]]
                 batch = torch.stack([view(image) for image in images for _ in range(config.views)])
                 acts = front(batch).half()
