@@ -135,8 +135,9 @@ def main() -> None:
     body = ("## Label-free threshold rules\n\n`PYTHONPATH=. python benchmarks/label_free_rules.py`: each rule fitted "
             "on dev identities, scored on test identities of every set (sets.py; comicgen counted once). "
             "|log r| is the mean over sets of |log(predicted/true clusters)| (0 = right cast size; 0.22 = "
-            "a ratio of 1.25). Leave-one-set-out (LOSO): fitted without the scored set. A model fitted on these dev identities (the shipped "
-            "default, stage 3) draws them tighter than new ones, so its rules fitted here lean to over-splitting; its "
+            "a ratio of 1.25). Leave-one-set-out (LOSO): fitted without the scored set. A model fitted on these "
+            "dev identities (the shipped default, stage 3) draws them tighter than new ones, so its rules fitted "
+            "here lean to over-splitting; its "
             "own rule is measured on cross-fitted identities instead (docs/CLUSTERING.md).\n\n"
             + markdown_table(["model", "rule", "fitted value", "dev |log r|", "test sets in 0.8-1.25",
                               "test |log r|", "LOSO sets in 0.8-1.25", "LOSO |log r|", "LOSO min ratio",
