@@ -48,6 +48,7 @@ VARIANTS: dict[str, TailConfig | None] = {
     "shorter (300 steps)": replace(TailConfig(), steps=300),
     "stronger distillation (1.0), lr 1e-4, 300 steps": replace(TailConfig(), distillation=1.0, lr=1e-4, steps=300),
     "from stage 4": replace(TailConfig(), first_block=4),
+    "batches of one set": replace(TailConfig(), batches="per_domain"),
 }
 
 
@@ -103,13 +104,14 @@ def main() -> None:
         config, started = VARIANTS[variant], time.time()
         tuned = copy.deepcopy(model)
         if config is not None:
-            crops, labels = [], []
+            crops, labels, domains = [], [], []
             for entry in fitted:
                 chosen = entry["a"][entry["parts"].instance_index]
                 crops += [crop for crop, keep in zip(entry["crops"], chosen, strict=True) if keep]
                 ids = entry["table"]["identity"].astype(str).to_numpy()[entry["parts"].instance_index]
                 labels += [f"{entry['name']}|{i}" for i in ids[chosen]]
-            tune_tail(tuned, crops, labels, config, progress=True)
+                domains += [entry["name"]] * int(chosen.sum())
+            tune_tail(tuned, crops, labels, config, progress=True, domains=domains)
         inputs = {}
         for entry in sets:
             parts = entry["parts"]

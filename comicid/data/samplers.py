@@ -11,6 +11,11 @@ Two samplers, both resumable exactly (the batches of epoch ``e`` are a function 
   has a positive *and* negatives from another domain: what the cross-domain triplet rule of Deng,
   Xie & Liu (2024) mines from (:func:`cross_domain_batch_hard`). PML has no domain-aware sampler.
   Identities seen in one domain only cannot serve that rule; they are counted in ``left_out``.
+* :class:`DomainPKSampler`: every batch from **one** domain (a data set, a tileset), P of its
+  identities x K crops. Negatives then share the batch's drawing style, so a metric loss cannot
+  separate them by style and must find what tells the characters apart, while positives across
+  the styles inside the domain still teach invariance (torchreid's ``RandomDomainSampler`` with one
+  domain per batch; PML has no domain-aware sampler).
 
 Both take integer label and domain codes per sample (one sample = one part crop).
 """
@@ -98,6 +103,52 @@ class CrossDomainPKSampler(_EpochSampler):
                 for slot in range(self.k):  # round-robin over the domains; repeats only when a domain runs out
                     pool = pools[slot % len(pools)]
                     batch.append(int(pool[(slot // len(pools)) % len(pool)]))
+            out.append(batch)
+        return out
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+
+class DomainPKSampler(_EpochSampler):
+    """Batches of one domain each: ``min(p, its identities)`` identities x ``k`` crops (see the module docstring).
+
+    A batch's domain is drawn with probability proportional to its identities, so every identity is
+    visited about as often as under :class:`PKBatchSampler`. Domains with fewer than two identities
+    give no negatives; they are skipped and their identities counted in ``left_out``.
+    """
+
+    def __init__(self, labels: Sequence[int], domains: Sequence[int], p: int, k: int, batches_per_epoch: int,
+                 seed: int = 0) -> None:
+        super().__init__(seed)
+        labels_arr = np.asarray(labels, dtype=np.int64)
+        domains_arr = np.asarray(domains, dtype=np.int64)
+        if len(labels_arr) != len(domains_arr):
+            raise ValueError("labels and domains must have one value per sample")
+        self.members: list[list[np.ndarray]] = []  # domain -> identity -> sample indices (sorted: deterministic)
+        self.left_out = 0
+        for domain in np.unique(domains_arr):
+            rows = np.flatnonzero(domains_arr == domain)
+            identities = [rows[labels_arr[rows] == label] for label in np.unique(labels_arr[rows])]
+            if len(identities) >= 2:
+                self.members.append(identities)
+            else:
+                self.left_out += len(identities)
+        _check_pk(p, k, max((len(identities) for identities in self.members), default=0),
+                  "identities in the largest domain")
+        self.p, self.k, self.batches_per_epoch = p, k, max(1, int(batches_per_epoch))
+        sizes = np.array([len(identities) for identities in self.members], dtype=np.float64)
+        self.weights = sizes / sizes.sum()
+
+    def batches(self) -> list[list[int]]:
+        rng = self._generator()
+        out = []
+        for domain in rng.choice(len(self.members), size=self.batches_per_epoch, p=self.weights):
+            identities = self.members[domain]
+            batch: list[int] = []
+            for identity in rng.choice(len(identities), size=min(self.p, len(identities)), replace=False):
+                rows = identities[identity]
+                batch += [int(row) for row in rng.choice(rows, size=self.k, replace=len(rows) < self.k)]
             out.append(batch)
         return out
 

@@ -36,11 +36,14 @@ from tqdm.auto import tqdm
 
 from comicid.data.augment import check_style_ops, reid_view
 from comicid.data.images import load_image
-from comicid.data.samplers import PKBatchSampler
+from comicid.data.samplers import DomainPKSampler, PKBatchSampler
 from comicid.errors import ConfigError, ModelError
 from comicid.models.backbones import TrunkBackbone
 from comicid.models.embed import CropSource
 from comicid.models.embedding_model import EmbeddingModel
+
+#: How a tuning batch picks its identities (:class:`TailConfig` ``batches``).
+BATCHES = ("mixed", "per_domain")
 
 
 @dataclass
@@ -52,6 +55,8 @@ class TailConfig:
     ``steps`` of ``p`` identities x ``k`` crops. ``distillation``: weight of the cosine term that holds
     each view's tuned features to the untuned ones. ``style_ops``/``style_p``: drawing-style changes
     of the views (colour-preserving ones: the model's colour channel reads the clean crop).
+    ``batches``: ``"mixed"`` (P identities from anywhere) or ``"per_domain"`` (every batch from one
+    domain, e.g. one data set: negatives that share a drawing style; :class:`DomainPKSampler`).
     """
 
     first_block: int = 5
@@ -68,6 +73,7 @@ class TailConfig:
     erasing_p: float = 0.25
     pad: float = 0.08
     seed: int = 0
+    batches: str = "mixed"
     batch_size: int = 64  # of the cached front pass and of embedding, not of training
 
     def check(self) -> None:
@@ -82,6 +88,8 @@ class TailConfig:
         if self.lr <= 0 or self.weight_decay < 0 or self.distillation < 0:
             raise ConfigError("tail.lr must be positive; tail.weight_decay and tail.distillation not negative")
         check_style_ops(self.style_ops, "tail.style_ops")
+        if self.batches not in BATCHES:
+            raise ConfigError(f"tail.batches must be one of {', '.join(BATCHES)}, got {self.batches!r}")
         for name in ("style_p", "erasing_p", "pad"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"tail.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -156,9 +164,11 @@ def _freeze_norms(module: nn.Module) -> None:
 
 
 def tune_tail(model: EmbeddingModel, crops: Sequence[CropSource], labels: Sequence[str] | np.ndarray,
-              config: TailConfig = TailConfig(), progress: bool = True) -> TailResult:
+              config: TailConfig = TailConfig(), progress: bool = True,
+              domains: Sequence[str] | np.ndarray | None = None) -> TailResult:
     """Tune ``model``'s last trunk stages in place on labelled crops (one identity label per crop).
 
+    ``domains`` (one per crop, e.g. the data set's name) are needed by ``config.batches = "per_domain"``.
     Identities with fewer than two crops cannot form a positive pair and are dropped. The model is
     left in eval mode on the CPU. Deterministic for a given ``config.seed`` on one machine.
     """
@@ -166,6 +176,9 @@ def tune_tail(model: EmbeddingModel, crops: Sequence[CropSource], labels: Sequen
     labels = np.asarray(labels).astype(str)
     if len(labels) != len(crops):
         raise ConfigError(f"{len(crops)} crops but {len(labels)} labels")
+    if config.batches == "per_domain" and (domains is None or len(domains) != len(crops)):
+        raise ConfigError("tail.batches = per_domain needs one domain per crop "
+                          f"({len(crops)} crops, {'no' if domains is None else len(domains)} domains)")
     _, codes = np.unique(labels, return_inverse=True)
     keep = np.bincount(codes)[codes] >= 2
     if len(np.unique(codes[keep])) < config.p:
@@ -173,6 +186,13 @@ def tune_tail(model: EmbeddingModel, crops: Sequence[CropSource], labels: Sequen
                           f"crops, found {len(np.unique(codes[keep]))}")
     crops = [crop for crop, kept in zip(crops, keep, strict=True) if kept]
     _, codes = np.unique(codes[keep], return_inverse=True)
+    batches_per_epoch = max(1, len(codes) // (config.p * config.k))
+    if config.batches == "per_domain":
+        _, domain_codes = np.unique(np.asarray(domains).astype(str)[keep], return_inverse=True)
+        sampler: PKBatchSampler | DomainPKSampler = DomainPKSampler(codes, domain_codes, config.p, config.k,
+                                                                    batches_per_epoch, seed=config.seed)
+    else:
+        sampler = PKBatchSampler(codes, config.p, config.k, batches_per_epoch, seed=config.seed)
     model.to("cpu").eval()
     front, tail = split_trunk(model, config.first_block)
     activations = front_activations(front, crops, model, config, progress)
@@ -187,7 +207,6 @@ def tune_tail(model: EmbeddingModel, crops: Sequence[CropSource], labels: Sequen
     optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = losses.MultiSimilarityLoss()
     miner = miners.MultiSimilarityMiner(epsilon=config.similarity_epsilon)
-    sampler = PKBatchSampler(codes, config.p, config.k, max(1, len(codes) // (config.p * config.k)), seed=config.seed)
     targets = torch.from_numpy(codes)
     history: list[dict[str, float]] = []
     step, epoch = 0, 0

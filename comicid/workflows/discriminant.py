@@ -164,7 +164,9 @@ def tuned_copy(base: EmbeddingModel, data: HeadInputs, config: DiscriminantConfi
     model = copy.deepcopy(base).to("cpu").eval()
     chosen = np.ones(len(data.crops), dtype=bool) if rows is None else np.asarray(rows)[data.crop_instance]
     crops = [crop for crop, keep in zip(data.crops, chosen, strict=True) if keep]
-    result = tune_tail(model, crops, data.labels[data.crop_instance][chosen], config.tail, progress=progress)
+    domains = data.table["set"].astype(str).to_numpy()[data.crop_instance][chosen]  # one per manifest
+    result = tune_tail(model, crops, data.labels[data.crop_instance][chosen], config.tail, progress=progress,
+                       domains=domains)
     digest = hashlib.sha256()
     for tensor in model.backbone.state_dict().values():
         digest.update(tensor.detach().cpu().numpy().tobytes())

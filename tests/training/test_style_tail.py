@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,25 @@ def test_refusals_name_the_problem() -> None:
         split_trunk(EmbeddingModel(create_backbone("tiny-cnn")), first_block=0)
     with pytest.raises(ConfigError, match="unknown"):
         TailConfig(style_ops=("sepia",)).check()
+    with pytest.raises(ConfigError, match="tail.batches must be one of mixed, per_domain"):
+        TailConfig(batches="per_book").check()
+    with pytest.raises(ConfigError, match="needs one domain per crop"):
+        tune_tail(_tiny_effnet(), crops, labels, replace(QUICK, batches="per_domain"), progress=False)
+
+
+def test_batches_of_one_domain_tune_deterministically() -> None:
+    crops, labels = _crops(n_ids=6, per_id=3)
+    domains = ["a" if int(label[2:]) < 3 else "b" for label in labels]
+    config = replace(QUICK, batches="per_domain")
+    states = []
+    for _ in range(2):
+        model = _tiny_effnet()
+        result = tune_tail(model, crops, labels, config, progress=False, domains=domains)
+        assert result.n_identities == 6 and result.history[-1]["step"] == config.steps
+        states.append(model.backbone.state_dict())
+    assert all(torch.equal(value, states[1][name]) for name, value in states[0].items())
+    assert not all(torch.equal(value, _tiny_effnet().backbone.state_dict()[name])
+                   for name, value in states[0].items())
 
 
 def test_tail_section_of_a_recipe_file(tmp_path: Path) -> None:
