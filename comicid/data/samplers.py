@@ -1,6 +1,6 @@
-"""P x K identity batches for re-ID training: P identities, K crops each, optionally across domains.
+"""P x K identity batches for re-ID training: P identities, K crops each, optionally across domains or within one.
 
-Two samplers, both resumable exactly (the batches of epoch ``e`` are a function of the seed and
+Three samplers, all resumable exactly (the batches of epoch ``e`` are a function of the seed and
 ``e`` only, see :class:`~comicid.data.datasets._EpochSampler`):
 
 * :class:`PKBatchSampler` (``cross_domain=False``): pytorch-metric-learning's ``MPerClassSampler``
