@@ -4,8 +4,9 @@ For every development manifest in ``../shared/datasets/`` and for synthetic book
 embedded once with the default frozen backbone (plus ``--views`` augmented views per crop, which the
 adaptive method needs), cached, and clustered per book and per split. The agglomerative threshold is
 calibrated on ``split=dev`` rows only (B-cubed F), then applied to both splits; HDBSCAN and the
-adaptive method take no threshold. Results go to the ``clustering-methods`` section of
-``docs/BENCHMARKS.md``.
+adaptive method take no threshold; a model with a label-free rule in its calibration file (the shipped
+default) is also clustered by that rule, with no labels at all (what ``comicid cluster`` does with a
+new book). Results go to the ``clustering-methods`` section of ``docs/BENCHMARKS.md``.
 
     .venv/bin/python benchmarks/clustering_methods.py            # all sets, writes the docs section
     .venv/bin/python benchmarks/clustering_methods.py --sets supertux --no-write
@@ -58,6 +59,7 @@ class Features:
     embeddings: np.ndarray
     views: np.ndarray
     view_seconds: float
+    label_free: dict[str, float] | None  # the model's agglomerative label-free rule, or None
 
 
 def _crops(frame: pd.DataFrame) -> list[object]:
@@ -78,9 +80,19 @@ def instance_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, int]:
     return table, codes, len(uniques)
 
 
-def cache_stem(manifest: Path, model_name: str) -> str:
-    """File-name stem of a manifest's cached embeddings under one model."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{manifest.parent.name}-{manifest.stem}-{model_name}")
+def cache_stem(manifest: Path, model_id: str) -> str:
+    """File-name stem of a manifest's cached embeddings under one model (its id names its weights, so a
+    new release of ``default`` never reads the features of the previous one)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{manifest.parent.name}-{manifest.stem}-{model_id}")
+
+
+def label_free_rule(model: object) -> dict[str, float] | None:
+    """``{"distance_threshold": t, **params}`` of the model's agglomerative label-free rule, or None."""
+    threshold = (getattr(model, "label_free_thresholds", None) or {}).get("agglomerative")
+    if threshold is None:
+        return None
+    params = (getattr(model, "label_free_params", None) or {}).get("agglomerative") or {}
+    return {"distance_threshold": float(threshold), **params}
 
 
 def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Features:
@@ -91,24 +103,24 @@ def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Fea
     """
     frame = read_manifest(manifest)
     table, codes, n_instances = instance_rows(frame)
-    stem = cache_stem(manifest, model_name)
+    model = comicid.load_model(model_name)
+    stem = cache_stem(manifest, model.model_id)
     cache.mkdir(parents=True, exist_ok=True)
     embedding_path, view_path = cache / f"{stem}.npy", cache / f"{stem}-views{n_views}.npz"
-    model = crops = None
+    crops = None
     if not embedding_path.is_file():
-        model, crops = comicid.load_model(model_name), _crops(frame)
+        crops = _crops(frame)
         embeddings = fuse_parts(embed_crops(crops, model, progress=True), codes, n_instances, model.head)
         np.save(embedding_path, embeddings)
     embeddings = np.load(embedding_path)
     if not view_path.is_file():
-        model = model or comicid.load_model(model_name)
         crops = crops or _crops(frame)
         start = time.perf_counter()
         part_views = embed_views(crops, model, n_views=n_views, progress=True)
         views = np.stack([fuse_parts(view, codes, n_instances, model.head) for view in part_views])
         np.savez(view_path, views=views, seconds=time.perf_counter() - start)
     saved = np.load(view_path)
-    return Features(table, embeddings, saved["views"], float(saved["seconds"]))
+    return Features(table, embeddings, saved["views"], float(saved["seconds"]), label_free_rule(model))
 
 
 def synthetic_manifest(cache: Path) -> Path:
@@ -160,6 +172,12 @@ def run_set(name: str, features: Features) -> list[dict[str, object]]:
         "hdbscan (defaults)": (lambda: HDBSCANClusterer(), False),
         "adaptive (no threshold)": (lambda: AdaptiveClusterer(), True),
     }
+    if features.label_free is not None:
+        rule = features.label_free
+        tolerance = rule.get("silhouette_tolerance")
+        method = (f"agglomerative (model's rule, no labels: {rule['distance_threshold']:.2f}"
+                  + ("" if tolerance is None else f", silhouette {tolerance:g}") + ")")
+        methods[method] = (lambda: AgglomerativeClusterer(**rule), False)
     rows = []
     for split in ("dev", "test"):
         for method, (make, adaptive) in methods.items():
@@ -181,10 +199,14 @@ def markdown(rows: list[dict[str, object]], view_costs: dict[str, float], n_view
     lines = [
         "## Clustering methods: adaptive vs agglomerative vs HDBSCAN",
         "",
-        f"Written by `benchmarks/clustering_methods.py` (frozen `{model}`, {n_views} augmented views per crop for "
+        f"Written by `.venv/bin/python benchmarks/clustering_methods.py --model {model}` (frozen `{model}`, "
+        f"{n_views} augmented views per crop for "
         "the adaptive method). Each book is clustered on its own, per split, with same-panel cannot-links. "
         "The agglomerative threshold is tuned for B-cubed F on `split=dev` rows only, then applied to both "
-        "splits (so its dev row is optimistic); HDBSCAN and adaptive take no threshold. `k` is "
+        "splits (so its dev row is optimistic); HDBSCAN and adaptive take no threshold; \"model's rule\" is the "
+        "model's own label-free rule from its calibration file (docs/CLUSTERING.md, \"Without labels\"), no "
+        "labels read. A model fitted on these sets' dev identities (the shipped default, stage 3) makes every dev "
+        "row optimistic and its dev-tuned threshold too low for the test rows. `k` is "
         "predicted/true cluster count; `s/1k` is seconds per 1,000 instances of the clustering call on the "
         "shared 2-core machine (adaptive: adaptation and clustering; embedding its views costs the extra "
         "listed under the table). See docs/ADAPTIVE.md for the method and the reading of these numbers.",
