@@ -39,6 +39,24 @@ def _check_pk(p: int, k: int, identities: int, what: str) -> None:
         raise ConfigError(f"only {identities} {what} for P = {p} identities per batch; lower train.p or add data")
 
 
+def _codes(labels: Sequence[int], domains: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Label and domain codes as int64 arrays of one length, or ``ValueError``."""
+    labels_arr, domains_arr = np.asarray(labels, dtype=np.int64), np.asarray(domains, dtype=np.int64)
+    if len(labels_arr) != len(domains_arr):
+        raise ValueError("labels and domains must have one value per sample")
+    return labels_arr, domains_arr
+
+
+def _nested(outer: np.ndarray, inner: np.ndarray) -> list[list[np.ndarray]]:
+    """For each ``outer`` value, the sample indices of each of its ``inner`` values; both in sorted order,
+    so the groups (and the batches drawn from them) are the same on every run."""
+    groups = []
+    for value in np.unique(outer):
+        rows = np.flatnonzero(outer == value)
+        groups.append([rows[inner[rows] == sub] for sub in np.unique(inner[rows])])
+    return groups
+
+
 class PKBatchSampler(_EpochSampler):
     """``batches_per_epoch`` batches of ``p`` random identities x ``k`` crops (with replacement when short)."""
 
@@ -72,20 +90,10 @@ class CrossDomainPKSampler(_EpochSampler):
     def __init__(self, labels: Sequence[int], domains: Sequence[int], p: int, k: int, batches_per_epoch: int,
                  seed: int = 0) -> None:
         super().__init__(seed)
-        labels_arr = np.asarray(labels, dtype=np.int64)
-        domains_arr = np.asarray(domains, dtype=np.int64)
-        if len(labels_arr) != len(domains_arr):
-            raise ValueError("labels and domains must have one value per sample")
-        # identity -> domain -> sample indices, in sorted order (deterministic)
-        self.members: list[list[np.ndarray]] = []
-        self.left_out = 0
-        for label in np.unique(labels_arr):
-            rows = np.flatnonzero(labels_arr == label)
-            by_domain = [rows[domains_arr[rows] == d] for d in np.unique(domains_arr[rows])]
-            if len(by_domain) >= 2:
-                self.members.append(by_domain)
-            else:
-                self.left_out += 1
+        labels_arr, domains_arr = _codes(labels, domains)
+        by_identity = _nested(labels_arr, domains_arr)  # identity -> domain -> sample indices
+        self.members: list[list[np.ndarray]] = [domains for domains in by_identity if len(domains) >= 2]
+        self.left_out = len(by_identity) - len(self.members)
         if len(np.unique(domains_arr)) < 2:
             raise ConfigError("cross-domain triplets need at least two domains in the training data; "
                               "check data.domain_column or set loss.cross_domain: false")
@@ -121,19 +129,10 @@ class DomainPKSampler(_EpochSampler):
     def __init__(self, labels: Sequence[int], domains: Sequence[int], p: int, k: int, batches_per_epoch: int,
                  seed: int = 0) -> None:
         super().__init__(seed)
-        labels_arr = np.asarray(labels, dtype=np.int64)
-        domains_arr = np.asarray(domains, dtype=np.int64)
-        if len(labels_arr) != len(domains_arr):
-            raise ValueError("labels and domains must have one value per sample")
-        self.members: list[list[np.ndarray]] = []  # domain -> identity -> sample indices (sorted: deterministic)
-        self.left_out = 0
-        for domain in np.unique(domains_arr):
-            rows = np.flatnonzero(domains_arr == domain)
-            identities = [rows[labels_arr[rows] == label] for label in np.unique(labels_arr[rows])]
-            if len(identities) >= 2:
-                self.members.append(identities)
-            else:
-                self.left_out += len(identities)
+        labels_arr, domains_arr = _codes(labels, domains)
+        by_domain = _nested(domains_arr, labels_arr)  # domain -> identity -> sample indices
+        self.members: list[list[np.ndarray]] = [identities for identities in by_domain if len(identities) >= 2]
+        self.left_out = sum(len(identities) for identities in by_domain if len(identities) < 2)
         _check_pk(p, k, max((len(identities) for identities in self.members), default=0),
                   "identities in the largest domain")
         self.p, self.k, self.batches_per_epoch = p, k, max(1, int(batches_per_epoch))
