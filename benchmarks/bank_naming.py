@@ -4,8 +4,10 @@ A *series* is drawn with :mod:`comicid.data.synth`: every book shares the same m
 first ``--main`` identities, who appear most often) and has its own extras. Book 0 is the enrolment
 book: each main character is enrolled from 3 of its instances there (chosen by the exemplar suggestion,
 ``representative`` or ``diverse``, or at random). The other books are unseen: they are embedded with the
-shipped model, clustered per book (agglomerative at its documented default threshold, no labels), and
-their clusters named from the bank (:func:`comicid.workflows.bank.apply_bank`).
+shipped model, clustered per book without labels two ways (the old constant fallback 0.5, and
+``--threshold auto``: the model's own label-free rule, what ``comicid cluster`` does with a new book),
+and their clusters named from the bank (:func:`comicid.workflows.bank.apply_bank`) at the threshold the
+clustering used.
 
 Reported, on the unseen books only:
 - **naming accuracy**: share of main-character instances whose predicted name is their true name
@@ -35,10 +37,11 @@ import comicid
 from comicid.data.manifest import from_records, read_manifest, write_manifest
 from comicid.data.synth.characters import sample_identities
 from comicid.data.synth.pages import plan_book, render_page
-from comicid.workflows.cluster import Assignment
+from comicid.workflows.cluster import Assignment, describe_threshold
 from comicid.workflows.bank import CharacterBank, apply_bank, suggest_exemplars
 from comicid.identity.calibration import DEFAULT_THRESHOLDS
 from comicid.store.collection import Collection
+from comicid.store.embeddings import InstanceEmbeddings
 from comicid.store.ingest import ingest
 
 MAGIV2 = "0.727-0.753"
@@ -86,8 +89,11 @@ def score(base: pd.DataFrame, named: pd.DataFrame, truth: pd.Series, main_ids: s
 
 def run(books: int, characters: int, main: int, pages: int, seeds: list[int]) -> str:
     model = comicid.load_model("default")
-    threshold = DEFAULT_THRESHOLDS["agglomerative"]
-    results: dict[str, list[dict[str, float]]] = {}
+    #: the old constant fallback, and the model's label-free rule (--threshold auto without dev labels)
+    clusterings = {f"constant {DEFAULT_THRESHOLDS['agglomerative']:g}": DEFAULT_THRESHOLDS["agglomerative"],
+                   "model's rule (auto)": "auto"}
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    rules: dict[str, str] = {}
     for seed in seeds:
         with tempfile.TemporaryDirectory(prefix="comicid-bank-") as scratch:
             root = Path(scratch)
@@ -98,37 +104,50 @@ def run(books: int, characters: int, main: int, pages: int, seeds: list[int]) ->
             truth = embedded.table.set_index("instance_key")["identity"]
             enrol = (embedded.table["book"] == "b0").to_numpy()
             unseen = embedded.subset(~enrol)
-            base = comicid.cluster(unseen, threshold=threshold)
             main_ids = {f"main-c{i}" for i in range(main)}
-            for strategy in ("representative", "diverse", "random"):
-                bank = CharacterBank(root / f"bank-{strategy}")
-                for i in range(main):
-                    rows = np.flatnonzero(enrol & (embedded.table["identity"] == f"main-c{i}").to_numpy())
-                    if strategy == "random":
-                        picked = np.random.default_rng(seed * 100 + i).choice(rows, size=min(3, len(rows)), replace=False)
-                    else:
-                        picked = rows[suggest_exemplars(embedded.vectors[rows], 3, strategy)]
-                    bank.add_instances(f"Main{i}", embedded.table["instance_key"].iloc[picked].tolist(),
-                                       embedded.vectors[picked], embedded.model_id, source="b0")
-                named = apply_bank(Assignment(base.table, dict(base.info)), unseen, bank)
-                results.setdefault(strategy, []).append(score(base.table, named.table, truth, main_ids))
+            for clustering, threshold in clusterings.items():
+                base = comicid.cluster(unseen, threshold=threshold)
+                rules[clustering] = describe_threshold(base.info)
+                _name_with_banks(root / clustering.split()[0], seed, main, enrol, embedded, unseen, base, truth,
+                                 main_ids, results, clustering)
     lines = [f"Synthetic series: {books} books x {characters} characters x {pages} pages, {main} main characters "
              f"shared by every book, the rest extras; book 0 enrols, books 1-{books - 1} are unseen. Seeds "
-             f"{seeds} (the naming rule was chosen on seeds 0-1, not these). Shipped model (int8 on CPU), agglomerative per book at its default threshold "
-             f"{threshold} (no labels), bank naming at the same threshold.", "",
-             "| exemplars (3 per character) | naming accuracy, bank characters | main instances | extra clusters kept apart | extra clusters wrongly named | extra instances named |",
-             "|---|---|---|---|---|---|"]
-    for strategy, runs in results.items():
+             f"{seeds} (the naming rule was chosen on seeds 0-1, not these). Shipped model "
+             f"(`{model.model_id}`, int8 on CPU), agglomerative per book without labels, bank naming at the "
+             "threshold the clustering used: "
+             + "; ".join(f"*{name}*: {rule}" for name, rule in rules.items()) + ".", "",
+             "| clustering | exemplars (3 per character) | naming accuracy, bank characters | main instances | "
+             "extra clusters kept apart | extra clusters wrongly named | extra instances named |",
+             "|---|---|---|---|---|---|---|"]
+    for (clustering, strategy), runs in results.items():
         mean = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
         total = {key: int(sum(r[key] for r in runs)) for key in ("main_instances", "extra_clusters_kept",
                                                                   "extra_clusters_named")}
-        lines.append(f"| {strategy} | {mean['accuracy']:.3f} | {total['main_instances']} | "
+        lines.append(f"| {clustering} | {strategy} | {mean['accuracy']:.3f} | {total['main_instances']} | "
                      f"{total['extra_clusters_kept']} | {total['extra_clusters_named']} | "
                      f"{mean['extra_instances_named']:.3f} |")
     lines += ["", f"Reference point: Magiv2 chapter naming accuracy {MAGIV2} on real manga with a closed "
               "character bank (different data and task set-up; not a head-to-head comparison).", "",
               "Command: `.venv/bin/python benchmarks/bank_naming.py`"]
     return "\n".join(lines)
+
+
+def _name_with_banks(root: Path, seed: int, main: int, enrol: np.ndarray, embedded: InstanceEmbeddings,
+                     unseen: InstanceEmbeddings, base: Assignment, truth: pd.Series, main_ids: set[str],
+                     results: dict[tuple[str, str], list[dict[str, float]]], clustering: str) -> None:
+    """Enrol the main characters from book 0 by each exemplar strategy and name ``base``'s clusters."""
+    for strategy in ("representative", "diverse", "random"):
+        bank = CharacterBank(root / f"bank-{strategy}")
+        for i in range(main):
+            rows = np.flatnonzero(enrol & (embedded.table["identity"] == f"main-c{i}").to_numpy())
+            if strategy == "random":
+                picked = np.random.default_rng(seed * 100 + i).choice(rows, size=min(3, len(rows)), replace=False)
+            else:
+                picked = rows[suggest_exemplars(embedded.vectors[rows], 3, strategy)]
+            bank.add_instances(f"Main{i}", embedded.table["instance_key"].iloc[picked].tolist(),
+                               embedded.vectors[picked], embedded.model_id, source="b0")
+        named = apply_bank(Assignment(base.table, dict(base.info)), unseen, bank)
+        results.setdefault((clustering, strategy), []).append(score(base.table, named.table, truth, main_ids))
 
 
 def main() -> None:
