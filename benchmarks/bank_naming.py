@@ -105,11 +105,12 @@ def run(books: int, characters: int, main: int, pages: int, seeds: list[int]) ->
             enrol = (embedded.table["book"] == "b0").to_numpy()
             unseen = embedded.subset(~enrol)
             main_ids = {f"main-c{i}" for i in range(main)}
-            for clustering, threshold in clusterings.items():
+            for number, (clustering, threshold) in enumerate(clusterings.items()):
                 base = comicid.cluster(unseen, threshold=threshold)
                 rules[clustering] = describe_threshold(base.info)
-                _name_with_banks(root / clustering.split()[0], seed, main, enrol, embedded, unseen, base, truth,
-                                 main_ids, results, clustering)
+                for strategy, scores in _name_with_banks(root / f"banks-{number}", seed, main, enrol, embedded,
+                                                         unseen, base, truth, main_ids).items():
+                    results.setdefault((clustering, strategy), []).append(scores)
     lines = [f"Synthetic series: {books} books x {characters} characters x {pages} pages, {main} main characters "
              f"shared by every book, the rest extras; book 0 enrols, books 1-{books - 1} are unseen. Seeds "
              f"{seeds} (the naming rule was chosen on seeds 0-1, not these). Shipped model "
@@ -133,9 +134,11 @@ def run(books: int, characters: int, main: int, pages: int, seeds: list[int]) ->
 
 
 def _name_with_banks(root: Path, seed: int, main: int, enrol: np.ndarray, embedded: InstanceEmbeddings,
-                     unseen: InstanceEmbeddings, base: Assignment, truth: pd.Series, main_ids: set[str],
-                     results: dict[tuple[str, str], list[dict[str, float]]], clustering: str) -> None:
-    """Enrol the main characters from book 0 by each exemplar strategy and name ``base``'s clusters."""
+                     unseen: InstanceEmbeddings, base: Assignment, truth: pd.Series,
+                     main_ids: set[str]) -> dict[str, dict[str, float]]:
+    """Enrol the main characters from book 0 by each exemplar strategy, name ``base``'s clusters from
+    that bank, and return each strategy's scores."""
+    scores = {}
     for strategy in ("representative", "diverse", "random"):
         bank = CharacterBank(root / f"bank-{strategy}")
         for i in range(main):
@@ -147,7 +150,8 @@ def _name_with_banks(root: Path, seed: int, main: int, enrol: np.ndarray, embedd
             bank.add_instances(f"Main{i}", embedded.table["instance_key"].iloc[picked].tolist(),
                                embedded.vectors[picked], embedded.model_id, source="b0")
         named = apply_bank(Assignment(base.table, dict(base.info)), unseen, bank)
-        results.setdefault((clustering, strategy), []).append(score(base.table, named.table, truth, main_ids))
+        scores[strategy] = score(base.table, named.table, truth, main_ids)
+    return scores
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ from comicid.data.images import load_image
 from comicid.data.manifest import instance_keys, read_manifest
 from comicid.data.synth import generate_books
 from comicid.models import embed_crops, fuse_parts
+from comicid.models.embedding_model import EmbeddingModel
 from comicid.training.adapt import embed_views
 from comicid.evaluation.clustering import clustering_metrics
 from comicid import AdaptiveClusterer, AgglomerativeClusterer, Constraints, HDBSCANClusterer
@@ -59,7 +60,6 @@ class Features:
     embeddings: np.ndarray
     views: np.ndarray
     view_seconds: float
-    label_free: dict[str, float] | None  # the model's agglomerative label-free rule, or None
 
 
 def _crops(frame: pd.DataFrame) -> list[object]:
@@ -86,16 +86,16 @@ def cache_stem(manifest: Path, model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", f"{manifest.parent.name}-{manifest.stem}-{model_id}")
 
 
-def label_free_rule(model: object) -> dict[str, float] | None:
-    """``{"distance_threshold": t, **params}`` of the model's agglomerative label-free rule, or None."""
-    threshold = (getattr(model, "label_free_thresholds", None) or {}).get("agglomerative")
+def label_free_rule(model: EmbeddingModel) -> dict[str, float] | None:
+    """``{"distance_threshold": t, **params}`` of the model's agglomerative label-free rule (from its
+    calibration file, as ``comicid cluster`` applies it without labels), or None when it has none."""
+    threshold = model.label_free_thresholds.get("agglomerative")
     if threshold is None:
         return None
-    params = (getattr(model, "label_free_params", None) or {}).get("agglomerative") or {}
-    return {"distance_threshold": float(threshold), **params}
+    return {"distance_threshold": float(threshold), **model.label_free_params.get("agglomerative", {})}
 
 
-def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Features:
+def embed_set(manifest: Path, cache: Path, n_views: int, model: EmbeddingModel) -> Features:
     """Instance embeddings and view embeddings of a manifest, cached under ``cache``.
 
     Embeddings and views are cached separately (views cost ``n_views`` times more), so an interrupted
@@ -103,7 +103,6 @@ def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Fea
     """
     frame = read_manifest(manifest)
     table, codes, n_instances = instance_rows(frame)
-    model = comicid.load_model(model_name)
     stem = cache_stem(manifest, model.model_id)
     cache.mkdir(parents=True, exist_ok=True)
     embedding_path, view_path = cache / f"{stem}.npy", cache / f"{stem}-views{n_views}.npz"
@@ -120,7 +119,7 @@ def embed_set(manifest: Path, cache: Path, n_views: int, model_name: str) -> Fea
         views = np.stack([fuse_parts(view, codes, n_instances, model.head) for view in part_views])
         np.savez(view_path, views=views, seconds=time.perf_counter() - start)
     saved = np.load(view_path)
-    return Features(table, embeddings, saved["views"], float(saved["seconds"]), label_free_rule(model))
+    return Features(table, embeddings, saved["views"], float(saved["seconds"]))
 
 
 def synthetic_manifest(cache: Path) -> Path:
@@ -165,15 +164,15 @@ def tuned_threshold(features: Features) -> float:
     return calibration.threshold
 
 
-def run_set(name: str, features: Features) -> list[dict[str, object]]:
+def run_set(name: str, features: Features, label_free: dict[str, float] | None) -> list[dict[str, object]]:
     threshold = tuned_threshold(features)
     methods = {
         f"agglomerative (dev-tuned {threshold:.2f})": (lambda: AgglomerativeClusterer(threshold), False),
         "hdbscan (defaults)": (lambda: HDBSCANClusterer(), False),
         "adaptive (no threshold)": (lambda: AdaptiveClusterer(), True),
     }
-    if features.label_free is not None:
-        rule = features.label_free
+    if label_free is not None:
+        rule = label_free
         tolerance = rule.get("silhouette_tolerance")
         method = (f"agglomerative (model's rule, no labels: {rule['distance_threshold']:.2f}"
                   + ("" if tolerance is None else f", silhouette {tolerance:g}") + ")")
@@ -232,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "comicid" / "benchmarks")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
     args = parser.parse_args(argv)
+    model = comicid.load_model(args.model)  # once: every set is embedded (or its cache named) by it
+    label_free = label_free_rule(model)
     rows, view_costs = [], {}
     for name in args.sets:
         if name == SYNTH:
@@ -241,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"skipping {name}: {MANIFESTS.get(name, name)} not found (expected ../shared/datasets/)")
             continue
-        features = embed_set(manifest, args.cache, args.views, args.model)
+        features = embed_set(manifest, args.cache, args.views, model)
         view_costs[name] = 1000 * features.view_seconds / len(features.table)
-        rows += run_set(name, features)
+        rows += run_set(name, features, label_free)
     if rows and not args.no_write:
         write_section(SECTION, markdown(rows, view_costs, args.views, args.model))
         print(f"wrote {DOC}")

@@ -1,4 +1,4 @@
-"""P x K identity batches for re-ID training: P identities, K crops each, optionally across domains or within one.
+"""P x K identity batches for re-ID training: P identities, K crops each, across domains or within one.
 
 Three samplers, all resumable exactly (the batches of epoch ``e`` are a function of the seed and
 ``e`` only, see :class:`~comicid.data.datasets._EpochSampler`):
@@ -17,7 +17,8 @@ Three samplers, all resumable exactly (the batches of epoch ``e`` are a function
   the styles inside the domain still teach invariance (torchreid's ``RandomDomainSampler`` with one
   domain per batch; PML has no domain-aware sampler).
 
-Both take integer label and domain codes per sample (one sample = one part crop).
+All take integer label codes per sample (one sample = one part crop); the two domain-aware ones
+also take a domain code per sample.
 """
 
 from __future__ import annotations
