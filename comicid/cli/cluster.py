@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bank", type=Path, metavar="DIR",
                         help="name clusters after the characters of this bank when they match "
                              "(see `comicid bank`); unmatched clusters stay new identities")
+    parser.add_argument("--bank-threshold", type=float, metavar="DISTANCE",
+                        help="with --bank: prototype cosine distance under which a cluster takes a character's "
+                             "name (default: the model's calibrated naming threshold, else the clustering's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +46,8 @@ def _run(args: argparse.Namespace, collection: Collection) -> int:
     model = load_model(args.model, device=args.device, precision=args.precision)
     assignment = cluster_collection(collection, model, method=args.method, scope=args.scope,
                                     threshold=args.threshold, device=args.device, batch_size=args.batch_size,
-                                    progress=not args.quiet, keep_edits=args.keep_edits, bank=args.bank)
+                                    progress=not args.quiet, keep_edits=args.keep_edits, bank=args.bank,
+                                    bank_threshold=args.bank_threshold)
     if args.out:
         write_assignments(assignment.table, args.out)
     if not args.quiet:
@@ -55,6 +59,7 @@ def _run(args: argparse.Namespace, collection: Collection) -> int:
             print(f"kept edits: {edits['confirmed']} confirmed instances, {edits['must_links']} must-links, "
                   f"{edits['cannot_links']} cannot-links, {edits['identities_kept']} identities kept their id")
         if "bank" in info:
-            print(f"bank: {info['bank']['clusters_named']} clusters named, {info['bank']['clusters_new']} kept as "
-                  "new identities")
+            bank = info["bank"]
+            print(f"bank: {bank['clusters_named']} clusters named, {bank['clusters_new']} kept as new identities "
+                  f"[naming threshold {bank['threshold']:.3g} ({bank['threshold_source']})]")
     return 0

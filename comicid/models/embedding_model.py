@@ -99,7 +99,8 @@ class EmbeddingModel(nn.Module):
     #: without labelled dev rows); from the model's calibration file.
     label_free_thresholds: dict[str, float] = {}  # noqa: RUF012 (replaced, never mutated)
     #: Further clusterer parameters of the label-free rule per method (e.g. the agglomerative method's
-    #: ``silhouette_tolerance``: each book picks its own cut); from the model's calibration file.
+    #: ``silhouette_tolerance``: each book picks its own cut), and under ``"bank"`` the threshold at which
+    #: a cluster takes a bank character's name; from the model's calibration file.
     label_free_params: dict[str, dict[str, float]] = {}  # noqa: RUF012 (replaced, never mutated)
 
     def __init__(self, backbone: Backbone, head: nn.Module | None = None,

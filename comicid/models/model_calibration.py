@@ -21,8 +21,10 @@ Format (``version`` 1)::
      "int8_graph_sha256": sha256 of the int8 graph the "int8" thresholds were measured with, or null,
      "thresholds": {"fp32": {"agglomerative": 0.45}, "int8": {"agglomerative": 0.44}},
      "part_weights": {"face": 0.5, "body": 1.0} or null (the plain sum),
-     "rules": {"agglomerative": {"silhouette_tolerance": 0.2}},   # optional: more clusterer
-         # parameters of the label-free rule (per method; absent or {}: cut at the threshold)
+     "rules": {"agglomerative": {"silhouette_tolerance": 0.2},   # optional: more clusterer
+               # parameters of the label-free rule (per method; absent or {}: cut at the threshold)
+               "bank": {"naming_threshold": 0.4}},   # optional: prototype distance under which a
+               # cluster takes a bank character's name (comicid.workflows.naming_calibration)
      "fit": {...}}   # provenance: rule, data, counts (read by people, not by code)
 """
 

@@ -38,7 +38,8 @@ class InstanceEmbeddings:
     #: what ``--threshold auto`` uses when no dev rows are labelled.
     label_free_thresholds: dict[str, float] = field(default_factory=dict)
     #: Further clusterer parameters of the model's label-free rule per method
-    #: (``EmbeddingModel.label_free_params``), used with the label-free threshold only.
+    #: (``EmbeddingModel.label_free_params``), used with the label-free threshold only; ``"bank"``: the
+    #: model's naming threshold (:func:`comicid.workflows.bank.apply_bank`).
     label_free_params: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __len__(self) -> int:

@@ -15,8 +15,12 @@ since the choice of exemplars alone moves naming accuracy by many points (Magiv2
 
 Naming is open-set. A cluster is named after a bank character only when the cosine distance between
 the cluster's prototype (normalised mean of its members) and the character's prototype (normalised
-mean of its exemplars) is below the clustering threshold in force: the threshold that decided which
-instances are one character decides which prototypes are, so no labelled data chooses it. Prototypes
+mean of its exemplars) is below the naming threshold: the model's own (measured on identities it was
+not fitted on, :mod:`comicid.workflows.naming_calibration`, stored in its calibration file), else the
+agglomerative clustering threshold in force. Why not always the latter: a model calibrated to merge
+generously so that casts come out the right size names generously too (the shipped default at its
+clustering threshold 0.65 named 17-19 of 37 extras of the bank-naming benchmark after a main
+character). Prototypes
 rather than average linkage because the spread of a cluster drawn in several styles, and of exemplars
 chosen to be diverse, would otherwise count against every match (on synthetic series, development
 seeds 0-1: naming accuracy 0.63 vs 0.39 for average linkage, see benchmarks/bank_naming.py). Clusters that match no one keep their own id as new identities
@@ -241,17 +245,34 @@ def name_clusters(vectors: np.ndarray, identity: np.ndarray, table: pd.DataFrame
                   matches=matches)
 
 
+def naming_threshold(assignment: Assignment, embedded: InstanceEmbeddings,
+                     threshold: float | None = None) -> tuple[float, str]:
+    """The naming threshold and where it comes from: ``threshold`` (``"user"``), else the model's
+    calibrated one (``"model"``), else the agglomerative clustering's threshold (``"clustering"``)."""
+    if threshold is not None:
+        if not 0.0 < float(threshold) <= 2.0:
+            raise BankError(f"the naming threshold is a cosine distance in (0, 2], got {threshold!r}")
+        return float(threshold), "user"
+    calibrated = embedded.label_free_params.get("bank", {}).get("naming_threshold")
+    if calibrated is not None:
+        return float(calibrated), "model"
+    clustering = assignment.info.get("threshold")
+    if assignment.info.get("method", "agglomerative") != "agglomerative" or clustering is None:
+        raise BankError(f"model {embedded.model_id!r} has no calibrated naming threshold and method "
+                        f"{assignment.info.get('method')!r} no cosine distance threshold to name at: give one "
+                        "(--bank-threshold), or use --method agglomerative")
+    return float(clustering), "clustering"
+
+
 def apply_bank(assignment: Assignment, embedded: InstanceEmbeddings, bank: CharacterBank,
-               protected: set[str] | frozenset[str] = frozenset()) -> Assignment:
+               protected: set[str] | frozenset[str] = frozenset(), threshold: float | None = None) -> Assignment:
     """Rename the clusters of ``assignment`` that match a bank character; record names in ``info["names"]``.
 
     ``protected`` ids (identities a person named or confirmed) are never renamed: a person's decision
-    beats the bank. The threshold is the one the clustering used (``info["threshold"]``).
+    beats the bank. ``threshold``: the naming threshold (default: :func:`naming_threshold`'s choice;
+    ``info["bank"]`` records the value and its source).
     """
-    threshold = assignment.info.get("threshold")
-    if assignment.info.get("method", "agglomerative") != "agglomerative" or threshold is None:
-        raise BankError(f"naming from a bank needs the cosine distance threshold of agglomerative clustering; "
-                        f"method {assignment.info.get('method')!r} has none (use --method agglomerative)")
+    threshold, source = naming_threshold(assignment, embedded, threshold)
     names, exemplars = bank.exemplar_matrix(embedded.model_id)
     table = assignment.table
     identity = table["identity_id"].astype(str).to_numpy(dtype=object)
@@ -262,7 +283,8 @@ def apply_bank(assignment: Assignment, embedded: InstanceEmbeddings, bank: Chara
     out = table.copy()
     out["identity_id"] = identity.astype(str)
     info = dict(assignment.info, names={**assignment.info.get("names", {}), **naming.names},
-                bank={"path": str(bank.root), "characters": len(names), "clusters_named": int(naming.matches["named"].sum()),
+                bank={"path": str(bank.root), "characters": len(names), "threshold": threshold, "threshold_source": source,
+                      "clusters_named": int(naming.matches["named"].sum()),
                       "clusters_new": int((~naming.matches["named"]).sum())})
     info["identities"] = int(len({i for i in identity if i}))
     return Assignment(table=out, info=info)
@@ -283,4 +305,4 @@ def enrol_identity(bank: CharacterBank, name: str, collection: Collection, ident
 
 
 __all__ = ["BANK_PREFIX", "BankCharacter", "apply_bank", "BankError", "CharacterBank", "Naming", "STRATEGIES",
-           "bank_identity_id", "enrol_identity", "name_clusters", "suggest_exemplars"]
+           "bank_identity_id", "enrol_identity", "name_clusters", "naming_threshold", "suggest_exemplars"]

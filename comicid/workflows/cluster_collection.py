@@ -15,6 +15,7 @@ from comicid.models.embedding_model import EmbeddingModel
 from comicid.store.collection import Collection
 from comicid.store.edits import EditLog
 from comicid.store.vectors import save_instance_vectors
+from comicid.errors import ConfigError
 from comicid.workflows.bank import CharacterBank, apply_bank
 from comicid.workflows.cluster import Assignment, assign_identities, collection_params, save_learnt_state, views_needed
 from comicid.workflows.embed import embed_collection
@@ -25,7 +26,7 @@ def cluster_collection(collection: Collection, model: EmbeddingModel, method: st
                        scope: str = "book", threshold: str | float | None = "auto",
                        params: dict[str, Any] | None = None, device: str = "cpu", batch_size: int = 64,
                        progress: bool = True, keep_edits: bool | None = None,
-                       bank: str | Path | None = None) -> Assignment:
+                       bank: str | Path | None = None, bank_threshold: float | None = None) -> Assignment:
     """Embed ``collection`` (cached), cluster it, and keep the result.
 
     Writes ``assignments.parquet`` (atomically, with how it was made in the collection's meta), the
@@ -36,8 +37,11 @@ def cluster_collection(collection: Collection, model: EmbeddingModel, method: st
     ``keep_edits`` (default: on once the collection has an edit log) turns a person's decisions into
     constraints: confirmed labels become must-links, "not this" edits cannot-links, and named identities
     keep their id and name. ``bank`` (a folder made by `comicid bank`) names the clusters that match a
-    banked character and keeps the others as new identities.
+    banked character and keeps the others as new identities; ``bank_threshold`` overrides the naming
+    threshold (default: the model's, see :func:`comicid.workflows.bank.naming_threshold`).
     """
+    if bank is None and bank_threshold is not None:
+        raise ConfigError("a naming threshold (--bank-threshold) needs a bank to name from (--bank DIR)")
     embedded = embed_collection(collection, model, device=device, batch_size=batch_size, progress=progress,
                                 n_views=views_needed(method))
     options: dict[str, Any] = dict(method=method, scope=scope, threshold=threshold,
@@ -52,7 +56,8 @@ def cluster_collection(collection: Collection, model: EmbeddingModel, method: st
     else:
         assignment = assign_identities(embedded, **options)
     if bank is not None:
-        assignment = apply_bank(assignment, embedded, CharacterBank(bank), protected=protected)
+        assignment = apply_bank(assignment, embedded, CharacterBank(bank), protected=protected,
+                                threshold=bank_threshold)
     collection.write_assignments(assignment.table, assignment.info)
     save_instance_vectors(collection, embedded)
     return assignment

@@ -16,7 +16,9 @@ value holds across styles rather than fitting the largest set. The objective is
 For the agglomerative method the rule can also adapt per book: :func:`fit_silhouette_tolerance`
 measures, on the same books, whether letting each book choose its own cut by its silhouette
 (:mod:`comicid.identity.silhouette`, the measured threshold as fallback) gets the cast size closer
-than the constant, and with which tolerance; the winner is stored as the model's rule.
+than the constant, and with which tolerance; the winner is stored as the model's rule. The same
+books also give the threshold at which a cluster takes a character's name from a bank
+(:mod:`comicid.workflows.naming_calibration`), stored beside it.
 
 A model that was fitted on these very identities (a discriminant head) draws them tighter than it
 will draw a user's characters, so measuring on them would pick a threshold too low for new books;
@@ -50,6 +52,7 @@ from comicid.models.model_calibration import calibration_path, write_calibration
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.workflows.embed import embed_collection
+from comicid.workflows.naming_calibration import fit_naming_threshold
 from comicid.store.ingest import ingest
 
 #: Chosen on the dev rows of the development sets (docs/CLUSTERING.md, "Without labels").
@@ -120,6 +123,19 @@ def embed_labelled(model: EmbeddingModel, manifests: Sequence[str | Path], workd
         raise ConfigError("no labelled non-test rows in the given manifests: nothing to measure a threshold on")
     table = pd.concat([part.table for part in parts], ignore_index=True)
     return InstanceEmbeddings(table, np.concatenate([part.vectors for part in parts]), model.model_id), sources
+
+
+def _fit_naming_rule(data: InstanceEmbeddings, rules: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Measure the bank-naming threshold on ``data`` into ``rules["bank"]``; return its record. Too few
+    identities leave the model without one (naming then uses the clustering threshold), said in the record."""
+    try:
+        naming = fit_naming_threshold(data)
+    except ConfigError as error:
+        return {"naming_threshold": None, "skipped": str(error)}
+    rules["bank"] = {"naming_threshold": naming.threshold}
+    return {"naming_threshold": naming.threshold, "score": round(naming.score, 4),
+            "objective": "balanced naming accuracy on simulated banks", "bank_sizes": list(naming.bank_sizes),
+            "rounds": naming.rounds, "sets": naming.n_sets, "curve": naming.curve, "per_set": naming.per_set}
 
 
 def fit_label_free_threshold(embedded: InstanceEmbeddings, method: str = "agglomerative", scope: str = "book",
@@ -232,6 +248,8 @@ def calibrate_model(checkpoint: str | Path, manifests: Sequence[str | Path], met
                 if tolerance.tolerance is not None:
                     rules[method] = {"silhouette_tolerance": tolerance.tolerance}
             fits[f"{precision}/{method}"] = record
+        if precision == "fp32":  # naming a cluster from a bank: one threshold for both precisions
+            fits["fp32/bank"] = _fit_naming_rule(data, rules)
     rule = ("mean per-book objective over labelled non-test instances" if embedded is None else
             "mean per-book objective over labelled instances the model was not fitted on (given embeddings)")
     return write_calibration(calibration_path(source), name or Path(str(checkpoint)).stem, source_sha, thresholds,

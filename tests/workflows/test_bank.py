@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from comicid.cli import main
-from comicid.workflows.bank import BankError, CharacterBank, apply_bank, name_clusters, suggest_exemplars
+from comicid.workflows.bank import BankError, CharacterBank, apply_bank, name_clusters, naming_threshold, suggest_exemplars
 from comicid.workflows.cluster import Assignment
 from comicid.identity.curation import Curator
 from comicid.store.collection import Collection
@@ -83,3 +84,28 @@ def test_bank_cli_enrols_images_lists_and_suggests(toy: Collection, tmp_path: Pa
     assert len(suggested) == 2 and set(suggested) <= {key.replace("\x1f", "/") for key in members[identity]}
     assert main(["bank", "add", "X", "--bank", str(bank_dir), "--from", str(toy.root)]) == 1  # no --identity
     assert main(["bank", "add", "X", str(tmp_path / "missing.png"), "--bank", str(bank_dir)]) == 1
+
+
+def test_naming_threshold_is_the_callers_else_the_models_else_the_clusterings(toy: Collection, tmp_path: Path) -> None:
+    embedded = embed_toy(toy)
+    agglomerative = Assignment(toy.assignments(), {"method": "agglomerative", "threshold": 0.5})
+    assert naming_threshold(agglomerative, embedded) == (0.5, "clustering")
+    calibrated = dataclasses.replace(embedded, label_free_params={"bank": {"naming_threshold": 0.25}})
+    assert naming_threshold(agglomerative, calibrated) == (0.25, "model")
+    assert naming_threshold(agglomerative, calibrated, 0.1) == (0.1, "user")
+    hdbscan = Assignment(toy.assignments(), {"method": "hdbscan", "threshold": 0.0})
+    assert naming_threshold(hdbscan, calibrated) == (0.25, "model")  # any method can name at the model's value
+    with pytest.raises(BankError, match="cosine distance"):
+        naming_threshold(agglomerative, embedded, 0.0)
+
+
+def test_a_strict_naming_threshold_names_nobody(toy: Collection, tmp_path: Path) -> None:
+    members = Curator(toy).state().members()
+    identity = max(members, key=lambda i: len(members[i]))
+    bank_dir = tmp_path / "bank"
+    assert main(["-q", "bank", "add", "Ann", "--bank", str(bank_dir), "--from", str(toy.root), "--identity", identity]) == 0
+    assignment = Assignment(toy.assignments(), dict(toy.meta()["assignments"]))
+    strict = apply_bank(assignment, embed_toy(toy), CharacterBank(bank_dir), threshold=1e-9)
+    assert not strict.table["identity_id"].str.startswith("bank/").any()
+    assert strict.info["bank"]["threshold"] == 1e-9 and strict.info["bank"]["threshold_source"] == "user"
+    assert main(["-q", "cluster", str(toy.root), "--bank-threshold", "0.3"]) == 1  # no --bank to name from

@@ -91,8 +91,13 @@ def test_calibrate_model_measures_on_non_test_rows_and_cluster_uses_it(tmp_path:
     assert data["fit"]["fp32/agglomerative"]["instances"] == labelled_rows(frame).groupby("instance").ngroups
     threshold = data["thresholds"]["fp32"]["agglomerative"]
     assert threshold in DEFAULT_GRIDS["agglomerative"]
+    # the bank-naming threshold is measured on the same rows; too few dev characters to simulate a bank and
+    # extras, so this model has none (naming falls back to the clustering threshold) and the file says why
+    naming = data["fit"]["fp32/bank"]
+    assert naming["naming_threshold"] is None and "four" in naming["skipped"] and "bank" not in data["rules"]
 
     model = load_embedding_model(checkpoint)  # a user's book: no dev labels at all
+    assert model.label_free_params.get("bank", {}).get("naming_threshold") == naming["naming_threshold"]
     collection = Collection.create(tmp_path / "book")
     ingest(frame.assign(split="", identity=""), collection, progress=False)
     embedded = embed_collection(collection, model, progress=False)
@@ -131,9 +136,9 @@ def test_the_silhouette_rule_is_kept_only_where_it_beats_the_constant() -> None:
 def test_the_models_rule_clusters_unlabelled_books_only(tmp_path: Path, tiny_checkpoint: Path) -> None:
     sha = load_embedding_model(tiny_checkpoint).checkpoint_sha256
     write_calibration(calibration_path(tiny_checkpoint), "m", sha, {"fp32": {"agglomerative": 0.5}},
-                      rules={"agglomerative": {"silhouette_tolerance": 0.1}})
+                      rules={"agglomerative": {"silhouette_tolerance": 0.1}, "bank": {"naming_threshold": 0.4}})
     model = load_embedding_model(tiny_checkpoint)
-    assert model.label_free_params == {"agglomerative": {"silhouette_tolerance": 0.1}}
+    assert model.label_free_params == {"agglomerative": {"silhouette_tolerance": 0.1}, "bank": {"naming_threshold": 0.4}}
     books = _two_scale_books()
     rule = {"label_free_thresholds": dict(model.label_free_thresholds), "label_free_params": model.label_free_params}
     unlabelled = InstanceEmbeddings(books.table.assign(split="", identity=""), books.vectors, "m", **rule)
