@@ -245,14 +245,19 @@ def name_clusters(vectors: np.ndarray, identity: np.ndarray, table: pd.DataFrame
                   matches=matches)
 
 
+def check_naming_threshold(threshold: float) -> float:
+    """``threshold`` as a float, or :class:`BankError` when it is no cosine distance in (0, 2]."""
+    if not 0.0 < float(threshold) <= 2.0:
+        raise BankError(f"the naming threshold is a cosine distance in (0, 2], got {threshold!r}")
+    return float(threshold)
+
+
 def naming_threshold(assignment: Assignment, embedded: InstanceEmbeddings,
                      threshold: float | None = None) -> tuple[float, str]:
     """The naming threshold and where it comes from: ``threshold`` (``"user"``), else the model's
     calibrated one (``"model"``), else the agglomerative clustering's threshold (``"clustering"``)."""
     if threshold is not None:
-        if not 0.0 < float(threshold) <= 2.0:
-            raise BankError(f"the naming threshold is a cosine distance in (0, 2], got {threshold!r}")
-        return float(threshold), "user"
+        return check_naming_threshold(threshold), "user"
     calibrated = embedded.label_free_params.get("bank", {}).get("naming_threshold")
     if calibrated is not None:
         return float(calibrated), "model"
@@ -305,4 +310,4 @@ def enrol_identity(bank: CharacterBank, name: str, collection: Collection, ident
 
 
 __all__ = ["BANK_PREFIX", "BankCharacter", "apply_bank", "BankError", "CharacterBank", "Naming", "STRATEGIES",
-           "bank_identity_id", "enrol_identity", "name_clusters", "naming_threshold", "suggest_exemplars"]
+           "bank_identity_id", "check_naming_threshold", "enrol_identity", "name_clusters", "naming_threshold", "suggest_exemplars"]

@@ -16,7 +16,7 @@ from comicid.store.collection import Collection
 from comicid.store.edits import EditLog
 from comicid.store.vectors import save_instance_vectors
 from comicid.errors import ConfigError
-from comicid.workflows.bank import CharacterBank, apply_bank
+from comicid.workflows.bank import CharacterBank, apply_bank, check_naming_threshold
 from comicid.workflows.cluster import Assignment, assign_identities, collection_params, save_learnt_state, views_needed
 from comicid.workflows.embed import embed_collection
 from comicid.workflows.persist import recluster_keeping_edits
@@ -40,8 +40,10 @@ def cluster_collection(collection: Collection, model: EmbeddingModel, method: st
     banked character and keeps the others as new identities; ``bank_threshold`` overrides the naming
     threshold (default: the model's, see :func:`comicid.workflows.bank.naming_threshold`).
     """
-    if bank is None and bank_threshold is not None:
-        raise ConfigError("a naming threshold (--bank-threshold) needs a bank to name from (--bank DIR)")
+    if bank_threshold is not None:  # refused before the embedding and clustering it would follow
+        if bank is None:
+            raise ConfigError("a naming threshold (--bank-threshold) needs a bank to name from (--bank DIR)")
+        check_naming_threshold(bank_threshold)
     embedded = embed_collection(collection, model, device=device, batch_size=batch_size, progress=progress,
                                 n_views=views_needed(method))
     options: dict[str, Any] = dict(method=method, scope=scope, threshold=threshold,

@@ -109,3 +109,4 @@ def test_a_strict_naming_threshold_names_nobody(toy: Collection, tmp_path: Path)
     assert not strict.table["identity_id"].str.startswith("bank/").any()
     assert strict.info["bank"]["threshold"] == 1e-9 and strict.info["bank"]["threshold_source"] == "user"
     assert main(["-q", "cluster", str(toy.root), "--bank-threshold", "0.3"]) == 1  # no --bank to name from
+    assert main(["-q", "cluster", str(toy.root), "--bank", str(bank_dir), "--bank-threshold", "0"]) == 1
