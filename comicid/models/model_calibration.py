@@ -23,8 +23,9 @@ Format (``version`` 1)::
      "part_weights": {"face": 0.5, "body": 1.0} or null (the plain sum),
      "rules": {"agglomerative": {"silhouette_tolerance": 0.2},   # optional: more clusterer
                # parameters of the label-free rule (per method; absent or {}: cut at the threshold)
-               "bank": {"naming_threshold": 0.4}},   # optional: prototype distance under which a
-               # cluster takes a bank character's name (comicid.workflows.naming_calibration)
+               "bank": {"naming_threshold": 0.4, "bank_size_4": 0.425, ...}},   # optional: prototype
+               # distance under which a cluster takes a bank character's name, overall and per measured
+               # bank size (comicid.workflows.naming_calibration)
      "fit": {...}}   # provenance: rule, data, counts (read by people, not by code)
 """
 

@@ -16,8 +16,9 @@ since the choice of exemplars alone moves naming accuracy by many points (Magiv2
 Naming is open-set. A cluster is named after a bank character only when the cosine distance between
 the cluster's prototype (normalised mean of its members) and the character's prototype (normalised
 mean of its exemplars) is below the naming threshold: the model's own (measured on identities it was
-not fitted on, :mod:`comicid.workflows.naming_calibration`, stored in its calibration file), else the
-agglomerative clustering threshold in force. Why not always the latter: a model calibrated to merge
+not fitted on, :mod:`comicid.workflows.naming_calibration`, stored in its calibration file; the value
+measured for the bank size nearest to the bank's, since larger banks need stricter thresholds), else
+the agglomerative clustering threshold in force. Why not always the latter: a model calibrated to merge
 generously so that casts come out the right size names generously too (the shipped default at its
 clustering threshold 0.65 named 17-19 of 37 extras of the bank-naming benchmark after a main
 character). Prototypes
@@ -31,6 +32,7 @@ keeps it).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,9 @@ BANK_FILE = "bank.json"
 BANK_FORMAT = "comicid-bank"
 STRATEGIES = ("representative", "diverse")
 BANK_PREFIX = "bank/"
+#: Key prefix of each bank size's own threshold in the model's ``rules["bank"]`` (``bank_size_8``: a float
+#: per key, as every calibrated rule parameter).
+BANK_SIZE_PREFIX = "bank_size_"
 
 
 class BankError(ConfigError):
@@ -245,6 +250,18 @@ def name_clusters(vectors: np.ndarray, identity: np.ndarray, table: pd.DataFrame
                   matches=matches)
 
 
+def bank_size_thresholds(rule: dict[str, float]) -> dict[int, float]:
+    """Each measured bank size's threshold from a model's ``rules["bank"]`` (empty for older files)."""
+    return {int(key[len(BANK_SIZE_PREFIX):]): float(value) for key, value in rule.items()
+            if key.startswith(BANK_SIZE_PREFIX)}
+
+
+def nearest_bank_size(sizes: Sequence[int], characters: int) -> int:
+    """The measured bank size closest to a bank of ``characters`` on a log scale (ties: the larger, the
+    stricter); banks past the largest measured size take its value."""
+    return min(sizes, key=lambda size: (abs(np.log2(size) - np.log2(max(characters, 1))), -size))
+
+
 def check_naming_threshold(threshold: float) -> float:
     """``threshold`` as a float, or :class:`BankError` when it is no cosine distance in (0, 2]."""
     if not 0.0 < float(threshold) <= 2.0:
@@ -252,15 +269,20 @@ def check_naming_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def naming_threshold(assignment: Assignment, embedded: InstanceEmbeddings,
-                     threshold: float | None = None) -> tuple[float, str]:
+def naming_threshold(assignment: Assignment, embedded: InstanceEmbeddings, threshold: float | None = None,
+                     characters: int | None = None) -> tuple[float, str]:
     """The naming threshold and where it comes from: ``threshold`` (``"user"``), else the model's
-    calibrated one (``"model"``), else the agglomerative clustering's threshold (``"clustering"``)."""
+    calibrated one (``"model"``; for a bank of ``characters``, the value measured for the nearest bank
+    size when the model has them), else the agglomerative clustering's threshold (``"clustering"``)."""
     if threshold is not None:
         return check_naming_threshold(threshold), "user"
-    calibrated = embedded.label_free_params.get("bank", {}).get("naming_threshold")
-    if calibrated is not None:
-        return float(calibrated), "model"
+    rule = embedded.label_free_params.get("bank", {})
+    by_size = bank_size_thresholds(rule)
+    if by_size and characters is not None:
+        size = nearest_bank_size(sorted(by_size), characters)
+        return by_size[size], f"model, measured for banks of {size}"
+    if rule.get("naming_threshold") is not None:
+        return float(rule["naming_threshold"]), "model"
     clustering = assignment.info.get("threshold")
     if assignment.info.get("method", "agglomerative") != "agglomerative" or clustering is None:
         raise BankError(f"model {embedded.model_id!r} has no calibrated naming threshold and method "
@@ -277,7 +299,7 @@ def apply_bank(assignment: Assignment, embedded: InstanceEmbeddings, bank: Chara
     beats the bank. ``threshold``: the naming threshold (default: :func:`naming_threshold`'s choice;
     ``info["bank"]`` records the value and its source).
     """
-    threshold, source = naming_threshold(assignment, embedded, threshold)
+    threshold, source = naming_threshold(assignment, embedded, threshold, characters=len(bank.characters()))
     names, exemplars = bank.exemplar_matrix(embedded.model_id)
     table = assignment.table
     identity = table["identity_id"].astype(str).to_numpy(dtype=object)
@@ -309,5 +331,6 @@ def enrol_identity(bank: CharacterBank, name: str, collection: Collection, ident
                               source=f"{collection.root.name}/{identity_id}")
 
 
-__all__ = ["BANK_PREFIX", "BankCharacter", "apply_bank", "BankError", "CharacterBank", "Naming", "STRATEGIES",
-           "bank_identity_id", "check_naming_threshold", "enrol_identity", "name_clusters", "naming_threshold", "suggest_exemplars"]
+__all__ = ["BANK_PREFIX", "BANK_SIZE_PREFIX", "BankCharacter", "apply_bank", "BankError", "CharacterBank", "Naming",
+           "STRATEGIES", "bank_identity_id", "bank_size_thresholds", "check_naming_threshold", "enrol_identity",
+           "name_clusters", "naming_threshold", "nearest_bank_size", "suggest_exemplars"]

@@ -52,6 +52,7 @@ from comicid.models.model_calibration import calibration_path, write_calibration
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.workflows.embed import embed_collection
+from comicid.workflows.bank import BANK_SIZE_PREFIX
 from comicid.workflows.naming_calibration import fit_naming_threshold
 from comicid.store.ingest import ingest
 
@@ -132,8 +133,10 @@ def _fit_naming_rule(data: InstanceEmbeddings, rules: dict[str, dict[str, float]
         naming = fit_naming_threshold(data)
     except ConfigError as error:
         return {"naming_threshold": None, "skipped": str(error)}
-    rules["bank"] = {"naming_threshold": naming.threshold}
-    return {"naming_threshold": naming.threshold, "score": round(naming.score, 4),
+    rules["bank"] = {"naming_threshold": naming.threshold,
+                     **{f"{BANK_SIZE_PREFIX}{size}": value for size, value in naming.by_size.items()}}
+    return {"naming_threshold": naming.threshold, "by_bank_size": {str(k): v for k, v in naming.by_size.items()},
+            "score": round(naming.score, 4),
             "objective": "balanced naming accuracy on simulated banks", "bank_sizes": list(naming.bank_sizes),
             "rounds": naming.rounds, "sets": naming.n_sets, "curve": naming.curve, "per_set": naming.per_set}
 

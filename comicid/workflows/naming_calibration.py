@@ -25,7 +25,9 @@ The threshold maximises the mean score over sets (every set one vote, as for the
 :mod:`comicid.workflows.label_free`); ties go to the middle of the tied values. The best threshold
 falls as a bank grows (more prototypes, more near misses: on the shipped default's cross-fitted dev
 halves 0.425 for 4 characters, 0.4 for 8, 0.325 for 16), so a set's score is the mean over banks of
-4, 8 and 16 characters: one value for casts of that range. The panel rule of
+4, 8 and 16 characters for the model's one value, and each size's own best is kept beside it
+(``NamingFit.by_size``): naming a bank of N characters uses the measured size nearest to N
+(:func:`comicid.workflows.bank.nearest_bank_size`). The panel rule of
 naming (two clusters in one panel never share a name) is not simulated: the dev sets have no panels.
 """
 
@@ -60,6 +62,7 @@ class NamingFit:
     n_sets: int
     bank_sizes: tuple[int, ...]
     rounds: int
+    by_size: dict[int, float] = field(default_factory=dict)  # bank size -> its own best threshold
     curve: dict[str, float] = field(default_factory=dict)  # threshold -> mean score
     per_set: dict[str, dict[str, float]] = field(default_factory=dict)  # set -> {named right, extras kept} at it
 
@@ -106,6 +109,12 @@ def naming_scores(vectors: np.ndarray, identity: np.ndarray, book: np.ndarray, b
     return share_right, share_kept
 
 
+def _best(curve: np.ndarray) -> int:
+    """Index of the best value of ``curve``; ties go to the middle of the tied values."""
+    best = np.flatnonzero(curve >= curve.max() - 1e-12)
+    return int(best[len(best) // 2])
+
+
 def fit_naming_threshold(embedded: InstanceEmbeddings, bank_sizes: tuple[int, ...] = BANK_SIZES,
                          rounds: int = ROUNDS, grid: np.ndarray = NAMING_GRID, seed: int = 0) -> NamingFit:
     """The naming threshold with the best balanced accuracy on simulated banks, every set one vote.
@@ -122,6 +131,7 @@ def fit_naming_threshold(embedded: InstanceEmbeddings, bank_sizes: tuple[int, ..
     books = table["book"].astype(str).to_numpy()
     grid = np.asarray(grid, dtype=np.float64)
     curves: list[np.ndarray] = []
+    size_curves: dict[int, list[np.ndarray]] = {}
     per_set: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in sorted(set(sets[labelled].tolist())):
         rows = np.flatnonzero(labelled & (sets == name))
@@ -133,24 +143,30 @@ def fit_naming_threshold(embedded: InstanceEmbeddings, bank_sizes: tuple[int, ..
             continue
         # a stable seed per set (crc32, not hash(): the latter changes between Python processes)
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        rights, kepts = [], []
+        rights, kepts, of_size = [], [], {}
         for size in sizes:
+            size_rights, size_kepts = [], []
             for _ in range(rounds):
                 bank = sorted(rng.choice(eligible, size=size, replace=False).tolist())
                 right, kept = naming_scores(embedded.vectors[rows], identity, books[rows], bank, grid)
-                rights.append(right)
-                kepts.append(kept)
+                size_rights.append(right)
+                size_kepts.append(kept)
+            rights += size_rights
+            kepts += size_kepts
+            of_size[size] = (np.mean(size_rights, axis=0) + np.mean(size_kepts, axis=0)) / 2
         right, kept = np.mean(rights, axis=0), np.mean(kepts, axis=0)
         per_set[name] = (right, kept)
         curves.append((right + kept) / 2)
+        for size in bank_sizes:  # a set too small for a bank of ``size`` votes with its largest bank
+            size_curves.setdefault(size, []).append(of_size[min(size, len(eligible) // 2)])
     if not curves:
         raise ConfigError("no data set with enough labelled identities (four with two instances or more) to "
                           "measure a naming threshold on")
     mean = np.mean(np.stack(curves), axis=0)
-    best = np.flatnonzero(mean >= mean.max() - 1e-12)
-    chosen = int(best[len(best) // 2])
+    chosen = _best(mean)
     return NamingFit(threshold=float(grid[chosen]), score=float(mean[chosen]), n_sets=len(curves),
                      bank_sizes=tuple(bank_sizes), rounds=rounds,
+                     by_size={size: float(grid[_best(np.mean(np.stack(c), axis=0))]) for size, c in size_curves.items()},
                      curve={f"{t:g}": round(float(s), 4) for t, s in zip(grid, mean, strict=True)},
                      per_set={name: {"named_right": round(float(r[chosen]), 4), "extras_kept": round(float(k[chosen]), 4)}
                               for name, (r, k) in per_set.items()})

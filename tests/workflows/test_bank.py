@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from comicid.cli import main
-from comicid.workflows.bank import BankError, CharacterBank, apply_bank, name_clusters, naming_threshold, suggest_exemplars
+from comicid.workflows.bank import (BankError, CharacterBank, apply_bank, name_clusters, naming_threshold,
+                                    nearest_bank_size, suggest_exemplars)
 from comicid.workflows.cluster import Assignment
 from comicid.identity.curation import Curator
 from comicid.store.collection import Collection
@@ -95,6 +96,12 @@ def test_naming_threshold_is_the_callers_else_the_models_else_the_clusterings(to
     assert naming_threshold(agglomerative, calibrated, 0.1) == (0.1, "user")
     hdbscan = Assignment(toy.assignments(), {"method": "hdbscan", "threshold": 0.0})
     assert naming_threshold(hdbscan, calibrated) == (0.25, "model")  # any method can name at the model's value
+    by_size = dataclasses.replace(embedded, label_free_params={"bank": {
+        "naming_threshold": 0.25, "bank_size_4": 0.3, "bank_size_16": 0.2}})
+    assert naming_threshold(agglomerative, by_size, characters=3) == (0.3, "model, measured for banks of 4")
+    assert naming_threshold(agglomerative, by_size, characters=40) == (0.2, "model, measured for banks of 16")
+    assert naming_threshold(agglomerative, by_size) == (0.25, "model")  # bank size unknown: the one value
+    assert nearest_bank_size([4, 8, 16], 6) == 8 and nearest_bank_size([4, 8, 16], 12) == 16
     with pytest.raises(BankError, match="cosine distance"):
         naming_threshold(agglomerative, embedded, 0.0)
 

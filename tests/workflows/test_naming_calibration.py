@@ -45,6 +45,7 @@ def test_threshold_falls_between_one_character_and_two() -> None:
     assert fit.score > 0.99 and fit.n_sets == 2 and set(fit.per_set) == {"a", "b"}
     assert fit == fit_naming_threshold(embedded)  # deterministic
     assert fit.curve[f"{fit.threshold:g}"] == round(fit.score, 4)
+    assert set(fit.by_size) == {4, 8, 16} and all(within < value < 0.7 for value in fit.by_size.values())
 
 
 def test_looser_drawings_need_a_looser_threshold() -> None:
