@@ -21,10 +21,10 @@ measured for the bank size nearest to the bank's, since larger banks need strict
 the agglomerative clustering threshold in force. Why not always the latter: a model calibrated to merge
 generously so that casts come out the right size names generously too (the shipped default at its
 clustering threshold 0.65 named 17-19 of 37 extras of the bank-naming benchmark after a main
-character). Prototypes
-rather than average linkage because the spread of a cluster drawn in several styles, and of exemplars
-chosen to be diverse, would otherwise count against every match (on synthetic series, development
-seeds 0-1: naming accuracy 0.63 vs 0.39 for average linkage, see benchmarks/bank_naming.py). Clusters that match no one keep their own id as new identities
+character). Prototypes rather than average linkage because the spread of a cluster drawn in several
+styles, and of exemplars chosen to be diverse, would otherwise count against every match (on synthetic
+series, development seeds 0-1: naming accuracy 0.63 vs 0.39 for average linkage, see
+benchmarks/bank_naming.py). Clusters that match no one keep their own id as new identities
 (never one "other" bucket); two clusters that share a panel are never given the same name (the closer
 keeps it).
 """
