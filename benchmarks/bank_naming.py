@@ -40,8 +40,7 @@ from comicid.data.manifest import from_records, read_manifest, write_manifest
 from comicid.data.synth.characters import sample_identities
 from comicid.data.synth.pages import plan_book, render_page
 from comicid.workflows.cluster import Assignment, describe_threshold
-from comicid.workflows.bank import (CharacterBank, apply_bank, bank_size_thresholds, nearest_bank_size,
-                                    suggest_exemplars)
+from comicid.workflows.bank import CharacterBank, apply_bank, model_naming_threshold, suggest_exemplars
 from comicid.identity.calibration import DEFAULT_THRESHOLDS
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
@@ -98,11 +97,9 @@ def run(books: int, characters: int, main: int, pages: int, seeds: list[int]) ->
     #: naming thresholds: the model's calibrated one for a bank of ``main`` characters (None: apply_bank's
     #: default), and the clustering's (what naming did before the model had one)
     namings: dict[str, float | str | None] = {"clustering's threshold": "clustering"}
-    rule = model.label_free_params.get("bank", {})
-    if rule:
-        by_size = bank_size_thresholds(rule)
-        value = by_size[nearest_bank_size(sorted(by_size), main)] if by_size else rule["naming_threshold"]
-        namings = {f"model's naming threshold {value:g}": None, **namings}
+    calibrated = model_naming_threshold(model.label_free_params.get("bank", {}), main)
+    if calibrated is not None:
+        namings = {f"model's naming threshold {calibrated[0]:g}": None, **namings}
     results: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     rules: dict[str, str] = {}
     for seed in seeds:

@@ -172,11 +172,10 @@ def run_set(name: str, features: Features, label_free: dict[str, float] | None) 
         "adaptive (no threshold)": (lambda: AdaptiveClusterer(), True),
     }
     if label_free is not None:
-        rule = label_free
-        tolerance = rule.get("silhouette_tolerance")
-        method = (f"agglomerative (model's rule, no labels: {rule['distance_threshold']:.2f}"
+        tolerance = label_free.get("silhouette_tolerance")
+        method = (f"agglomerative (model's rule, no labels: {label_free['distance_threshold']:.2f}"
                   + ("" if tolerance is None else f", silhouette {tolerance:g}") + ")")
-        methods[method] = (lambda: AgglomerativeClusterer(**rule), False)
+        methods[method] = (lambda: AgglomerativeClusterer(**label_free), False)
     rows = []
     for split in ("dev", "test"):
         for method, (make, adaptive) in methods.items():

@@ -58,14 +58,24 @@ def _nested(outer: np.ndarray, inner: np.ndarray) -> list[list[np.ndarray]]:
     return groups
 
 
-class PKBatchSampler(_EpochSampler):
+class _PKSampler(_EpochSampler):
+    """What the three samplers share: ``p`` identities x ``k`` crops, ``batches_per_epoch`` batches."""
+
+    def __init__(self, p: int, k: int, batches_per_epoch: int, seed: int) -> None:
+        super().__init__(seed)
+        self.p, self.k, self.batches_per_epoch = p, k, max(1, int(batches_per_epoch))
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+
+class PKBatchSampler(_PKSampler):
     """``batches_per_epoch`` batches of ``p`` random identities x ``k`` crops (with replacement when short)."""
 
     def __init__(self, labels: Sequence[int], p: int, k: int, batches_per_epoch: int, seed: int = 0) -> None:
-        super().__init__(seed)
+        super().__init__(p, k, batches_per_epoch, seed)
         self.labels = np.asarray(labels, dtype=np.int64)
         _check_pk(p, k, len(np.unique(self.labels)), "identities")
-        self.p, self.k, self.batches_per_epoch = p, k, max(1, int(batches_per_epoch))
         self.left_out = 0
 
     def batches(self) -> list[list[int]]:
@@ -81,16 +91,12 @@ class PKBatchSampler(_EpochSampler):
             pml_common.NUMPY_RANDOM = saved
         return [order[start:start + size] for start in range(0, len(order), size)]
 
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
-
-class CrossDomainPKSampler(_EpochSampler):
+class CrossDomainPKSampler(_PKSampler):
     """P identities seen in >= 2 domains x K crops spread over their domains (see the module docstring)."""
 
     def __init__(self, labels: Sequence[int], domains: Sequence[int], p: int, k: int, batches_per_epoch: int,
                  seed: int = 0) -> None:
-        super().__init__(seed)
+        super().__init__(p, k, batches_per_epoch, seed)
         labels_arr, domains_arr = _codes(labels, domains)
         by_identity = _nested(labels_arr, domains_arr)  # identity -> domain -> sample indices
         self.members: list[list[np.ndarray]] = [domains for domains in by_identity if len(domains) >= 2]
@@ -99,7 +105,6 @@ class CrossDomainPKSampler(_EpochSampler):
             raise ConfigError("cross-domain triplets need at least two domains in the training data; "
                               "check data.domain_column or set loss.cross_domain: false")
         _check_pk(p, k, len(self.members), "identities seen in two or more domains")
-        self.p, self.k, self.batches_per_epoch = p, k, max(1, int(batches_per_epoch))
 
     def batches(self) -> list[list[int]]:
         rng = self._generator()
@@ -115,11 +120,7 @@ class CrossDomainPKSampler(_EpochSampler):
             out.append(batch)
         return out
 
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
-
-class DomainPKSampler(_EpochSampler):
+class DomainPKSampler(_PKSampler):
     """Batches of one domain each: ``min(p, its identities)`` identities x ``k`` crops (see the module docstring).
 
     A batch's domain is drawn with probability proportional to its identities, so every identity is
@@ -129,14 +130,13 @@ class DomainPKSampler(_EpochSampler):
 
     def __init__(self, labels: Sequence[int], domains: Sequence[int], p: int, k: int, batches_per_epoch: int,
                  seed: int = 0) -> None:
-        super().__init__(seed)
+        super().__init__(p, k, batches_per_epoch, seed)
         labels_arr, domains_arr = _codes(labels, domains)
         by_domain = _nested(domains_arr, labels_arr)  # domain -> identity -> sample indices
         self.members: list[list[np.ndarray]] = [identities for identities in by_domain if len(identities) >= 2]
         self.left_out = sum(len(identities) for identities in by_domain if len(identities) < 2)
         _check_pk(p, k, max((len(identities) for identities in self.members), default=0),
                   "identities in the largest domain")
-        self.p, self.k, self.batches_per_epoch = p, k, max(1, int(batches_per_epoch))
         sizes = np.array([len(identities) for identities in self.members], dtype=np.float64)
         self.weights = sizes / sizes.sum()
 
@@ -151,6 +151,3 @@ class DomainPKSampler(_EpochSampler):
                 batch += [int(row) for row in rng.choice(rows, size=self.k, replace=len(rows) < self.k)]
             out.append(batch)
         return out
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch

@@ -207,8 +207,9 @@ class Naming:
     matches: pd.DataFrame  # cluster, name, distance, named
 
 
-def _unit(vector: np.ndarray) -> np.ndarray:
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` (one, or rows of a matrix) scaled to unit length."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
 def name_clusters(vectors: np.ndarray, identity: np.ndarray, table: pd.DataFrame, names: list[str],
@@ -262,6 +263,18 @@ def nearest_bank_size(sizes: Sequence[int], characters: int) -> int:
     return min(sizes, key=lambda size: (abs(np.log2(size) - np.log2(max(characters, 1))), -size))
 
 
+def model_naming_threshold(rule: dict[str, float], characters: int | None = None) -> tuple[float, str] | None:
+    """A model's calibrated naming threshold and its source from its ``rules["bank"]``: for a bank of
+    ``characters``, the value of the nearest measured bank size; else the one value; None without any."""
+    by_size = bank_size_thresholds(rule)
+    if by_size and characters is not None:
+        size = nearest_bank_size(sorted(by_size), characters)
+        return by_size[size], f"model, measured for banks of {size}"
+    if rule.get("naming_threshold") is not None:
+        return float(rule["naming_threshold"]), "model"
+    return None
+
+
 def check_naming_threshold(threshold: float) -> float:
     """``threshold`` as a float, or :class:`BankError` when it is no cosine distance in (0, 2]."""
     if not 0.0 < float(threshold) <= 2.0:
@@ -276,13 +289,9 @@ def naming_threshold(assignment: Assignment, embedded: InstanceEmbeddings, thres
     size when the model has them), else the agglomerative clustering's threshold (``"clustering"``)."""
     if threshold is not None:
         return check_naming_threshold(threshold), "user"
-    rule = embedded.label_free_params.get("bank", {})
-    by_size = bank_size_thresholds(rule)
-    if by_size and characters is not None:
-        size = nearest_bank_size(sorted(by_size), characters)
-        return by_size[size], f"model, measured for banks of {size}"
-    if rule.get("naming_threshold") is not None:
-        return float(rule["naming_threshold"]), "model"
+    calibrated = model_naming_threshold(embedded.label_free_params.get("bank", {}), characters)
+    if calibrated is not None:
+        return calibrated
     clustering = assignment.info.get("threshold")
     if assignment.info.get("method", "agglomerative") != "agglomerative" or clustering is None:
         raise BankError(f"model {embedded.model_id!r} has no calibrated naming threshold and method "
@@ -333,4 +342,4 @@ def enrol_identity(bank: CharacterBank, name: str, collection: Collection, ident
 
 __all__ = ["BANK_PREFIX", "BANK_SIZE_PREFIX", "BankCharacter", "apply_bank", "BankError", "CharacterBank", "Naming",
            "STRATEGIES", "bank_identity_id", "bank_size_thresholds", "check_naming_threshold", "enrol_identity",
-           "name_clusters", "naming_threshold", "nearest_bank_size", "suggest_exemplars"]
+           "model_naming_threshold", "name_clusters", "naming_threshold", "nearest_bank_size", "suggest_exemplars"]

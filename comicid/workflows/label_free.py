@@ -126,16 +126,17 @@ def embed_labelled(model: EmbeddingModel, manifests: Sequence[str | Path], workd
     return InstanceEmbeddings(table, np.concatenate([part.vectors for part in parts]), model.model_id), sources
 
 
-def _fit_naming_rule(data: InstanceEmbeddings, rules: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Measure the bank-naming threshold on ``data`` into ``rules["bank"]``; return its record. Too few
-    identities leave the model without one (naming then uses the clustering threshold), said in the record."""
+def _fit_naming_rule(data: InstanceEmbeddings) -> tuple[dict[str, float] | None, dict[str, Any]]:
+    """The bank-naming rule measured on ``data`` (``rules["bank"]``) and its record for ``fit``. Too few
+    identities leave the model without one (None; naming then uses the clustering threshold), said in
+    the record."""
     try:
         naming = fit_naming_threshold(data)
     except ConfigError as error:
-        return {"naming_threshold": None, "skipped": str(error)}
-    rules["bank"] = {"naming_threshold": naming.threshold,
-                     **{f"{BANK_SIZE_PREFIX}{size}": value for size, value in naming.by_size.items()}}
-    return {"naming_threshold": naming.threshold, "by_bank_size": {str(k): v for k, v in naming.by_size.items()},
+        return None, {"naming_threshold": None, "skipped": str(error)}
+    rule = {"naming_threshold": naming.threshold,
+            **{f"{BANK_SIZE_PREFIX}{size}": value for size, value in naming.by_size.items()}}
+    return rule, {"naming_threshold": naming.threshold, "by_bank_size": {str(k): v for k, v in naming.by_size.items()},
             "score": round(naming.score, 4),
             "objective": "balanced naming accuracy on simulated banks", "bank_sizes": list(naming.bank_sizes),
             "rounds": naming.rounds, "sets": naming.n_sets, "curve": naming.curve, "per_set": naming.per_set}
@@ -251,8 +252,10 @@ def calibrate_model(checkpoint: str | Path, manifests: Sequence[str | Path], met
                 if tolerance.tolerance is not None:
                     rules[method] = {"silhouette_tolerance": tolerance.tolerance}
             fits[f"{precision}/{method}"] = record
-        if precision == "fp32":  # naming a cluster from a bank: one threshold for both precisions
-            fits["fp32/bank"] = _fit_naming_rule(data, rules)
+        if precision == "fp32":  # naming a cluster from a bank: one rule for both precisions
+            naming_rule, fits["fp32/bank"] = _fit_naming_rule(data)
+            if naming_rule is not None:
+                rules["bank"] = naming_rule
     rule = ("mean per-book objective over labelled non-test instances" if embedded is None else
             "mean per-book objective over labelled instances the model was not fitted on (given embeddings)")
     return write_calibration(calibration_path(source), name or Path(str(checkpoint)).stem, source_sha, thresholds,

@@ -40,7 +40,7 @@ import numpy as np
 
 from comicid.errors import ConfigError
 from comicid.store.embeddings import InstanceEmbeddings
-from comicid.workflows.bank import suggest_exemplars
+from comicid.workflows.bank import _unit, suggest_exemplars
 
 #: Characters per simulated bank: main casts of a series (the bank-naming benchmark enrols 4).
 BANK_SIZES: tuple[int, ...] = (4, 8, 16)
@@ -65,10 +65,6 @@ class NamingFit:
     by_size: dict[int, float] = field(default_factory=dict)  # bank size -> its own best threshold
     curve: dict[str, float] = field(default_factory=dict)  # threshold -> mean score
     per_set: dict[str, dict[str, float]] = field(default_factory=dict)  # set -> {named right, extras kept} at it
-
-
-def _unit(matrix: np.ndarray) -> np.ndarray:
-    return matrix / np.maximum(np.linalg.norm(matrix, axis=-1, keepdims=True), 1e-12)
 
 
 def naming_scores(vectors: np.ndarray, identity: np.ndarray, book: np.ndarray, bank: list[str],
