@@ -326,15 +326,21 @@ def main(argv: list[str] | None = None) -> int:
                 if args.eval is None or label in args.eval or label.removeprefix("BoT ") in args.eval]
     to_score += [(f"BoT {name}", str(out / "base" / "model_pseudo.pt" if name == "pseudo" else out / name / "model.pt"))
                  for name in args.await_variants]
+    # The weights behind a registry name change between releases: a cached score of other weights is stale.
+    baseline_ids = {name: load_embedding_model(name, precision="fp32").model_id for name in BASELINES}
     for label, model in to_score:
         while not Path(model).is_file() and model not in BASELINES:
             time.sleep(30)  # another process is training it
         for dev_set in eval_sets:
             key = f"score|{label}|{dev_set.name}"
             scored = log.get(key)
+            if scored is not None and model in baseline_ids and scored.get("model_id") != baseline_ids[model]:
+                scored = None
             missing_rerank = rerank and scored is not None and "rerank" not in scored
             if scored is None or missing_rerank:  # a cached plain score gains its re-ranked one later
                 scored = scored if scored is not None else score(model, label, dev_set, out, rerank=False)
+                if model in baseline_ids:
+                    scored["model_id"] = baseline_ids[model]
                 if rerank:
                     scored["rerank"] = score(model, label, dev_set, out, rerank=True)
                 log.set(key, scored)
@@ -344,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
             log.set(f"val|imagenet|{args.size}", imagenet_validation(train, out, args.size))
         write_section("bot", render(log, models, eval_sets, args))
     return 0
+
+
+def _scored_id(scores: dict[str, Any], label: str, sets: list[DevSet]) -> str:
+    """The model id a baseline's cached scores were measured with (``?`` for scores cached before ids were)."""
+    found = {scores[f"{label}|{d.name}"].get("model_id", "?") for d in sets if f"{label}|{d.name}" in scores}
+    return ", ".join(sorted(found)) or "?"
 
 
 def render(log: Record, models: dict[str, str], sets: list[DevSet], args: argparse.Namespace) -> str:
@@ -358,7 +370,8 @@ def render(log: Record, models: dict[str, str], sets: list[DevSet], args: argpar
              "`python benchmarks/bot.py --size 128 --epochs 40 --batches 0 --p 16 --k 4 --device cuda`.",
              "", "Trained on the `split=dev` identities only (a fifth of them set aside unlabelled for identity "
              "mining, a fifth of the rest for validation); scored on the `split=test` rows of each manifest, "
-             "all models fp32.", ""]
+             "all models fp32. Baselines as scored: "
+             + ", ".join(f"`{name}` = `{_scored_id(scores, name, sets)}`" for name in BASELINES) + ".", ""]
     header = ["set", *[f"{label} r1 / mAP / mINP / AMI (pred/true)" for label in models]]
     rows = []
     for dev_set in sets:

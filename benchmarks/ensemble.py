@@ -190,11 +190,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                                       with_bot["w_imagenet"])))
                    for name in usable_sets(data, masks)}
     log = Record(out)
+    baseline_ids = ",".join(load_embedding_model(name, precision="fp32").model_id for name in BASELINES)
+    args.baseline_ids = baseline_ids
     scores: dict[str, dict[str, dict]] = {}
     args.fresh = 0  # scorings computed in this run (the rest come from --out/log)
     for label, model in candidates.items():
         for dev_set in sets:
-            key = f"ensemble-bench|{model}|{dev_set.name}"
+            key = f"ensemble-bench|{model}|{baseline_ids}|{dev_set.name}"  # registry weights change per release
             scored = log.get(key)
             if scored is None:
                 scored = score(model, label, dev_set, out, rerank=False)
@@ -228,7 +230,9 @@ def render(grid: pd.DataFrame, masks: dict[str, np.ndarray], data: dict[str, dic
              "`split=dev` rows of identities that no candidate trained on (bot.py's unlabelled and validation "
              "fifths; on the three sprite sets `default` was fine-tuned on, only its validation third). "
              "`split=test` rows are read only by the last two tables. `pseudo` is not a candidate (re-trained on "
-             "these rows' pseudo-labels).", ""]
+             f"these rows' pseudo-labels). `{BASELINES[0]}`, `{BASELINES[1]}` = `{args.baseline_ids}`. A `default` "
+             "with a discriminant head (2026-12-02 on) was fitted on every dev identity of the fitted sets, so "
+             "for it these rows are not held out and the weights favour it.", ""]
     held_rows = []
     for dev_set in sets:
         mask = masks[dev_set.name]
