@@ -1,0 +1,248 @@
+"""Does stage 3 carry to a source it has never seen? Leave one source out, on dev identities only.
+
+    PYTHONPATH=. python benchmarks/source_holdout.py [--model PATH] [--sources cataclysm freeciv ...]
+        [--no-tail] [--no-write]
+
+Why: every other selection of stage 3 (``discriminant_selection.py``, ``tail_selection.py``) halves each
+set's identities, so the half it scores was drawn by the same artists, tilesets and vendors as the half
+it fitted. A user's book, and the held-out sets this project is measured on, come from sources no
+development set contains. This benchmark asks the user's question of the shipped recipe: how much of
+its gain over the ImageNet features survives when the scored source contributed nothing to the fit?
+
+Protocol (no ``split=test`` row is read; the halves of ``discriminant_selection.py``):
+
+* **seen source** (the reference, what ``tail_selection.py`` measures): the trunk's last stages are
+  tuned (``comicid.training.style_tail``, shipped settings) and the discriminant is fitted (shipped
+  settings) on half A of every fitted set; half B of each set is scored.
+* **unseen source**, one fold per source: the same, with every set of that source left out of the fit
+  (tuning and discriminant), then that source's half B is scored. The only difference from the
+  reference is the source's own half A, so the drop from one to the other is what the shipped model
+  owes to having seen that source's style.
+
+Sources group the sets that share drawings (comicgen's three manifests and the pages composed from
+its art are one source; tuxemon's two are one). DiceBear is never fitted (its licence keeps it out
+of shipped weights), so it is unseen in the reference already and has no fold. On tuxemon and
+supertux, half B is cut to the identities stage 2 never saw (as in ``tail_selection.py``).
+
+Columns, rank-1 / mAP on the same half-B rows: the untuned backbone (ImageNet features), the stage-2
+embedding (stage 3's starting point), stage 3 without tuning the trunk, and stage 3 as shipped
+(tuned trunk, then discriminant), each with the source seen and unseen. ``--no-tail`` skips the
+tunings (minutes instead of about 8 minutes per fold on 2 cores). Per-fold results are kept in
+``build/benchmarks/source_holdout/`` so an interrupted run resumes. Writes the ``source-holdout``
+section of docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from common import ROOT, markdown_table, write_section
+from discriminant_selection import half
+from label_free import fusion_weights
+from sets import CACHE, all_sets, part_data
+from tail_selection import NOT_FITTED, STAGE2_SETS
+
+import comicid
+from comicid.models.embed import embed_crops, sum_parts
+from comicid.runtime import tune_allocator
+from comicid.store.embeddings import InstanceEmbeddings
+from comicid.training.discriminant import extend_head, fit_discriminant
+from comicid.training.style_tail import TailConfig, tune_tail
+from comicid.workflows.evaluate import retrieval_scores
+
+RESULTS = CACHE.parent / "source_holdout"
+#: The reference fit (every source seen) is stored under this fold name.
+SEEN = "(every source seen)"
+
+
+def source_of(name: str) -> str:
+    """The source a set's drawings come from: sets sharing drawings share a source."""
+    lowered = name.lower()
+    return "comicgen" if "comicgen" in lowered else lowered.split()[0]
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def score(entry: dict, vectors: np.ndarray) -> tuple[float, float] | None:
+    """Rank-1 and mAP of ``vectors`` over the half-B rows of one set (None: under two identities)."""
+    b = entry["b"]
+    if entry["table"]["identity"][b].nunique() < 2:
+        return None
+    scored = InstanceEmbeddings(entry["table"][b].reset_index(drop=True).assign(split=""),
+                                _unit(vectors[b]).astype(np.float32), "candidate")
+    result = retrieval_scores(scored)
+    return float(result["rank1"]), float(result["mAP"])
+
+
+def load_sets(model, stage2_manifest: Path) -> list[dict]:
+    """Every set embedded by ``model`` with its halves (as ``tail_selection.py`` builds them)."""
+    stage2_ids = set(pd.read_csv(stage2_manifest)["identity"].astype(str)) if stage2_manifest.is_file() else None
+    if stage2_ids is None:
+        print(f"warning: {stage2_manifest} not found; sprite sets are scored on every half-B identity")
+    sets = []
+    for name, manifest in all_sets():
+        parts = part_data(name, manifest, model)
+        table = parts.table.reset_index(drop=True)
+        dev = (table["split"] == "dev").to_numpy() & (table["identity"] != "").to_numpy()
+        side = half(table["identity"].to_numpy())
+        b = dev & (side == 1)
+        if stage2_ids is not None and name.startswith(STAGE2_SETS):
+            b &= ~table["identity"].astype(str).isin(stage2_ids).to_numpy()
+        sets.append({"name": name, "source": source_of(name), "table": table, "parts": parts,
+                     "a": dev & (side == 0), "b": b, "fitted": not any(skip in name for skip in NOT_FITTED)})
+    return sets
+
+
+def head_inputs(model, entry: dict, tuned=None) -> np.ndarray:
+    """The head inputs (fused parts) of a set's instances; dev parts re-embedded by ``tuned`` if given."""
+    parts = entry["parts"]
+    features = parts.features.copy()
+    if tuned is not None:
+        dev_parts = np.flatnonzero((entry["a"] | entry["b"])[parts.instance_index])
+        features[dev_parts] = embed_crops([parts.crop_paths[i] for i in dev_parts], tuned, progress=False)
+    return sum_parts(features, parts.instance_index, len(entry["table"]), model.part_weight_array(parts.kinds))
+
+
+def stage3(model, sets: list[dict], fit_sets: list[dict], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The stage-3 embedding of every set: ``model``'s head extended by a discriminant fitted on half A of
+    ``fit_sets``."""
+    fit_rows = np.concatenate([inputs[e["name"]][e["a"]] for e in fit_sets])
+    labels = np.concatenate([[f"{e['name']}|{i}" for i in e["table"]["identity"][e["a"]]] for e in fit_sets])
+    head = extend_head(model.head, fit_rows.shape[1], fit_discriminant(fit_rows, labels), fit_rows).eval()
+    with torch.no_grad():
+        return {e["name"]: head(torch.from_numpy(inputs[e["name"]]).float()).numpy() for e in sets}
+
+
+def tuned_copy(model, fit_sets: list[dict], config: TailConfig | None = None):
+    """A copy of ``model`` whose last stages are tuned on half A of ``fit_sets`` (default: shipped settings)."""
+    tuned = copy.deepcopy(model)
+    crops, labels, domains = [], [], []
+    for entry in fit_sets:
+        parts = entry["parts"]
+        chosen = entry["a"][parts.instance_index]
+        crops += [crop for crop, keep in zip(parts.crop_paths, chosen, strict=True) if keep]
+        ids = entry["table"]["identity"].astype(str).to_numpy()[parts.instance_index]
+        labels += [f"{entry['name']}|{i}" for i in ids[chosen]]
+        domains += [entry["name"]] * int(chosen.sum())
+    tune_tail(tuned, crops, labels, config or TailConfig(), progress=True, domains=domains)
+    return tuned
+
+
+def run_fold(model, sets: list[dict], held_out: str | None, tail: bool, keep_inputs: Path | None = None,
+             config: TailConfig | None = None) -> dict[str, dict[str, list[float] | None]]:
+    """Scores of the sets of ``held_out`` (every set when None) with that source left out of the fit;
+    ``keep_inputs``: where to save the tuned head inputs of every set (``.npz``)."""
+    fit_sets = [e for e in sets if e["fitted"] and e["source"] != held_out]
+    scored = [e for e in sets if held_out is None or e["source"] == held_out]
+    untuned = {e["name"]: head_inputs(model, e) for e in sets}
+    columns: dict[str, dict[str, np.ndarray]] = {
+        "ImageNet backbone": {n: x[:, :model.backbone.feature_dim] for n, x in untuned.items()},
+        "stage 2": {n: model.head(torch.from_numpy(x).float()).detach().numpy() for n, x in untuned.items()},
+        "stage 3, trunk untuned": stage3(model, sets, fit_sets, untuned),
+    }
+    if tail:
+        tuned = tuned_copy(model, fit_sets, config)
+        inputs = {e["name"]: head_inputs(model, e, tuned) for e in sets}
+        if keep_inputs is not None:  # for explorations of other heads over the same tunings
+            np.savez_compressed(keep_inputs, **{n: x.astype(np.float16) for n, x in inputs.items()})
+        columns["stage 3 (shipped recipe)"] = stage3(model, sets, fit_sets, inputs)
+    return {e["name"]: {column: score(e, vectors[e["name"]]) for column, vectors in columns.items()} for e in scored}
+
+
+def fold_path(fold: str, tail: bool) -> Path:
+    slug = "seen" if fold == SEEN else fold
+    return RESULTS / f"{slug}{'' if tail else '-no-tail'}.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=ROOT / "out" / "train_default" / "stage2.pt",
+                        help="the stage-2 model stage 3 starts from (train_default.py --label-free-only "
+                             "recovers it from the shipped default as OUT/stage2-recovered.pt)")
+    parser.add_argument("--sources", nargs="*", default=None, help="folds to run (default: every fitted source)")
+    parser.add_argument("--no-tail", dest="tail", action="store_false", help="skip the trunk tunings")
+    parser.add_argument("--keep-inputs", action="store_true",
+                        help="also save each fold's tuned head inputs beside its results (.npz, float16)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    tune_allocator()
+    torch.manual_seed(0)
+    model = comicid.load_model(args.model, precision="fp32")
+    model.part_weights = fusion_weights()  # stage 3 fits and ships with these (benchmarks/train_default.py)
+    sets = load_sets(model, args.model.parent / "train_manifest.csv")
+    sources = list(dict.fromkeys(e["source"] for e in sets if e["fitted"]))
+    folds = [SEEN, *(args.sources if args.sources is not None else sources)]
+    unknown = sorted(set(folds[1:]) - set(sources))
+    if unknown:
+        parser.error(f"unknown sources {unknown}; fitted sources are {sources}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for fold in folds:
+        path = fold_path(fold, args.tail)
+        if path.is_file():
+            results[fold] = json.loads(path.read_text())
+            continue
+        started = time.time()
+        results[fold] = run_fold(model, sets, None if fold == SEEN else fold, args.tail,
+                                 keep_inputs=path.with_suffix(".npz") if args.keep_inputs else None)
+        results[fold]["_minutes"] = round((time.time() - started) / 60, 1)
+        path.write_text(json.dumps(results[fold], indent=1))
+        print(fold, json.dumps(results[fold]), flush=True)
+    write(args, model, sets, folds, results)
+
+
+def _cell(value: list[float] | None) -> str:
+    """``rank-1 / mAP``, or ``-`` where the column does not apply."""
+    return "-" if value is None else f"{value[0]:.3f} / {value[1]:.3f}"
+
+
+def write(args, model, sets: list[dict], folds: list[str], results: dict[str, dict]) -> None:
+    columns = list(next(iter(results[SEEN].values())).keys() - {"_minutes"}) if results[SEEN] else []
+    columns = [c for c in ("ImageNet backbone", "stage 2", "stage 3, trunk untuned", "stage 3 (shipped recipe)")
+               if c in columns]
+    fitted_columns = columns[2:]
+    header = ["set", *columns[:2], *[f"{c}, source {s}" for c in fitted_columns for s in ("seen", "unseen")]]
+    rows, complete = [], []
+    for entry in sets:
+        fold = entry["source"] if entry["fitted"] and entry["source"] in results else None
+        seen = results[SEEN].get(entry["name"], {})
+        unseen = seen if not entry["fitted"] else results[fold].get(entry["name"], {}) if fold else {}
+        cells = [seen.get(c) for c in columns[:2]]
+        for c in fitted_columns:  # a set never fitted is unseen in the reference already
+            cells += [seen.get(c) if entry["fitted"] else None, unseen.get(c)]
+        if all(cell is None for cell in cells):
+            continue
+        rows.append([entry["name"], *map(_cell, cells)])
+        if entry["fitted"] and all(cell is not None for cell in cells):
+            complete.append(cells)
+    if complete:  # means over the fitted sets scored in every column
+        rows.append([f"**mean over {len(complete)} fitted sets**",
+                     *[_cell(np.mean([cells[i] for cells in complete], axis=0).tolist()) for i in range(len(header) - 1)]])
+    minutes = "; ".join(f"{fold}: {results[fold].get('_minutes', '?')} min" for fold in folds if fold in results)
+    command = "PYTHONPATH=. python benchmarks/source_holdout.py --model " + args.model.name
+    if not args.tail:
+        command += " --no-tail"
+    body = ("## Stage 3 on a source it has never seen (leave one source out, dev identities)\n\n"
+            f"`{command}` (stage-2 model `{model.model_id}`, fp32). Rank-1 / mAP on half B of each set's "
+            "`split=dev` identities (sprite sets: identities stage 2 never saw); fitted on half A of every set "
+            "(**source seen**) or of every set but the scored set's source (**source unseen**: comicgen's manifests "
+            "and the pages composed from its art are one source, tuxemon's two sets one). DiceBear is never fitted, "
+            "so it is scored unseen only. No test row read.\n\n"
+            + markdown_table(header, rows) + f"\n\nTime per fold (2 CPU cores): {minutes}.\n")
+    print(body)
+    if not args.no_write:
+        write_section("source-holdout", body)
+
+
+if __name__ == "__main__":
+    main()
