@@ -229,7 +229,7 @@ def write(args, model, sets: list[dict], folds: list[str], results: dict[str, di
         rows.append([f"**mean over {len(complete)} fitted sets**",
                      *[_cell(np.mean([cells[i] for cells in complete], axis=0).tolist()) for i in range(len(header) - 1)]])
     minutes = "; ".join(f"{fold}: {results[fold].get('_minutes', '?')} min" for fold in folds if fold in results)
-    command = "PYTHONPATH=. python benchmarks/source_holdout.py --model " + args.model.name
+    command = f"PYTHONPATH=. python benchmarks/source_holdout.py --model {args.model}"
     if not args.tail:
         command += " --no-tail"
     body = ("## Stage 3 on a source it has never seen (leave one source out, dev identities)\n\n"
