@@ -28,7 +28,7 @@ Columns, rank-1 / mAP on the same half-B rows: the untuned backbone (ImageNet fe
 embedding (stage 3's starting point), stage 3 without tuning the trunk, and stage 3 as shipped
 (tuned trunk, then discriminant), each with the source seen and unseen. ``--no-tail`` skips the
 tunings (minutes instead of about 8 minutes per fold on 2 cores). Per-fold results are kept in
-``build/benchmarks/source_holdout/`` so an interrupted run resumes. Writes the ``source-holdout``
+``build/benchmarks/source_holdout/<model id>/`` so an interrupted run resumes. Writes the ``source-holdout``
 section of docs/BENCHMARKS.md.
 """
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import time
 from pathlib import Path
 
@@ -159,9 +160,10 @@ def run_fold(model, sets: list[dict], held_out: str | None, tail: bool, keep_inp
     return {e["name"]: {column: score(e, vectors[e["name"]]) for column, vectors in columns.items()} for e in scored}
 
 
-def fold_path(fold: str, tail: bool) -> Path:
+def fold_path(fold: str, tail: bool, model_id: str) -> Path:
+    """Where one fold's scores are kept: per stage-2 model (a cache of other weights is never read)."""
     slug = "seen" if fold == SEEN else fold
-    return RESULTS / f"{slug}{'' if tail else '-no-tail'}.json"
+    return RESULTS / re.sub(r"[^A-Za-z0-9]+", "-", model_id) / f"{slug}{'' if tail else '-no-tail'}.json"
 
 
 def main() -> None:
@@ -185,14 +187,14 @@ def main() -> None:
     unknown = sorted(set(folds[1:]) - set(sources))
     if unknown:
         parser.error(f"unknown sources {unknown}; fitted sources are {sources}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     for fold in folds:
-        path = fold_path(fold, args.tail)
+        path = fold_path(fold, args.tail, model.model_id)
         if path.is_file():
             results[fold] = json.loads(path.read_text())
             continue
         started = time.time()
+        path.parent.mkdir(parents=True, exist_ok=True)
         results[fold] = run_fold(model, sets, None if fold == SEEN else fold, args.tail,
                                  keep_inputs=path.with_suffix(".npz") if args.keep_inputs else None)
         results[fold]["_minutes"] = round((time.time() - started) / 60, 1)
