@@ -18,30 +18,18 @@ section of docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
 
 from common import ROOT, markdown_table, write_section
-from sets import all_sets, part_data
-from discriminant_selection import half
-from label_free import fusion_weights
+from stage3_halves import head_inputs, load_sets, score, stage2_model, stage3, tuned_copy
 
-import comicid
-from comicid.models.embed import embed_crops, sum_parts
 from comicid.runtime import tune_allocator
-from comicid.store.embeddings import InstanceEmbeddings
-from comicid.training.discriminant import extend_head, fit_discriminant
-from comicid.training.style_tail import TailConfig, tune_tail
-from comicid.workflows.evaluate import retrieval_scores
+from comicid.training.style_tail import TailConfig
 
-NOT_FITTED = ("dicebear",)
-STAGE2_SETS = ("tuxemon", "supertux")
 VARIANTS: dict[str, TailConfig | None] = {
     "none": None,
     "shipped": TailConfig(),
@@ -52,21 +40,17 @@ VARIANTS: dict[str, TailConfig | None] = {
 }
 
 
-def _score(sets: list[dict], vectors: dict[str, np.ndarray]) -> tuple[list[str], float, float]:
+def _cells(sets: list[dict], vectors: dict[str, np.ndarray]) -> tuple[list[str], float, float]:
+    """Per-set ``rank-1 / mAP`` cells and the means over the sets that can be scored."""
     cells, r1, maps = [], [], []
     for entry in sets:
-        b = entry["b"]
-        if entry["table"]["identity"][b].nunique() < 2:
+        result = score(entry, vectors[entry["name"]])
+        if result is None:
             cells.append("-")
             continue
-        unit = vectors[entry["name"]][b]
-        unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
-        scored = InstanceEmbeddings(entry["table"][b].reset_index(drop=True).assign(split=""), unit.astype(np.float32),
-                                    "candidate")
-        result = retrieval_scores(scored)
-        r1.append(result["rank1"])
-        maps.append(result["mAP"])
-        cells.append(f"{result['rank1']:.3f} / {result['mAP']:.3f}")
+        r1.append(result[0])
+        maps.append(result[1])
+        cells.append(f"{result[0]:.3f} / {result[1]:.3f}")
     return cells, float(np.mean(r1)), float(np.mean(maps))
 
 
@@ -79,59 +63,19 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     tune_allocator()
-    torch.manual_seed(0)
-    model = comicid.load_model(args.model, precision="fp32")
-    model.part_weights = fusion_weights()  # stage 3 fits and ships with these (benchmarks/train_default.py)
-    train_manifest = args.train_manifest or args.model.parent / "train_manifest.csv"
-    stage2_ids = set(pd.read_csv(train_manifest)["identity"].astype(str)) if train_manifest.is_file() else None
-    if stage2_ids is None:
-        print(f"warning: {train_manifest} not found; sprite sets are scored on every half-B identity")
-    sets = []
-    for name, manifest in all_sets():
-        parts = part_data(name, manifest, model)
-        table = parts.table.reset_index(drop=True)
-        dev = (table["split"] == "dev").to_numpy() & (table["identity"] != "").to_numpy()
-        side = half(table["identity"].to_numpy())
-        b = dev & (side == 1)
-        if stage2_ids is not None and name.startswith(STAGE2_SETS):
-            b &= ~table["identity"].astype(str).isin(stage2_ids).to_numpy()
-        sets.append({"name": name, "table": table, "parts": parts, "a": dev & (side == 0), "b": b,
-                     "crops": parts.crop_paths,
-                     "fitted": not any(skip in name for skip in NOT_FITTED)})
+    model = stage2_model(args.model)
+    sets = load_sets(model, args.train_manifest or args.model.parent / "train_manifest.csv")
     fitted = [entry for entry in sets if entry["fitted"]]
     rows, summary = [], []
     for variant in args.variants:
         config, started = VARIANTS[variant], time.time()
-        tuned = copy.deepcopy(model)
-        if config is not None:
-            crops, labels, domains = [], [], []
-            for entry in fitted:
-                chosen = entry["a"][entry["parts"].instance_index]
-                crops += [crop for crop, keep in zip(entry["crops"], chosen, strict=True) if keep]
-                ids = entry["table"]["identity"].astype(str).to_numpy()[entry["parts"].instance_index]
-                labels += [f"{entry['name']}|{i}" for i in ids[chosen]]
-                domains += [entry["name"]] * int(chosen.sum())
-            tune_tail(tuned, crops, labels, config, progress=True, domains=domains)
-        inputs = {}
-        for entry in sets:
-            parts = entry["parts"]
-            features = parts.features.copy()
-            dev_parts = np.flatnonzero((entry["a"] | entry["b"])[parts.instance_index])
-            if config is not None:
-                features[dev_parts] = embed_crops([entry["crops"][i] for i in dev_parts], tuned, progress=False)
-            inputs[entry["name"]] = sum_parts(features, parts.instance_index, len(entry["table"]),
-                                              tuned.part_weight_array(parts.kinds))
-        fit_rows = np.concatenate([inputs[e["name"]][e["a"]] for e in fitted])
-        labels = np.concatenate([[f"{e['name']}|{i}" for i in e["table"]["identity"][e["a"]]] for e in fitted])
-        fit = fit_discriminant(fit_rows, labels)
-        head = extend_head(tuned.head, fit_rows.shape[1], fit, fit_rows).eval()
-        backbone_dim = tuned.backbone.feature_dim
-        with torch.no_grad():
-            stage3 = {name: head(torch.from_numpy(x).float()).numpy() for name, x in inputs.items()}
-        raw = {name: x[:, :backbone_dim] for name, x in inputs.items()}
+        tuned = model if config is None else tuned_copy(model, fitted, config)
+        inputs = {entry["name"]: head_inputs(model, entry, None if config is None else tuned) for entry in sets}
+        stage3_vectors = stage3(tuned.head, sets, fitted, inputs)
+        raw = {name: x[:, :tuned.backbone.feature_dim] for name, x in inputs.items()}
         minutes = (time.time() - started) / 60
-        for what, vectors in (("backbone features", raw), ("stage-3 embedding", stage3)):
-            cells, r1, mean_ap = _score(sets, vectors)
+        for what, vectors in (("backbone features", raw), ("stage-3 embedding", stage3_vectors)):
+            cells, r1, mean_ap = _cells(sets, vectors)
             rows.append([variant, what, f"{r1:.3f} / {mean_ap:.3f}", *cells])
             print(rows[-1], flush=True)
         summary.append(f"{variant}: {minutes:.1f} min")
