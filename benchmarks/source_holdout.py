@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     tune_allocator()
+    torch.manual_seed(0)
     model = stage2_model(args.model)
     sets = load_sets(model, args.model.parent / "train_manifest.csv")
     sources = list(dict.fromkeys(e["source"] for e in sets if e["fitted"]))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.preprocessing import normalize
 from torch import nn
 
 from discriminant_selection import half
@@ -39,7 +40,6 @@ STAGE2_SETS = ("tuxemon", "supertux")
 def stage2_model(path: Path) -> EmbeddingModel:
     """The stage-2 model stage 3 starts from, fp32, with the part weights stage 3 fits and ships with
     (``benchmarks/train_default.py``)."""
-    torch.manual_seed(0)
     model = comicid.load_model(path, precision="fp32")
     model.part_weights = fusion_weights()
     return model
@@ -51,17 +51,13 @@ def source_of(name: str) -> str:
     return "comicgen" if "comicgen" in lowered else lowered.split()[0]
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
 def score(entry: dict, vectors: np.ndarray) -> tuple[float, float] | None:
     """Rank-1 and mAP of ``vectors`` over the half-B rows of one set (None: under two identities)."""
     b = entry["b"]
     if entry["table"]["identity"][b].nunique() < 2:
         return None
     scored = InstanceEmbeddings(entry["table"][b].reset_index(drop=True).assign(split=""),
-                                _unit(vectors[b]).astype(np.float32), "candidate")
+                                normalize(vectors[b]).astype(np.float32), "candidate")
     result = retrieval_scores(scored)
     return float(result["rank1"]), float(result["mAP"])
 

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common import ROOT, markdown_table, write_section
 from stage3_halves import head_inputs, load_sets, score, stage2_model, stage3, tuned_copy
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     tune_allocator()
+    torch.manual_seed(0)
     model = stage2_model(args.model)
     sets = load_sets(model, args.train_manifest or args.model.parent / "train_manifest.csv")
     fitted = [entry for entry in sets if entry["fitted"]]

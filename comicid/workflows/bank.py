@@ -251,6 +251,14 @@ def name_clusters(vectors: np.ndarray, identity: np.ndarray, table: pd.DataFrame
                   matches=matches)
 
 
+def naming_rule(threshold: float, by_size: dict[int, float]) -> dict[str, float]:
+    """A model's ``rules["bank"]``: the one naming threshold, and each measured bank size's own (flat
+    ``bank_size_N`` keys, as every calibrated rule parameter is a float); read back by
+    :func:`model_naming_threshold`."""
+    return {"naming_threshold": float(threshold),
+            **{f"{BANK_SIZE_PREFIX}{size}": float(value) for size, value in by_size.items()}}
+
+
 def bank_size_thresholds(rule: dict[str, float]) -> dict[int, float]:
     """Each measured bank size's threshold from a model's ``rules["bank"]`` (empty for older files)."""
     return {int(key[len(BANK_SIZE_PREFIX):]): float(value) for key, value in rule.items()
@@ -342,4 +350,4 @@ def enrol_identity(bank: CharacterBank, name: str, collection: Collection, ident
 
 __all__ = ["BANK_PREFIX", "BANK_SIZE_PREFIX", "BankCharacter", "apply_bank", "BankError", "CharacterBank", "Naming",
            "STRATEGIES", "bank_identity_id", "bank_size_thresholds", "check_naming_threshold", "enrol_identity",
-           "model_naming_threshold", "name_clusters", "naming_threshold", "nearest_bank_size", "suggest_exemplars"]
+           "model_naming_threshold", "name_clusters", "naming_rule", "naming_threshold", "nearest_bank_size", "suggest_exemplars"]

@@ -52,7 +52,7 @@ from comicid.models.model_calibration import calibration_path, write_calibration
 from comicid.store.collection import Collection
 from comicid.store.embeddings import InstanceEmbeddings
 from comicid.workflows.embed import embed_collection
-from comicid.workflows.bank import BANK_SIZE_PREFIX
+from comicid.workflows.bank import naming_rule
 from comicid.workflows.naming_calibration import fit_naming_threshold
 from comicid.store.ingest import ingest
 
@@ -134,9 +134,7 @@ def _fit_naming_rule(data: InstanceEmbeddings) -> tuple[dict[str, float] | None,
         naming = fit_naming_threshold(data)
     except ConfigError as error:
         return None, {"naming_threshold": None, "skipped": str(error)}
-    rule = {"naming_threshold": naming.threshold,
-            **{f"{BANK_SIZE_PREFIX}{size}": value for size, value in naming.by_size.items()}}
-    return rule, {"naming_threshold": naming.threshold, "by_bank_size": {str(k): v for k, v in naming.by_size.items()},
+    return naming_rule(naming.threshold, naming.by_size), {"naming_threshold": naming.threshold, "by_bank_size": {str(k): v for k, v in naming.by_size.items()},
             "score": round(naming.score, 4),
             "objective": "balanced naming accuracy on simulated banks", "bank_sizes": list(naming.bank_sizes),
             "rounds": naming.rounds, "sets": naming.n_sets, "curve": naming.curve, "per_set": naming.per_set}
