@@ -85,8 +85,8 @@ def fold_path(fold: str, tail: bool, model_id: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "out" / "train_default" / "stage2.pt",
-                        help="the stage-2 model stage 3 starts from (train_default.py --label-free-only "
-                             "recovers it from the shipped default as OUT/stage2-recovered.pt)")
+                        help="the stage-2 model stage 3 starts from (benchmarks/recover_stage2.py writes it "
+                             "as OUT/stage2-recovered.pt on a fresh clone)")
     parser.add_argument("--sources", nargs="*", default=None, help="folds to run (default: every fitted source)")
     parser.add_argument("--no-tail", dest="tail", action="store_false", help="skip the trunk tunings")
     parser.add_argument("--keep-inputs", action="store_true",

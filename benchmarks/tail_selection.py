@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/tail_selection.py [--model PATH] [--variants none shipped ...] [--no-write]
 
 ``--model`` is the stage-2 model stage 3 starts from (default: ``out/train_default/stage2.pt``;
-``benchmarks/train_default.py --label-free-only`` recovers it from the shipped default as
+``benchmarks/recover_stage2.py`` recovers it from the last release whose trunk stage 3 did not tune, as
 ``OUT/stage2-recovered.pt``). The ``split=dev`` identities of every set of ``benchmarks/sets.py`` are
 halved by a hash of their name (the halves of ``discriminant_selection.py``). For each variant, a copy
 of the model is tuned (``comicid.training.style_tail``) on the crops of half A of every set but
