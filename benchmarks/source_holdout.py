@@ -150,7 +150,8 @@ def write(args, model, sets: list[dict], folds: list[str], results: dict[str, di
     if not args.tail:
         command += " --no-tail"
     body = ("## Stage 3 on a source it has never seen (leave one source out, dev identities)\n\n"
-            f"`{command}` (stage-2 model `{model.model_id}`, fp32). Rank-1 / mAP on half B of each set's "
+            f"`{command}` (stage-2 model `{model.model_id}`, fp32; `benchmarks/recover_stage2.py` writes it on a "
+            "fresh clone). Rank-1 / mAP on half B of each set's "
             "`split=dev` identities (sprite sets: identities stage 2 never saw); fitted on half A of every set "
             "(**source seen**) or of every set but the scored set's source (**source unseen**: comicgen's manifests "
             "and the pages composed from its art are one source, tuxemon's two sets one). DiceBear is never fitted, "
