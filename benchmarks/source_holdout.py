@@ -38,6 +38,7 @@ import argparse
 import json
 import re
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ from common import ROOT, markdown_table, write_section
 from sets import CACHE
 from stage3_halves import head_inputs, load_sets, score, stage2_model, stage3, tuned_copy
 
+from comicid.errors import ConfigError
 from comicid.runtime import tune_allocator
 from comicid.training.style_tail import TailConfig
 
@@ -76,10 +78,34 @@ def run_fold(model, sets: list[dict], held_out: str | None, tail: bool, keep_inp
     return {e["name"]: {column: score(e, vectors[e["name"]]) for column, vectors in columns.items()} for e in scored}
 
 
-def fold_path(fold: str, tail: bool, model_id: str) -> Path:
-    """Where one fold's scores are kept: per stage-2 model (a cache of other weights is never read)."""
+def fold_path(fold: str, tail: bool, model_id: str, variant: str = "") -> Path:
+    """Where one fold's scores are kept: per stage-2 model and tuning variant (a cache of other weights or
+    other settings is never read)."""
     slug = "seen" if fold == SEEN else fold
-    return RESULTS / re.sub(r"[^A-Za-z0-9]+", "-", model_id) / f"{slug}{'' if tail else '-no-tail'}.json"
+    folder = RESULTS / re.sub(r"[^A-Za-z0-9]+", "-", model_id)
+    if variant:
+        folder /= re.sub(r"[^A-Za-z0-9.]+", "-", variant)
+    return folder / f"{slug}{'' if tail else '-no-tail'}.json"
+
+
+def tail_options(options: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` settings of :class:`TailConfig`, each value converted to its field's type."""
+    types = {f.name: type(getattr(TailConfig(), f.name)) for f in fields(TailConfig)}
+    settings: dict[str, object] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key not in types or types[key] is tuple:
+            raise SystemExit(f"error: --tail-option {option!r}: give KEY=VALUE with KEY one of "
+                             f"{', '.join(k for k, t in types.items() if t is not tuple)}")
+        try:
+            settings[key] = types[key](value)
+        except ValueError as error:
+            raise SystemExit(f"error: --tail-option {option!r}: {error}") from error
+    try:
+        replace(TailConfig(), **settings).check()
+    except ConfigError as error:
+        raise SystemExit(f"error: --tail-option: {error}") from error
+    return settings
 
 
 def main() -> None:
@@ -91,8 +117,14 @@ def main() -> None:
     parser.add_argument("--no-tail", dest="tail", action="store_false", help="skip the trunk tunings")
     parser.add_argument("--keep-inputs", action="store_true",
                         help="also save each fold's tuned head inputs beside its results (.npz, float16)")
+    parser.add_argument("--tail-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a tuning variant (repeatable), e.g. mixstyle_p=0.5: its folds are cached apart and "
+                             "it writes a section of its own, source-holdout-<variant>")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    args.settings = tail_options(args.tail_option)
+    args.variant = " ".join(f"{key}={value}" for key, value in args.settings.items())
+    config = replace(TailConfig(), **args.settings)
     tune_allocator()
     torch.manual_seed(0)
     model = stage2_model(args.model)
@@ -104,14 +136,14 @@ def main() -> None:
         parser.error(f"unknown sources {unknown}; fitted sources are {sources}")
     results: dict[str, dict] = {}
     for fold in folds:
-        path = fold_path(fold, args.tail, model.model_id)
+        path = fold_path(fold, args.tail, model.model_id, args.variant)
         if path.is_file():
             results[fold] = json.loads(path.read_text())
             continue
         started = time.time()
         path.parent.mkdir(parents=True, exist_ok=True)
         results[fold] = run_fold(model, sets, None if fold == SEEN else fold, args.tail,
-                                 keep_inputs=path.with_suffix(".npz") if args.keep_inputs else None)
+                                 keep_inputs=path.with_suffix(".npz") if args.keep_inputs else None, config=config)
         results[fold]["_minutes"] = round((time.time() - started) / 60, 1)
         path.write_text(json.dumps(results[fold], indent=1))
         print(fold, json.dumps(results[fold]), flush=True)
@@ -147,9 +179,14 @@ def write(args, model, sets: list[dict], folds: list[str], results: dict[str, di
                      *[_cell(np.mean([cells[i] for cells in complete], axis=0).tolist()) for i in range(len(header) - 1)]])
     minutes = "; ".join(f"{fold}: {results[fold].get('_minutes', '?')} min" for fold in folds if fold in results)
     command = f"PYTHONPATH=. python benchmarks/source_holdout.py --model {args.model}"
+    command += "".join(f" --tail-option {option}" for option in args.variant.split())
     if not args.tail:
         command += " --no-tail"
-    body = ("## Stage 3 on a source it has never seen (leave one source out, dev identities)\n\n"
+    title = "Stage 3 on a source it has never seen (leave one source out, dev identities)"
+    if args.variant:  # the shipped recipe's column is this variant's
+        header = [h.replace("shipped recipe", f"tuned with {args.variant}") for h in header]
+        title += f": the tuning with {args.variant}"
+    body = (f"## {title}\n\n"
             f"`{command}` (stage-2 model `{model.model_id}`, fp32; `benchmarks/recover_stage2.py` writes it on a "
             "fresh clone). Rank-1 / mAP on half B of each set's "
             "`split=dev` identities (sprite sets: identities stage 2 never saw); fitted on half A of every set "
@@ -159,7 +196,8 @@ def write(args, model, sets: list[dict], folds: list[str], results: dict[str, di
             + markdown_table(header, rows) + f"\n\nTime per fold (2 CPU cores): {minutes}.\n")
     print(body)
     if not args.no_write:
-        write_section("source-holdout", body)
+        write_section("source-holdout" + (f"-{re.sub('[^A-Za-z0-9.]+', '-', args.variant)}" if args.variant else ""),
+                      body)
 
 
 if __name__ == "__main__":

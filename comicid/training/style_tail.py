@@ -57,6 +57,8 @@ class TailConfig:
     of the views (colour-preserving ones: the model's colour channel reads the clean crop).
     ``batches``: ``"mixed"`` (P identities from anywhere) or ``"per_domain"`` (every batch from one
     domain, e.g. one data set: negatives that share a drawing style; :class:`DomainPKSampler`).
+    ``mixstyle_p``/``mixstyle_alpha``: with probability ``mixstyle_p`` per step, the channel statistics
+    of the tail's input are mixed between random pairs of the batch (:func:`mix_style`); 0 = off.
     """
 
     first_block: int = 5
@@ -74,6 +76,8 @@ class TailConfig:
     pad: float = 0.08
     seed: int = 0
     batches: str = "mixed"
+    mixstyle_p: float = 0.0
+    mixstyle_alpha: float = 0.1
     batch_size: int = 64  # of the cached front pass and of embedding, not of training
 
     def check(self) -> None:
@@ -90,7 +94,9 @@ class TailConfig:
         check_style_ops(self.style_ops, "tail.style_ops")
         if self.batches not in BATCHES:
             raise ConfigError(f"tail.batches must be one of {', '.join(BATCHES)}, got {self.batches!r}")
-        for name in ("style_p", "erasing_p", "pad"):
+        if self.mixstyle_alpha <= 0:
+            raise ConfigError(f"tail.mixstyle_alpha must be positive, got {self.mixstyle_alpha}")
+        for name in ("style_p", "erasing_p", "pad", "mixstyle_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"tail.{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -126,6 +132,27 @@ def split_trunk(model: EmbeddingModel, first_block: int) -> tuple[nn.Sequential,
 def pooled(tail: nn.Module, activations: Tensor) -> Tensor:
     """L2-normalised, average-pooled tail features of cached front activations (any float dtype)."""
     return F.normalize(tail(activations.float()).mean(dim=(2, 3)), dim=1)
+
+
+def mix_style(activations: Tensor, p: float, alpha: float, eps: float = 1e-6) -> Tensor:
+    """MixStyle (Zhou et al., "Domain Generalization with MixStyle", ICLR 2021) on ``(B, C, h, w)`` activations.
+
+    With probability ``p`` (else ``activations`` unchanged), each sample's per-channel mean and standard
+    deviation are replaced by a mix, with weight ``lambda ~ Beta(alpha, alpha)``, of its own and those of
+    a random other sample of the batch. A CNN's channel statistics carry much of an image's style; a
+    tail trained on mixed statistics sees each character under styles of other sources, which the
+    leave-one-source-out benchmark rewards (docs/TRAINING.md). Written here because no maintained pip
+    package ships it (the authors' code lives in research repositories: Dassl, mixstyle-release); the
+    statistics are detached, as in the paper. Draws from torch's global generator.
+    """
+    if torch.rand(()).item() > p:
+        return activations
+    mean = activations.mean(dim=(2, 3), keepdim=True).detach()
+    std = (activations.var(dim=(2, 3), keepdim=True) + eps).sqrt().detach()
+    normalised = (activations - mean) / std
+    weight = torch.distributions.Beta(alpha, alpha).sample((len(activations), 1, 1, 1))
+    partner = torch.randperm(len(activations))
+    return normalised * (std * weight + std[partner] * (1 - weight)) + (mean * weight + mean[partner] * (1 - weight))
 
 
 def front_activations(front: nn.Module, crops: Sequence[CropSource], model: EmbeddingModel, config: TailConfig,
@@ -216,7 +243,10 @@ def tune_tail(model: EmbeddingModel, crops: Sequence[CropSource], labels: Sequen
         for batch in sampler:
             rows = torch.tensor(batch)
             views = torch.randint(config.views, (len(rows),))
-            features = pooled(tail, activations[rows, views])
+            inputs = activations[rows, views].float()
+            if config.mixstyle_p > 0:
+                inputs = mix_style(inputs, config.mixstyle_p, config.mixstyle_alpha)
+            features = pooled(tail, inputs)
             metric = loss_fn(features, targets[rows], miner(features, targets[rows]))
             distance = (1 - (features * teacher[rows, views]).sum(dim=1)).mean()
             loss = metric + config.distillation * distance

@@ -20,7 +20,7 @@ from comicid.models.backbones import TrunkBackbone, create_backbone
 from comicid.models.embedding_model import EmbeddingModel, save_embedding_model
 from comicid.training.config import load_config
 from comicid.training.discriminant import DiscriminantConfig
-from comicid.training.style_tail import TailConfig, pooled, split_trunk, tune_tail
+from comicid.training.style_tail import TailConfig, mix_style, pooled, split_trunk, tune_tail
 from comicid.workflows.discriminant import train_discriminant
 
 QUICK = TailConfig(first_block=3, views=2, steps=4, p=3, k=2, lr=1e-3, batch_size=8)
@@ -111,6 +111,38 @@ def test_batches_of_one_domain_tune_deterministically() -> None:
     assert all(torch.equal(value, states[1][name]) for name, value in states[0].items())
     assert not all(torch.equal(value, _tiny_effnet().backbone.state_dict()[name])
                    for name, value in states[0].items())
+
+
+def test_mix_style_moves_channel_statistics_towards_a_partner() -> None:
+    torch.manual_seed(0)
+    # four samples whose channels have distinct means and spreads, and a spatial pattern of their own
+    scale = torch.tensor([0.5, 1.0, 2.0, 4.0]).view(4, 1, 1, 1)
+    shift = torch.tensor([-3.0, -1.0, 1.0, 3.0]).view(4, 1, 1, 1)
+    activations = torch.randn(4, 6, 5, 5) * scale + shift
+    assert torch.equal(mix_style(activations, p=0.0, alpha=0.1), activations)  # off: untouched
+    mixed = mix_style(activations, p=1.0, alpha=0.1)
+    pattern = lambda x: (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True)  # noqa: E731
+    torch.testing.assert_close(pattern(mixed), pattern(activations), rtol=1e-3, atol=1e-3)  # content kept
+    old_means, new_means = activations.mean(dim=(2, 3)), mixed.mean(dim=(2, 3))
+    assert not torch.allclose(new_means, old_means, atol=1e-2), "no sample took on another's statistics"
+    low, high = old_means.min(dim=0).values, old_means.max(dim=0).values
+    assert bool(((new_means >= low - 1e-4) & (new_means <= high + 1e-4)).all()), "a mix left the batch's range"
+
+
+def test_mix_style_tuning_is_deterministic_and_differs_from_plain() -> None:
+    crops, labels = _crops(n_ids=4, per_id=3)
+    config = replace(QUICK, mixstyle_p=1.0)
+    states = []
+    for tuning in (config, config, QUICK):
+        model = _tiny_effnet()
+        tune_tail(model, crops, labels, tuning, progress=False)
+        states.append(model.backbone.state_dict())
+    assert all(torch.equal(value, states[1][name]) for name, value in states[0].items())
+    assert not all(torch.equal(value, states[2][name]) for name, value in states[0].items())
+    with pytest.raises(ConfigError, match="mixstyle_p must be in"):
+        TailConfig(mixstyle_p=1.5).check()
+    with pytest.raises(ConfigError, match="mixstyle_alpha must be positive"):
+        TailConfig(mixstyle_alpha=0.0).check()
 
 
 def test_tail_section_of_a_recipe_file(tmp_path: Path) -> None:
