@@ -188,6 +188,8 @@ def write(args, model, sets: list[dict], folds: list[str], results: dict[str, di
     minutes = "; ".join(f"{fold}: {results[fold].get('_minutes', '?')} min" for fold in folds if fold in results)
     command = f"PYTHONPATH=. python benchmarks/source_holdout.py --model {args.model}"
     command += "".join(f" --tail-option {option}" for option in args.variant.split())
+    if args.sources is not None:
+        command += " --sources " + " ".join(args.sources)
     if not args.tail:
         command += " --no-tail"
     title = "Stage 3 on a source it has never seen (leave one source out, dev identities)"
